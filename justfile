@@ -1,0 +1,59 @@
+# spcs: StorPool primary storage for Apache CloudStack.
+# `just` lists recipes; every recipe works from a fresh clone (it runs `setup` first).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv"
+py := venv / "bin" / "python"
+run_dir := justfile_directory() / ".spcs-run"
+
+_default:
+    @just --list --unsorted
+
+# Create .venv and install spcs (editable, with the Rust extension built in release mode)
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "{{py}}" ]; then python3 -m venv "{{venv}}"; fi
+    "{{py}}" -m pip install -q --upgrade pip
+    "{{py}}" -m pip install -q "maturin>=1.9,<2"
+    "{{venv}}/bin/maturin" develop --release --extras dev -q
+
+# Build the wheel (Python + extension) into dist/
+build: setup
+    "{{venv}}/bin/maturin" build --release --out dist
+
+# Regenerate the gRPC stubs from proto/ (commit the result)
+proto: setup
+    "{{py}}" proto/generate.py
+
+# Lint: ruff, rustfmt, clippy, and the stubs match proto/
+lint: setup
+    "{{venv}}/bin/ruff" check services tests proto bench
+    "{{venv}}/bin/ruff" format --check services tests proto bench
+    cargo fmt --manifest-path datamover/Cargo.toml --check
+    cargo clippy --manifest-path datamover/Cargo.toml --all-targets -- -D warnings
+    "{{py}}" proto/generate.py --check
+
+# Format Python and Rust sources in place
+fmt: setup
+    "{{venv}}/bin/ruff" format services tests proto bench
+    "{{venv}}/bin/ruff" check --fix services tests proto bench
+    cargo fmt --manifest-path datamover/Cargo.toml
+
+# Run every test: Rust unit tests, then pytest (real servers on loopback)
+test *ARGS: setup
+    cargo test --manifest-path datamover/Cargo.toml --release -q
+    "{{py}}" -m pytest {{ARGS}}
+
+# Benchmarks: data mover vs qemu-img, control plane vs direct StorPool calls
+bench *ARGS: setup
+    "{{py}}" bench/datamover.py {{ARGS}}
+
+# The end-to-end demo on this machine
+demo: setup
+    "{{venv}}/bin/spcs" demo
+
+# Run emulator + management + node in the foreground (for grpcurl); Ctrl-C stops all
+up: setup
+    "{{venv}}/bin/spcs" up --workdir "{{run_dir}}"

@@ -1,0 +1,180 @@
+"""Server interceptor: request ids, one log line per RPC, domain errors → status codes.
+
+Every unary RPC gets a request id (the caller's `x-request-id` metadata, or a new one), sent
+back as initial metadata and stamped on every log line written while serving it. When the call
+ends one line is logged: method, request id, the request's key (its idempotency key or object),
+duration and status. A `SpcsError` becomes its status code with its message and an ErrorInfo
+detail; any other exception is logged with its traceback and answered INTERNAL with the
+request id, never with a Python traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import text_format
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from spcs.common.errors import SpcsError, status_code
+from spcs.common.logs import REQUEST_ID
+from spcs.v1 import types_pb2
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+ERROR_DOMAIN = "spcs"
+# Frequent calls logged at DEBUG so they do not drown the log.
+QUIET_METHODS = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/spcs.v1.Identity/Probe",
+        "/spcs.v1.NodeRegistry/RegisterNode",
+        "/google.longrunning.Operations/GetOperation",
+        "/google.longrunning.Operations/WaitOperation",
+    }
+)
+# Request fields that identify what a call acts on, most specific first.
+KEY_FIELDS = (
+    "operation_id",
+    "vm_snapshot_uuid",
+    "volume.uuid",
+    "snapshot.uuid",
+    "template.uuid",
+    "object.volume.uuid",
+    "object.snapshot.uuid",
+    "object.template.uuid",
+    "source.volume.uuid",
+    "pool_uuid",
+    "pool.pool_uuid",
+    "disk.path",
+    "path",
+    "volume_path",
+    "host_id",
+    "name",
+)
+SLOW_CALL_SECONDS = 30.0
+
+
+def _field(message: Message, dotted: str) -> str:
+    value: Any = message
+    for part in dotted.split("."):
+        descriptor = getattr(value, "DESCRIPTOR", None)
+        if descriptor is None or part not in descriptor.fields_by_name:
+            return ""
+        field = descriptor.fields_by_name[part]
+        if field.message_type is not None and not value.HasField(part):
+            return ""
+        value = getattr(value, part)
+    return value if isinstance(value, str) else ""
+
+
+def request_key(request: object) -> str:
+    if not isinstance(request, Message):
+        return "-"
+    for dotted in KEY_FIELDS:
+        value = _field(request, dotted)
+        if value:
+            return value
+    return "-"
+
+
+def _redact(message: Message) -> None:
+    for field, value in message.ListFields():
+        if field.GetOptions().Extensions[types_pb2.secret]:
+            message.ClearField(field.name)
+            if field.type == field.TYPE_STRING and not field.is_repeated:
+                setattr(message, field.name, "<redacted>")
+        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            for item in value if field.is_repeated else (value,):
+                _redact(item)
+
+
+def redacted_text(message: object) -> str:
+    """One-line text of a request with every field marked `secret` replaced."""
+    if not isinstance(message, Message):
+        return repr(type(message))
+    copy = type(message)()
+    copy.CopyFrom(message)
+    _redact(copy)
+    return text_format.MessageToString(copy, as_one_line=True)
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, reason: str) -> None:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    status = status_pb2.Status(code=code.value[0], message=message)
+    status.details.add().Pack(info)
+    context.abort_with_status(rpc_status.to_status(status))
+
+
+class CallInterceptor(grpc.ServerInterceptor):
+    """Wraps every unary-unary handler; streaming RPCs (health Watch, reflection) pass through."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        inner = handler.unary_unary
+
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            rid = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex[:12])
+            token = REQUEST_ID.set(rid)
+            started = time.monotonic()
+            code = grpc.StatusCode.OK
+            try:
+                context.send_initial_metadata(((REQUEST_ID_HEADER, rid),))
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s request: %s", method, redacted_text(request))
+                return inner(request, context)
+            except SpcsError as error:
+                code = status_code(error)
+                _abort(context, code, error.message, error.reason)
+            except Exception:
+                aborted = context.code()
+                if aborted is not None and aborted != grpc.StatusCode.OK:
+                    code = aborted  # the handler aborted on its own
+                    raise
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed unexpectedly", method)
+                _abort(
+                    context,
+                    code,
+                    f"internal error in {method} (request {rid}); the service log has the details",
+                    "INTERNAL",
+                )
+            finally:
+                elapsed = time.monotonic() - started
+                level = (
+                    logging.DEBUG
+                    if method in QUIET_METHODS and code == grpc.StatusCode.OK
+                    else logging.INFO
+                )
+                if elapsed > SLOW_CALL_SECONDS:
+                    level = logging.WARNING
+                log.log(
+                    level,
+                    "rpc=%s key=%s status=%s ms=%.1f",
+                    method,
+                    request_key(request),
+                    code.name,
+                    elapsed * 1000,
+                )
+                REQUEST_ID.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

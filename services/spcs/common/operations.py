@@ -1,0 +1,471 @@
+"""Long-running jobs behind `google.longrunning.Operations`.
+
+A job is started with the caller's operation id and runs on its own thread, so it survives the
+caller disconnecting. Its operation (`operations/<id>`) carries `spcs.v1.OperationMetadata`
+(state, bytes done/total, rate, stage) while it runs and the result message or a
+`google.rpc.Status` when it ends.
+
+Replays: the same id with the same arguments returns the job as it is (running or succeeded);
+after a failure or cancellation the same id and arguments start a new attempt, so "retry with
+the same id" always makes progress; the same id with other arguments is ALREADY_EXISTS.
+
+A journal (optional) persists every state change; on start, jobs that were running when the
+process died are marked FAILED ("interrupted"), so their fate is known after a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from spcs.common import errors
+from spcs.common.errors import SpcsError
+from spcs.common.logs import REQUEST_ID
+from spcs.v1 import types_pb2
+
+log = logging.getLogger(__name__)
+
+PREFIX = "operations/"
+OPERATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_WAIT_SECONDS = 60.0
+KEEP_FINISHED = 1000
+
+JobState = types_pb2.JobState
+FINISHED = frozenset(
+    {types_pb2.JOB_STATE_SUCCEEDED, types_pb2.JOB_STATE_FAILED, types_pb2.JOB_STATE_CANCELLED}
+)
+
+
+def fingerprint(*messages: Message) -> str:
+    """Stable digest of a request's arguments (operation id excluded by the caller)."""
+    digest = hashlib.sha256()
+    for message in messages:
+        digest.update(message.SerializeToString(deterministic=True))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def operation_name(operation_id: str) -> str:
+    if not OPERATION_ID.match(operation_id or ""):
+        raise errors.InvalidArgument(
+            f"operation_id {operation_id!r} is invalid: use 1-128 characters of "
+            "A-Z a-z 0-9 . _ : - (for example the CloudStack job uuid)"
+        )
+    return PREFIX + operation_id
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+class Journal(Protocol):
+    """Persists operations so a restart can tell what happened to each."""
+
+    def save(self, name: str, fingerprint: str, operation: operations_pb2.Operation) -> None: ...
+
+    def load(self) -> Iterable[tuple[str, str, operations_pb2.Operation]]: ...
+
+    def forget(self, name: str) -> None: ...
+
+
+@dataclass
+class _Job:
+    name: str
+    fingerprint: str
+    metadata: types_pb2.OperationMetadata
+    response: any_pb2.Any | None = None
+    error: status_pb2.Status | None = None
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    cancel_hooks: list[Callable[[], None]] = field(default_factory=list)
+    rate_sample: tuple[float, int] = (0.0, 0)
+
+    @property
+    def done(self) -> bool:
+        return self.metadata.state in FINISHED
+
+    def operation(self) -> operations_pb2.Operation:
+        op = operations_pb2.Operation(name=self.name, done=self.done)
+        op.metadata.Pack(self.metadata)
+        if self.response is not None:
+            op.response.CopyFrom(self.response)
+        elif self.error is not None:
+            op.error.CopyFrom(self.error)
+        return op
+
+
+class JobContext:
+    """What a running job uses to report progress and notice cancellation."""
+
+    def __init__(self, registry: OperationRegistry, job: _Job) -> None:
+        self._registry = registry
+        self._job = job
+
+    @property
+    def operation_id(self) -> str:
+        return self._job.name.removeprefix(PREFIX)
+
+    def stage(self, text: str) -> None:
+        self._registry._update(self._job, stage=text)
+
+    def progress(
+        self,
+        done: int,
+        total: int | None = None,
+        written: int | None = None,
+        rate: int | None = None,
+    ) -> None:
+        self._registry._update(
+            self._job,
+            done=done,
+            total=total,
+            written=written,
+            rate=rate,
+            state=types_pb2.JOB_STATE_RUNNING,
+        )
+
+    @property
+    def cancelled(self) -> bool:
+        return self._job.cancel_requested.is_set()
+
+    def check_cancelled(self) -> None:
+        if self.cancelled:
+            raise errors.Cancelled(f"{self._job.name} was cancelled")
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Run `hook` when a cancel arrives (at once if one already has)."""
+        with self._registry._lock:
+            self._job.cancel_hooks.append(hook)
+            already = self.cancelled
+        if already:
+            hook()
+
+
+Runner = Callable[[JobContext], Message]
+
+
+class OperationRegistry:
+    def __init__(
+        self,
+        *,
+        host_id: str = "",
+        max_running: int | None = None,
+        journal: Journal | None = None,
+        service_name: str = "spcs",
+    ) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}
+        self._host_id = host_id
+        self._max_running = max_running
+        self._journal = journal
+        if journal is not None:
+            self._recover(journal, service_name)
+
+    def _recover(self, journal: Journal, service_name: str) -> None:
+        for name, print_, op in journal.load():
+            metadata = types_pb2.OperationMetadata()
+            op.metadata.Unpack(metadata)
+            job = _Job(name, print_, metadata)
+            if op.done:
+                job.error = op.error if op.HasField("error") else None
+                if op.HasField("response"):
+                    job.response = op.response
+            else:
+                metadata.state = types_pb2.JOB_STATE_FAILED
+                metadata.end_time.CopyFrom(_now())
+                job.error = status_pb2.Status(
+                    code=grpc.StatusCode.ABORTED.value[0],
+                    message=f"{name} was interrupted: {service_name} restarted while it ran "
+                    f"(stage {metadata.stage or 'unknown'}); retry with the same operation id",
+                )
+                journal.save(name, print_, job.operation())
+                log.warning("%s was interrupted by a restart; marked failed", name)
+            job.finished.set()
+            self._jobs[name] = job
+
+    # ---- starting and running -------------------------------------------------------------
+
+    def start(
+        self, operation_id: str, *, kind: str, fingerprint: str, target: str, runner: Runner
+    ) -> operations_pb2.Operation:
+        name = operation_name(operation_id)
+        with self._lock:
+            existing = self._jobs.get(name)
+            if existing is not None:
+                if existing.fingerprint != fingerprint or existing.metadata.kind != kind:
+                    raise errors.AlreadyExists(
+                        f"{name} already exists with different arguments ({existing.metadata.kind}"
+                        f" on {existing.metadata.target}); use a new operation id"
+                    )
+                if existing.metadata.state not in (
+                    types_pb2.JOB_STATE_FAILED,
+                    types_pb2.JOB_STATE_CANCELLED,
+                ):
+                    return existing.operation()
+            running = sum(1 for job in self._jobs.values() if not job.done)
+            if self._max_running is not None and running >= self._max_running:
+                raise errors.ResourceExhausted(
+                    f"{running} copies are already running on this host (limit "
+                    f"{self._max_running}); retry {name} when one has finished"
+                )
+            metadata = types_pb2.OperationMetadata(
+                kind=kind,
+                state=types_pb2.JOB_STATE_PENDING,
+                host_id=self._host_id,
+                target=target,
+                stage="queued",
+            )
+            metadata.create_time.CopyFrom(_now())
+            metadata.update_time.CopyFrom(metadata.create_time)
+            job = _Job(name, fingerprint, metadata)
+            self._jobs[name] = job
+            self._prune_locked()
+            op = job.operation()
+        self._persist(job)
+        thread = threading.Thread(
+            target=self._run, args=(job, runner), name=f"job-{operation_id}", daemon=True
+        )
+        thread.start()
+        return op
+
+    def _run(self, job: _Job, runner: Runner) -> None:
+        REQUEST_ID.set(job.name.removeprefix(PREFIX))
+        started = time.monotonic()
+        try:
+            result = runner(JobContext(self, job))
+        except SpcsError as error:
+            cancelled = isinstance(error, errors.Cancelled) or job.cancel_requested.is_set()
+            self._finish(
+                job,
+                error=status_pb2.Status(
+                    code=(
+                        grpc.StatusCode.CANCELLED if cancelled else errors.status_code(error)
+                    ).value[0],
+                    message=error.message,
+                ),
+            )
+            log.log(
+                logging.INFO if cancelled else logging.WARNING,
+                "%s %s after %.1fs: %s",
+                job.name,
+                "cancelled" if cancelled else "failed",
+                time.monotonic() - started,
+                error.message,
+            )
+        except Exception:
+            log.exception("%s failed unexpectedly", job.name)
+            self._finish(
+                job,
+                error=status_pb2.Status(
+                    code=grpc.StatusCode.INTERNAL.value[0],
+                    message=f"{job.name} failed with an internal error; see the service log",
+                ),
+            )
+        else:
+            self._finish(job, result=result)
+            log.info(
+                "%s succeeded in %.1fs (%d bytes)",
+                job.name,
+                time.monotonic() - started,
+                job.metadata.bytes_done,
+            )
+
+    def _finish(
+        self, job: _Job, *, result: Message | None = None, error: status_pb2.Status | None = None
+    ) -> None:
+        packed = None
+        if result is not None:
+            packed = any_pb2.Any()
+            packed.Pack(result)
+        with self._lock:
+            job.response, job.error = packed, error
+            if result is not None:
+                job.metadata.state = types_pb2.JOB_STATE_SUCCEEDED
+                job.metadata.stage = "done"
+                if job.metadata.bytes_total:
+                    job.metadata.bytes_done = job.metadata.bytes_total
+            elif error is not None and error.code == grpc.StatusCode.CANCELLED.value[0]:
+                job.metadata.state = types_pb2.JOB_STATE_CANCELLED
+            else:
+                job.metadata.state = types_pb2.JOB_STATE_FAILED
+            job.metadata.end_time.CopyFrom(_now())
+            job.metadata.update_time.CopyFrom(job.metadata.end_time)
+            job.metadata.rate_bytes_per_second = 0
+        self._persist(job)
+        job.finished.set()
+
+    def _update(
+        self,
+        job: _Job,
+        *,
+        stage: str | None = None,
+        done: int | None = None,
+        total: int | None = None,
+        written: int | None = None,
+        rate: int | None = None,
+        state: int | None = None,
+    ) -> None:
+        changed_stage = False
+        with self._lock:
+            meta = job.metadata
+            if stage is not None and stage != meta.stage:
+                meta.stage, changed_stage = stage, True
+            if state is not None and meta.state not in FINISHED:
+                meta.state = state
+            if total is not None:
+                meta.bytes_total = total
+            if written is not None:
+                meta.bytes_written = written
+            if done is not None:
+                now = time.monotonic()
+                last_t, last_done = job.rate_sample
+                if rate is not None:
+                    meta.rate_bytes_per_second = rate
+                elif now - last_t >= 1.0 and last_t:
+                    meta.rate_bytes_per_second = max(0, int((done - last_done) / (now - last_t)))
+                if now - last_t >= 1.0 or not last_t:
+                    job.rate_sample = (now, done)
+                meta.bytes_done = done
+            meta.update_time.CopyFrom(_now())
+        if changed_stage:
+            self._persist(job)
+
+    def _persist(self, job: _Job) -> None:
+        if self._journal is None:
+            return
+        with self._lock:
+            op = job.operation()
+        try:
+            self._journal.save(job.name, job.fingerprint, op)
+        except Exception as error:  # a journal failure must not break the job itself
+            log.warning("could not journal %s: %s", job.name, error)
+
+    def _prune_locked(self) -> None:
+        finished = [job for job in self._jobs.values() if job.done]
+        for job in sorted(finished, key=lambda j: j.metadata.end_time.ToNanoseconds())[
+            : max(0, len(finished) - KEEP_FINISHED)
+        ]:
+            del self._jobs[job.name]
+            if self._journal is not None:
+                self._journal.forget(job.name)
+
+    # ---- the Operations API ---------------------------------------------------------------
+
+    def _job(self, name: str) -> _Job:
+        job = self._jobs.get(name)
+        if job is None:
+            raise errors.NotFound(
+                f"operation {name!r} is not known here (names look like operations/<id>; "
+                "finished operations are kept for the last 1000)"
+            )
+        return job
+
+    def get(self, name: str) -> operations_pb2.Operation:
+        with self._lock:
+            return self._job(name).operation()
+
+    def list(
+        self, filter_text: str, page_size: int, page_token: str
+    ) -> tuple[list[operations_pb2.Operation], str]:
+        want_done = _parse_filter(filter_text)
+        try:
+            offset = int(page_token) if page_token else 0
+        except ValueError:
+            raise errors.InvalidArgument(f"page_token {page_token!r} is not valid") from None
+        size = page_size if page_size > 0 else 100
+        with self._lock:
+            jobs = sorted(self._jobs.values(), key=lambda j: j.metadata.create_time.ToNanoseconds())
+            ops = [job.operation() for job in jobs if want_done is None or job.done == want_done]
+        page = ops[offset : offset + size]
+        next_token = str(offset + size) if offset + size < len(ops) else ""
+        return page, next_token
+
+    def cancel(self, name: str) -> None:
+        with self._lock:
+            job = self._job(name)
+            if job.done:
+                return
+            job.cancel_requested.set()
+            hooks = list(job.cancel_hooks)
+            job.metadata.stage = "cancelling"
+        log.info("%s: cancel requested", name)
+        for hook in hooks:
+            hook()
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            job = self._job(name)
+            if not job.done:
+                raise errors.FailedPrecondition(
+                    f"{name} is still running; cancel it first (CancelOperation)"
+                )
+            del self._jobs[name]
+        if self._journal is not None:
+            self._journal.forget(name)
+
+    def wait(self, name: str, timeout: float | None) -> operations_pb2.Operation:
+        with self._lock:
+            job = self._job(name)
+        limit = MAX_WAIT_SECONDS if not timeout or timeout <= 0 else min(timeout, MAX_WAIT_SECONDS)
+        job.finished.wait(limit)
+        return self.get(name)
+
+    def running(self) -> int:
+        with self._lock:
+            return sum(1 for job in self._jobs.values() if not job.done)
+
+
+def _parse_filter(text: str) -> bool | None:
+    text = (text or "").strip().replace(" ", "")
+    if not text:
+        return None
+    if text in ("done=true", "done=false"):
+        return text == "done=true"
+    raise errors.InvalidArgument(
+        f"filter {text!r} is not supported; use '', 'done=true' or 'done=false'"
+    )
+
+
+class OperationsServicer(operations_pb2_grpc.OperationsServicer):
+    """google.longrunning.Operations over an OperationRegistry."""
+
+    def __init__(self, registry: OperationRegistry) -> None:
+        self._registry = registry
+
+    def GetOperation(self, request, context):
+        return self._registry.get(request.name)
+
+    def ListOperations(self, request, context):
+        ops, token = self._registry.list(request.filter, request.page_size, request.page_token)
+        return operations_pb2.ListOperationsResponse(operations=ops, next_page_token=token)
+
+    def CancelOperation(self, request, context):
+        self._registry.cancel(request.name)
+        return empty_pb2.Empty()
+
+    def DeleteOperation(self, request, context):
+        self._registry.delete(request.name)
+        return empty_pb2.Empty()
+
+    def WaitOperation(self, request, context):
+        timeout = (
+            request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else None
+        )
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout or remaining, max(0.0, remaining - 0.5))
+        return self._registry.wait(request.name, timeout)

@@ -1,0 +1,155 @@
+"""Settings of the node service (flags, SPCS_* environment, --config TOML, storpool.conf)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from spcs.common.settings import (
+    SERVER_OPTIONS,
+    ConfigError,
+    Option,
+    ServerSettings,
+    existing_dir,
+    parse_listen,
+    positive_float,
+    positive_int,
+    resolve,
+)
+from spcs.common.validate import UUID_LIKE
+from spcs.storpool import conf as storpool_conf
+
+DEFAULT_LISTEN = "127.0.0.1:9711"
+
+
+def _host_id(value: str) -> str:
+    if not UUID_LIKE.match(value):
+        raise ValueError(f"{value!r} is not a valid host id (A-Z a-z 0-9 . _ : -)")
+    return value
+
+
+def _address(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "listen",
+        "address to serve gRPC on",
+        default=DEFAULT_LISTEN,
+        parse=parse_listen,
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "host_id", "CloudStack host id of this KVM host (required)", parse=_host_id, metavar="ID"
+    ),
+    Option(
+        "device_root",
+        "directory holding storpool/ and storpool-byid/ device links",
+        default="/dev",
+        parse=existing_dir,
+        metavar="DIR",
+    ),
+    Option(
+        "management",
+        "management service to register with (host:port); without it the node runs unregistered",
+        parse=_address,
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "advertise",
+        "address the management service should call this node on "
+        "(default: the listen address, or this host's name when listening on all addresses)",
+        parse=_address,
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "storpool_conf",
+        "StorPool config (default /etc/storpool.conf + /etc/storpool.conf.d/*.conf)",
+        parse=Path,
+        metavar="FILE",
+    ),
+    Option(
+        "storpool_section",
+        "section of the StorPool config for this host (default: the host name)",
+        metavar="NAME",
+    ),
+    Option(
+        "mount_root",
+        "where NFS secondary stores are mounted",
+        default="/var/lib/spcs/mnt",
+        parse=Path,
+        metavar="DIR",
+    ),
+    Option(
+        "state_dir",
+        "node state (copy journal)",
+        default="/var/lib/spcs/node",
+        parse=Path,
+        metavar="DIR",
+    ),
+    Option(
+        "device_wait_seconds",
+        "how long an attach waits for the device to appear",
+        default=30.0,
+        parse=positive_float,
+        metavar="SECONDS",
+    ),
+    Option(
+        "max_copies",
+        "copies running at once on this host (RESOURCE_EXHAUSTED beyond)",
+        default=2,
+        parse=positive_int,
+        metavar="N",
+    ),
+    *SERVER_OPTIONS,
+)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    server: ServerSettings
+    host_id: str
+    device_root: Path
+    management: str | None
+    advertise: str | None
+    storpool: storpool_conf.StorPoolConf
+    mount_root: Path
+    state_dir: Path
+    device_wait_seconds: float
+    max_copies: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> NodeSettings:
+        values = resolve(args, OPTIONS)
+        if not values["host_id"]:
+            raise ConfigError("--host-id is required: the CloudStack host id of this KVM host")
+        storpool = storpool_conf.load(values["storpool_conf"], section=values["storpool_section"])
+        storpool.require("SP_OURID", "SP_AUTH_TOKEN")
+        for name in ("mount_root", "state_dir"):
+            path: Path = values[name]
+            if path.exists() and not path.is_dir():
+                raise ConfigError(f"--{name.replace('_', '-')} {path} is not a directory")
+        return cls(
+            server=ServerSettings.from_values(values),
+            host_id=values["host_id"],
+            device_root=values["device_root"],
+            management=values["management"],
+            advertise=values["advertise"],
+            storpool=storpool,
+            mount_root=values["mount_root"],
+            state_dir=values["state_dir"],
+            device_wait_seconds=values["device_wait_seconds"],
+            max_copies=values["max_copies"],
+        )
+
+    def advertised_address(self, port: int) -> str:
+        if self.advertise:
+            return self.advertise
+        host = self.server.listen[0]
+        if host in ("0.0.0.0", "[::]", "::"):
+            host = socket.getfqdn()
+        return f"{host}:{port}"

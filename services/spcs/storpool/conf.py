@@ -1,0 +1,124 @@
+"""StorPool host configuration: `/etc/storpool.conf`, `/etc/storpool.conf.d/*.conf`, environment.
+
+Parsing is done by StorPool's own bindings (`storpool.spconfig.SPConfig`: the unnamed section,
+then the `[hostname]` section of each file, files in order), so spcs reads exactly what
+StorPool's tools read. Like the bindings, the environment overrides `SP_AUTH_TOKEN`,
+`SP_API_HTTP_HOST` and `SP_API_HTTP_PORT`; spcs also takes `SP_OURID` and `SP_CLUSTER_ID` from
+it, so a host without a config file can run from the environment alone.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from spcs.common.settings import ConfigError
+from spcs.storpool.bindings import spconfig
+
+DEFAULT_PATH = Path("/etc/storpool.conf")
+KEYS = ("SP_API_HTTP_HOST", "SP_API_HTTP_PORT", "SP_AUTH_TOKEN", "SP_OURID", "SP_CLUSTER_ID")
+
+
+@dataclass(frozen=True)
+class StorPoolConf:
+    api_host: str
+    api_port: int
+    auth_token: str | None
+    our_id: int | None
+    cluster_id: str | None
+    # Where the values were looked for, for error messages.
+    sources: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.api_host}:{self.api_port}"
+
+    def require(self, *keys: str) -> None:
+        """Fail with a message naming the first missing key and where it was looked for."""
+        present = {
+            "SP_AUTH_TOKEN": self.auth_token,
+            "SP_OURID": self.our_id,
+            "SP_CLUSTER_ID": self.cluster_id,
+            "SP_API_HTTP_HOST": self.api_host,
+            "SP_API_HTTP_PORT": self.api_port,
+        }
+        for key in keys:
+            if not present.get(key):
+                raise ConfigError(
+                    f"StorPool setting {key} is missing: looked in {self.sources} and the "
+                    f"environment variable {key}; set it in the [hostname] section of the "
+                    "StorPool config or in the environment"
+                )
+
+
+def _files_for(path: Path) -> type[spconfig.SPConfig]:
+    # The bindings take their paths from class attributes; point them at `path`.
+    return type(
+        "SPConfigAt",
+        (spconfig.SPConfig,),
+        {"PATH_CONFIG": str(path), "PATH_CONFIG_DIR": str(path) + ".d"},
+    )
+
+
+def load(
+    path: Path | None = None,
+    *,
+    section: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> StorPoolConf:
+    """Read the StorPool config; `path` None means the default file, which may be missing."""
+    env = os.environ if environ is None else environ
+    explicit = path is not None
+    conf_path = path if path is not None else DEFAULT_PATH
+    if explicit and not conf_path.is_file():
+        raise ConfigError(f"StorPool config {conf_path} (--storpool-conf) does not exist")
+    section = section or platform.node()
+    try:
+        # use_env=False: every override comes from `env` below, so callers can pass their own.
+        cfg = _files_for(conf_path)(section=section, missing_ok=not explicit, use_env=False)
+    except spconfig.SPConfigException as error:
+        raise ConfigError(f"StorPool config {conf_path}: {error}") from None
+    values = {key: env.get(key, cfg.get(key)) for key in KEYS}
+    sources = f"{conf_path} and {conf_path}.d/*.conf (section [{section}])"
+    return StorPoolConf(
+        api_host=str(values["SP_API_HTTP_HOST"] or "127.0.0.1"),
+        api_port=_int_setting("SP_API_HTTP_PORT", values["SP_API_HTTP_PORT"] or "81", sources),
+        auth_token=values["SP_AUTH_TOKEN"] or None,
+        our_id=_client_id(values["SP_OURID"], sources),
+        cluster_id=values["SP_CLUSTER_ID"] or None,
+        sources=sources,
+    )
+
+
+def _int_setting(key: str, value: str, sources: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"StorPool setting {key}={value!r} is not a number ({sources})") from None
+
+
+def _client_id(value: str | None, sources: str) -> int | None:
+    if not value:
+        return None
+    number = _int_setting("SP_OURID", value, sources)
+    if not 1 <= number <= 4095:
+        raise ConfigError(f"StorPool setting SP_OURID={number} is outside 1-4095 ({sources})")
+    return number
+
+
+def write(
+    path: Path,
+    values: Mapping[str, object],
+    sections: Iterable[tuple[str, Mapping[str, object]]] = (),
+) -> None:
+    """Write a storpool.conf (used by `spcs emulator --write-conf` and the demo)."""
+    lines = [f"{key}={value}" for key, value in values.items()]
+    for name, section_values in sections:
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{key}={value}" for key, value in section_values.items())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)

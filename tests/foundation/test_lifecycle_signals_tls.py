@@ -1,0 +1,215 @@
+"""SIGTERM drains in-flight calls; TLS and mutual TLS with a self-made CA."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from spcs.common.identity import IdentityInfo, IdentityServicer
+from spcs.common.server import Server, bind
+from spcs.common.settings import ServerSettings
+from spcs.v1 import identity_pb2, identity_pb2_grpc
+from tests.support import Service, start_service
+
+
+def server_settings(**overrides) -> ServerSettings:
+    values = dict(
+        listen=("127.0.0.1", 0),
+        log_file=None,
+        log_level="INFO",
+        tls_cert=None,
+        tls_key=None,
+        tls_ca=None,
+        tls_client_auth=False,
+        workers=4,
+        max_concurrent_rpcs=16,
+        grace_seconds=10.0,
+    )
+    values.update(overrides)
+    return ServerSettings(**values)
+
+
+def test_sigterm_drains_in_flight_call_then_returns_0():
+    entered = threading.Event()
+
+    def slow_probe() -> tuple[bool, str]:
+        entered.set()
+        time.sleep(1.5)
+        return True, "slow but fine"
+
+    info = IdentityInfo(name="test", services=["spcs.v1.Identity"], probe=slow_probe)
+    server = Server(
+        "test",
+        server_settings(),
+        [bind(identity_pb2, identity_pb2_grpc, "Identity", IdentityServicer(info))],
+    )
+    results: dict[str, object] = {}
+
+    def call_then_signal() -> None:
+        while not server.port:
+            time.sleep(0.01)
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        stub = identity_pb2_grpc.IdentityStub(channel)
+        future = stub.Probe.future(identity_pb2.ProbeRequest(), timeout=10)
+        entered.wait(5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            results["reply"] = future.result()
+        except grpc.RpcError as error:
+            results["error"] = error
+        # after the drain, new calls are refused
+        try:
+            stub.GetInfo(identity_pb2.GetInfoRequest(), timeout=2)
+            results["late"] = "served"
+        except grpc.RpcError as error:
+            results["late"] = error.code()
+        channel.close()
+
+    caller = threading.Thread(target=call_then_signal)
+    caller.start()
+    started = time.monotonic()
+    assert server.serve_forever() == 0
+    caller.join(10)
+    assert "error" not in results, results
+    assert results["reply"].message == "slow but fine"
+    assert results["late"] == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 8
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
+        signal.getsignal(signal.SIGTERM)
+    )
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A throw-away CA with a server certificate (localhost) and a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=spcs test CA",
+        cwd=d,
+    )
+    for name, san in (("server", "DNS:localhost,IP:127.0.0.1"), ("client", "DNS:client")):
+        _openssl(
+            "req",
+            *ec,
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+            cwd=d,
+        )
+        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+            cwd=d,
+        )
+    # a second CA the server does not trust
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "rogue.key",
+        "-out",
+        "rogue.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rogue",
+        cwd=d,
+    )
+    return d
+
+
+def _get_info(address: str, creds: grpc.ChannelCredentials) -> str:
+    with grpc.secure_channel(
+        address, creds, options=[("grpc.ssl_target_name_override", "localhost")]
+    ) as ch:
+        return (
+            identity_pb2_grpc.IdentityStub(ch)
+            .GetInfo(identity_pb2.GetInfoRequest(), timeout=5)
+            .name
+        )
+
+
+def _start_tls(tmp_path: Path, pki: Path, services: list[Service], mutual: bool) -> Service:
+    args = [
+        "management",
+        "--db",
+        str(tmp_path / "m.db"),
+        "--tls-cert",
+        str(pki / "server.pem"),
+        "--tls-key",
+        str(pki / "server.key"),
+    ]
+    if mutual:
+        args += ["--tls-ca", str(pki / "ca.pem"), "--tls-client-auth"]
+    service = start_service(args, tmp_path, "mgmt-tls")
+    services.append(service)
+    return service
+
+
+def test_tls_server(tmp_path, pki, services):
+    service = _start_tls(tmp_path, pki, services, mutual=False)
+    ca = (pki / "ca.pem").read_bytes()
+    assert _get_info(service.address, grpc.ssl_channel_credentials(ca)) == "spcs-management"
+    with pytest.raises(grpc.RpcError) as plain, grpc.insecure_channel(service.address) as ch:
+        identity_pb2_grpc.IdentityStub(ch).GetInfo(identity_pb2.GetInfoRequest(), timeout=3)
+    assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "(TLS)" in service.log() or "listening" in service.log()
+
+
+def test_mutual_tls_requires_a_client_certificate(tmp_path, pki, services):
+    service = _start_tls(tmp_path, pki, services, mutual=True)
+    ca = (pki / "ca.pem").read_bytes()
+    good = grpc.ssl_channel_credentials(
+        ca, (pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes()
+    )
+    assert _get_info(service.address, good) == "spcs-management"
+    for creds in (
+        grpc.ssl_channel_credentials(ca),  # no client certificate
+        grpc.ssl_channel_credentials(
+            ca, (pki / "rogue.key").read_bytes(), (pki / "rogue.pem").read_bytes()
+        ),  # untrusted CA
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            _get_info(service.address, creds)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "mutual TLS" in service.log()
