@@ -1,0 +1,56 @@
+"""The emulator's own admin endpoints under ``/ctrl/1.0/_emulator/`` (token-protected).
+
+Emulator-specific; nothing like them exists in StorPool:
+
+* ``GET  _emulator/faults``: the fault configuration (see `spcs.emulator.faults`);
+* ``POST _emulator/faults``: replace it (``{}`` switches every fault off);
+* ``POST _emulator/open``: ``{"client": N, "volume"|"snapshot": ref, "open": bool}``
+  marks an attachment open (or not), as if a process on that client held it;
+* ``POST _emulator/capacity``: ``{"template": name, "capacity": bytes|null}``;
+* ``GET  _emulator/state``: the whole persisted state plus runtime facts (for debugging).
+
+Replies use the normal envelope. Admin changes do not bump the generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spcs.emulator import attachments, templates
+from spcs.emulator.cluster import Cluster
+from spcs.emulator.errors import ApiError, invalid
+from spcs.emulator.faults import FaultConfig, Faults
+
+PREFIX = "_emulator"
+
+
+def snapshot(cluster: Cluster) -> dict[str, Any]:
+    with cluster.read() as state:
+        return {
+            "state": state.to_json(),
+            "dataDir": cluster.store.dir,
+            "clients": {cid: host.root for cid, host in cluster.hosts.items()},
+            "loop": cluster.loop,
+        }
+
+
+def handle(cluster: Cluster, faults: Faults, method: str, args: list[str], body: Any) -> Any:
+    what = "/".join(args)
+    if (method, what) == ("GET", "faults"):
+        return faults.config.to_json()
+    if (method, what) == ("POST", "faults"):
+        faults.configure(FaultConfig.from_json(body if body is not None else {}))
+        return faults.config.to_json()
+    if (method, what) == ("POST", "open"):
+        with cluster.change(bump=False) as txn:
+            return attachments.mark_open(cluster, txn, body)
+    if (method, what) == ("POST", "capacity"):
+        with cluster.change(bump=False) as txn:
+            return templates.set_capacity(cluster, txn, body)
+    if (method, what) == ("GET", "state"):
+        return snapshot(cluster)
+    raise _unknown(method, what)
+
+
+def _unknown(method: str, what: str) -> ApiError:
+    return invalid(f"unknown admin endpoint {method} {PREFIX}/{what}")
