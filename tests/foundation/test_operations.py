@@ -13,10 +13,10 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import duration_pb2
 
 from spcs.common import errors
+from spcs.common.journal import SqliteJournal
 from spcs.common.operations import JobContext, OperationRegistry, OperationsServicer
 from spcs.common.server import Server, bind_operations
-from spcs.management.db import Database
-from spcs.management.journal import SqliteJournal
+from spcs.management.db import open_database
 from spcs.v1 import node_pb2, types_pb2
 from tests.foundation.test_lifecycle_signals_tls import server_settings
 
@@ -155,7 +155,7 @@ def test_failure_status_and_slot_limit(registry_and_stub):
 
 
 def test_journal_survives_restart_and_marks_interrupted_jobs(tmp_path: Path):
-    db = Database(tmp_path / "m.db")
+    db = open_database(tmp_path / "m.db")
     first = OperationRegistry(journal=SqliteJournal(db))
     first.start(
         "finished",

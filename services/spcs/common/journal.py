@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from google.longrunning import operations_pb2
 
-from spcs.management.db import Database
+from spcs.common.sqlite import Database
 
 
 class SqliteJournal:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -33,6 +33,14 @@ class KeyedLocks:
     @contextmanager
     def hold(self, *keys: str, operation: str) -> Iterator[None]:
         """Hold every key for the block, or raise Conflict without holding any."""
+        release = self.acquire(*keys, operation=operation)
+        try:
+            yield
+        finally:
+            release()
+
+    def acquire(self, *keys: str, operation: str) -> Callable[[], None]:
+        """Take every key or raise Conflict; returns the function that releases them."""
         wanted = sorted(set(keys))
         with self._guard:
             for key in wanted:
@@ -45,12 +53,13 @@ class KeyedLocks:
                     )
             for key in wanted:
                 self._held[key] = Lease(operation, REQUEST_ID.get())
-        try:
-            yield
-        finally:
+
+        def release() -> None:
             with self._guard:
                 for key in wanted:
                     self._held.pop(key, None)
+
+        return release
 
     def held(self) -> dict[str, Lease]:
         with self._guard:

@@ -32,6 +32,7 @@ from google.rpc import status_pb2
 
 from spcs.common import errors
 from spcs.common.errors import SpcsError
+from spcs.common.locks import KeyedLocks
 from spcs.common.logs import REQUEST_ID
 from spcs.v1 import types_pb2
 
@@ -158,6 +159,14 @@ class JobContext:
 Runner = Callable[[JobContext], Message]
 
 
+class _Failed(Exception):
+    """A job's failure, as the status its operation will carry."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+
 class OperationRegistry:
     def __init__(
         self,
@@ -166,12 +175,16 @@ class OperationRegistry:
         max_running: int | None = None,
         journal: Journal | None = None,
         service_name: str = "spcs",
+        locks: KeyedLocks | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._host_id = host_id
         self._max_running = max_running
         self._journal = journal
+        # Keys (devices, destination files) a job holds while it runs; a conflicting new job
+        # gets ABORTED at once. Shared with the RPCs that touch the same objects.
+        self.locks = locks or KeyedLocks()
         if journal is not None:
             self._recover(journal, service_name)
 
@@ -200,8 +213,16 @@ class OperationRegistry:
     # ---- starting and running -------------------------------------------------------------
 
     def start(
-        self, operation_id: str, *, kind: str, fingerprint: str, target: str, runner: Runner
+        self,
+        operation_id: str,
+        *,
+        kind: str,
+        fingerprint: str,
+        target: str,
+        runner: Runner,
+        lock_keys: tuple[str, ...] = (),
     ) -> operations_pb2.Operation:
+        """Start (or return, on a replay) the job; `lock_keys` are held until it ends."""
         name = operation_name(operation_id)
         with self._lock:
             existing = self._jobs.get(name)
@@ -222,6 +243,7 @@ class OperationRegistry:
                     f"{running} copies are already running on this host (limit "
                     f"{self._max_running}); retry {name} when one has finished"
                 )
+            release = self.locks.acquire(*lock_keys, operation=f"{kind} ({name})")
             metadata = types_pb2.OperationMetadata(
                 kind=kind,
                 state=types_pb2.JOB_STATE_PENDING,
@@ -237,52 +259,55 @@ class OperationRegistry:
             op = job.operation()
         self._persist(job)
         thread = threading.Thread(
-            target=self._run, args=(job, runner), name=f"job-{operation_id}", daemon=True
+            target=self._run,
+            args=(job, runner, release),
+            name=f"job-{operation_id}",
+            daemon=True,
         )
         thread.start()
         return op
 
-    def _run(self, job: _Job, runner: Runner) -> None:
+    def _run(self, job: _Job, runner: Runner, release: Callable[[], None]) -> None:
         REQUEST_ID.set(job.name.removeprefix(PREFIX))
         started = time.monotonic()
         try:
-            result = runner(JobContext(self, job))
-        except SpcsError as error:
-            cancelled = isinstance(error, errors.Cancelled) or job.cancel_requested.is_set()
-            self._finish(
-                job,
-                error=status_pb2.Status(
-                    code=(
-                        grpc.StatusCode.CANCELLED if cancelled else errors.status_code(error)
-                    ).value[0],
-                    message=error.message,
-                ),
-            )
-            log.log(
-                logging.INFO if cancelled else logging.WARNING,
-                "%s %s after %.1fs: %s",
-                job.name,
-                "cancelled" if cancelled else "failed",
-                time.monotonic() - started,
-                error.message,
-            )
-        except Exception:
-            log.exception("%s failed unexpectedly", job.name)
-            self._finish(
-                job,
-                error=status_pb2.Status(
-                    code=grpc.StatusCode.INTERNAL.value[0],
-                    message=f"{job.name} failed with an internal error; see the service log",
-                ),
-            )
-        else:
-            self._finish(job, result=result)
+            result, error = self._execute(job, runner), None
+        except _Failed as failure:
+            result, error = None, failure.status
+        # Free the keys before the job shows as finished, so a caller that waited for it can
+        # start the next operation on the same device without meeting our lease.
+        release()
+        self._finish(job, result=result, error=error)
+        if error is None:
             log.info(
                 "%s succeeded in %.1fs (%d bytes)",
                 job.name,
                 time.monotonic() - started,
                 job.metadata.bytes_done,
             )
+
+    def _execute(self, job: _Job, runner: Runner) -> Message:
+        try:
+            return runner(JobContext(self, job))
+        except SpcsError as error:
+            cancelled = isinstance(error, errors.Cancelled) or job.cancel_requested.is_set()
+            code = grpc.StatusCode.CANCELLED if cancelled else errors.status_code(error)
+            log.log(
+                logging.INFO if cancelled else logging.WARNING,
+                "%s %s: %s",
+                job.name,
+                "cancelled" if cancelled else "failed",
+                error.message,
+            )
+            raise _Failed(status_pb2.Status(code=code.value[0], message=error.message)) from None
+        except Exception:
+            log.exception("%s failed unexpectedly", job.name)
+            raise _Failed(
+                status_pb2.Status(
+                    code=grpc.StatusCode.INTERNAL.value[0],
+                    message=f"{job.name} failed with an internal error; see the service log",
+                )
+            ) from None
 
     def _finish(
         self, job: _Job, *, result: Message | None = None, error: status_pb2.Status | None = None

@@ -99,10 +99,15 @@ class Server:
         self._stopped = threading.Event()
         self._finished = threading.Event()
         self._on_stop: list[Callable[[], None]] = []
+        self._on_start: list[Callable[[], None]] = []
 
     @property
     def service_names(self) -> list[str]:
         return [binding.name for binding in self.bindings]
+
+    def on_start(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the server listens (it may read `self.port`)."""
+        self._on_start.append(callback)
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Run `callback` after the server has stopped (close databases, stop timers)."""
@@ -142,6 +147,8 @@ class Server:
             tmp.replace(self.settings.port_file)
         for service in ("", *self.service_names):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        for callback in self._on_start:
+            callback()
         log.info(
             "%s %s listening on %s:%d (%s) serving %s",
             self.name,

@@ -1,9 +1,7 @@
-"""The management service's SQLite database: what CloudStack and StorPool cannot tell us.
+"""A small SQLite database with numbered migrations, shared by the services that keep state.
 
-StorPool (names and tags) is the source of truth for volumes and snapshots. This database keeps
-only pools, registered nodes, template-cache entries and the operations journal, so a restart
-loses nothing. One connection, serialized by a lock (SQLite serializes writers anyway); WAL so
-readers (other tools) do not block us. Schema changes are numbered migrations.
+One connection, serialized by a lock (SQLite serializes writers anyway); WAL so readers (other
+tools, an operator's `sqlite3`) do not block us. Each service passes its own migrations.
 """
 
 from __future__ import annotations
@@ -11,38 +9,28 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: nodes and the operations journal
-    """
-    CREATE TABLE nodes (
-        host_id TEXT PRIMARY KEY,
-        address TEXT NOT NULL,
-        client_id INTEGER NOT NULL,
-        cluster_id TEXT NOT NULL DEFAULT '',
-        version TEXT NOT NULL DEFAULT '',
-        last_seen REAL NOT NULL,
-        client_running INTEGER NOT NULL DEFAULT 0
-    );
+# The operations journal table every service's migrations include (see spcs.common.journal).
+OPERATIONS_TABLE = """
     CREATE TABLE operations (
         name TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL,
         done INTEGER NOT NULL,
         data BLOB NOT NULL,
         updated REAL NOT NULL
-    );
-    """,
-)
+    )
+"""
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, migrations: Sequence[str]) -> None:
         self.path = path
+        self._migrations = tuple(migrations)
         self._lock = threading.RLock()
         try:
             self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -55,12 +43,12 @@ class Database:
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
+        if version > len(self._migrations):
             raise DatabaseError(
                 f"database {self.path} has schema {version}, newer than this spcs knows "
-                f"({len(MIGRATIONS)}); upgrade spcs or use another --db"
+                f"({len(self._migrations)}); upgrade spcs or use another --db"
             )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for number, script in enumerate(self._migrations[version:], start=version + 1):
             with self.transaction() as conn:
                 for statement in filter(str.strip, script.split(";")):
                     conn.execute(statement)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 from spcs.common.identity import IdentityInfo, IdentityServicer
+from spcs.common.journal import SqliteJournal
 from spcs.common.operations import OperationRegistry, OperationsServicer
 from spcs.common.server import Server, bind, bind_operations
 from spcs.common.tls import TlsFiles
-from spcs.management.db import Database
-from spcs.management.journal import SqliteJournal
+from spcs.management.db import open_database
 from spcs.management.nodes import NodeDirectory, NodeRegistryServicer
 from spcs.management.settings import ManagementSettings
 from spcs.v1 import (
@@ -30,7 +30,7 @@ NAME = "spcs-management"
 
 
 def build(settings: ManagementSettings) -> Server:
-    db = Database(settings.db)
+    db = open_database(settings.db)
     tls = TlsFiles(
         settings.server.tls_cert,
         settings.server.tls_key,

@@ -9,7 +9,7 @@ import sys
 from spcs.common import logs
 from spcs.common.errors import SpcsError
 from spcs.common.settings import ConfigError, add_options
-from spcs.management.db import DatabaseError
+from spcs.common.sqlite import DatabaseError
 from spcs.management.settings import OPTIONS, ManagementSettings
 
 log = logging.getLogger(__name__)

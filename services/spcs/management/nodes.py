@@ -10,8 +10,8 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from spcs.common import errors, validate
+from spcs.common.sqlite import Database
 from spcs.common.tls import TlsFiles, open_channel
-from spcs.management.db import Database
 from spcs.v1 import hosts_pb2, hosts_pb2_grpc
 
 # A node announces itself every REFRESH seconds; after STALE without news it is unhealthy.

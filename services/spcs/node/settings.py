@@ -78,6 +78,13 @@ OPTIONS: tuple[Option, ...] = (
         metavar="NAME",
     ),
     Option(
+        "storpool_retry_seconds",
+        "how long StorPool API calls are retried on transient errors and connection failures",
+        default=30.0,
+        parse=positive_float,
+        metavar="SECONDS",
+    ),
+    Option(
         "mount_root",
         "where NFS secondary stores are mounted",
         default="/var/lib/spcs/mnt",
@@ -99,6 +106,13 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     Option(
+        "detach_attempts",
+        "detach tries while the device is open (0.5 s apart) before forcing or giving up",
+        default=10,
+        parse=positive_int,
+        metavar="N",
+    ),
+    Option(
         "max_copies",
         "copies running at once on this host (RESOURCE_EXHAUSTED beyond)",
         default=2,
@@ -117,9 +131,11 @@ class NodeSettings:
     management: str | None
     advertise: str | None
     storpool: storpool_conf.StorPoolConf
+    storpool_retry_seconds: float
     mount_root: Path
     state_dir: Path
     device_wait_seconds: float
+    detach_attempts: int
     max_copies: int
 
     @classmethod
@@ -140,9 +156,11 @@ class NodeSettings:
             management=values["management"],
             advertise=values["advertise"],
             storpool=storpool,
+            storpool_retry_seconds=values["storpool_retry_seconds"],
             mount_root=values["mount_root"],
             state_dir=values["state_dir"],
             device_wait_seconds=values["device_wait_seconds"],
+            detach_attempts=values["detach_attempts"],
             max_copies=values["max_copies"],
         )
 

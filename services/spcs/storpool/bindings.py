@@ -10,6 +10,6 @@ import contextlib
 import io
 
 with contextlib.redirect_stderr(io.StringIO()):
-    from storpool import spapi, spconfig, sptypes
+    from storpool import spapi, spcatch, spconfig, sptypes
 
-__all__ = ["spapi", "spconfig", "sptypes"]
+__all__ = ["spapi", "spcatch", "spconfig", "sptypes"]

@@ -114,7 +114,7 @@ class ResizePhysicalDiskRequest(_message.Message):
     def __init__(self, disk: _Optional[_Union[DiskRef, _Mapping]] = ..., new_size_bytes: _Optional[int] = ..., shrink_ok: _Optional[bool] = ...) -> None: ...
 
 class DownloadTemplateRequest(_message.Message):
-    __slots__ = ("operation_id", "source", "source_path", "source_file_name", "source_format", "destination_path", "resize_to_virtual_size")
+    __slots__ = ("operation_id", "source", "source_path", "source_file_name", "source_format", "destination_path", "resize_to_virtual_size", "target_is_zero")
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_PATH_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class DownloadTemplateRequest(_message.Message):
     SOURCE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_PATH_FIELD_NUMBER: _ClassVar[int]
     RESIZE_TO_VIRTUAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_IS_ZERO_FIELD_NUMBER: _ClassVar[int]
     operation_id: str
     source: _types_pb2.SecondaryStore
     source_path: str
@@ -129,7 +130,8 @@ class DownloadTemplateRequest(_message.Message):
     source_format: _types_pb2.ImageFormat
     destination_path: str
     resize_to_virtual_size: bool
-    def __init__(self, operation_id: _Optional[str] = ..., source: _Optional[_Union[_types_pb2.SecondaryStore, _Mapping]] = ..., source_path: _Optional[str] = ..., source_file_name: _Optional[str] = ..., source_format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., destination_path: _Optional[str] = ..., resize_to_virtual_size: _Optional[bool] = ...) -> None: ...
+    target_is_zero: bool
+    def __init__(self, operation_id: _Optional[str] = ..., source: _Optional[_Union[_types_pb2.SecondaryStore, _Mapping]] = ..., source_path: _Optional[str] = ..., source_file_name: _Optional[str] = ..., source_format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., destination_path: _Optional[str] = ..., resize_to_virtual_size: _Optional[bool] = ..., target_is_zero: _Optional[bool] = ...) -> None: ...
 
 class DownloadResult(_message.Message):
     __slots__ = ("destination_path", "virtual_size_bytes", "bytes_written", "volume_size_bytes")
@@ -228,20 +230,22 @@ class CopyVolumeToSecondaryRequest(_message.Message):
     def __init__(self, operation_id: _Optional[str] = ..., source: _Optional[_Union[DiskRef, _Mapping]] = ..., volume_uuid: _Optional[str] = ..., destination: _Optional[_Union[_types_pb2.SecondaryStore, _Mapping]] = ..., destination_dir: _Optional[str] = ..., format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., compression: _Optional[_Union[_types_pb2.Compression, str]] = ...) -> None: ...
 
 class DownloadVolumeRequest(_message.Message):
-    __slots__ = ("operation_id", "source", "source_path", "source_format", "destination_path", "resize_to_virtual_size")
+    __slots__ = ("operation_id", "source", "source_path", "source_format", "destination_path", "resize_to_virtual_size", "target_is_zero")
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_PATH_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_PATH_FIELD_NUMBER: _ClassVar[int]
     RESIZE_TO_VIRTUAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_IS_ZERO_FIELD_NUMBER: _ClassVar[int]
     operation_id: str
     source: _types_pb2.SecondaryStore
     source_path: str
     source_format: _types_pb2.ImageFormat
     destination_path: str
     resize_to_virtual_size: bool
-    def __init__(self, operation_id: _Optional[str] = ..., source: _Optional[_Union[_types_pb2.SecondaryStore, _Mapping]] = ..., source_path: _Optional[str] = ..., source_format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., destination_path: _Optional[str] = ..., resize_to_virtual_size: _Optional[bool] = ...) -> None: ...
+    target_is_zero: bool
+    def __init__(self, operation_id: _Optional[str] = ..., source: _Optional[_Union[_types_pb2.SecondaryStore, _Mapping]] = ..., source_path: _Optional[str] = ..., source_format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., destination_path: _Optional[str] = ..., resize_to_virtual_size: _Optional[bool] = ..., target_is_zero: _Optional[bool] = ...) -> None: ...
 
 class ResizeNotifyRequest(_message.Message):
     __slots__ = ("vm_name", "path", "new_size_bytes")

@@ -1,0 +1,239 @@
+"""The KVM StorageAdaptor: attach and detach StorPool volumes and snapshots on this host.
+
+Everything goes to StorPool for this host's client id (SP_OURID) only. Attach uses
+VolumesReassignWait and then waits for the device link; detach retries while StorPool says the
+device is open ("busy"), and forces only when the caller allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from spcs.common import errors
+from spcs.common.locks import KeyedLocks
+from spcs.node.devices import Devices
+from spcs.storpool import names
+from spcs.storpool.api import StorPoolApi, Volume
+from spcs.v1 import node_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+DETACH_ATTEMPTS = 10
+DETACH_PAUSE_SECONDS = 0.5
+DEVICE_GONE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A StorPool object as seen from this host."""
+
+    obj: Volume
+    device: Path
+    attached: bool
+    read_only: bool
+
+    @property
+    def kind(self) -> int:
+        return node_pb2.DISK_KIND_SNAPSHOT if self.obj.snapshot else node_pb2.DISK_KIND_VOLUME
+
+    def message(self, size: int | None = None) -> node_pb2.PhysicalDisk:
+        mode = types_pb2.ACCESS_MODE_UNSPECIFIED
+        if self.attached:
+            mode = (
+                types_pb2.ACCESS_MODE_READ_ONLY
+                if self.read_only
+                else types_pb2.ACCESS_MODE_READ_WRITE
+            )
+        return node_pb2.PhysicalDisk(
+            path=names.byid_path(self.obj.global_id),
+            name=self.obj.name,
+            global_id=self.obj.global_id,
+            size_bytes=self.obj.size if size is None else size,
+            format=types_pb2.IMAGE_FORMAT_RAW,
+            attached=self.attached,
+            mode=mode,
+            kind=self.kind,
+        )
+
+
+def _is_busy(error: errors.SpcsError) -> bool:
+    name = getattr(error, "sp_name", "")
+    desc = getattr(error, "sp_desc", "")
+    return name == "busy" or "is open at" in desc
+
+
+def device_key(obj: Volume) -> str:
+    """The try-lock key of a StorPool object on this host (shared with the copy jobs)."""
+    return f"storpool:{obj.global_id}"
+
+
+class Adaptor:
+    """Public methods take the object's try-lock; `attach`/`detach` are for callers (copy jobs)
+    that already hold it."""
+
+    def __init__(
+        self,
+        api: StorPoolApi,
+        devices: Devices,
+        client_id: int,
+        wait_seconds: float,
+        locks: KeyedLocks,
+        detach_attempts: int = DETACH_ATTEMPTS,
+    ) -> None:
+        self.api = api
+        self.devices = devices
+        self.client_id = client_id
+        self.wait_seconds = wait_seconds
+        self.locks = locks
+        self.detach_attempts = detach_attempts
+
+    # ---- lookups ------------------------------------------------------------------------
+
+    def lookup(self, path: str, kind: int) -> Volume:
+        """The volume or snapshot a path/name refers to; NOT_FOUND naming it if neither."""
+        ref = names.api_ref(path)
+        if kind == node_pb2.DISK_KIND_SNAPSHOT:
+            snap = self.api.snapshot_or_none(ref)
+            if snap is None:
+                raise errors.NotFound(f"StorPool snapshot {ref} ({path}) does not exist")
+            return snap
+        volume = self.api.volume_or_none(ref)
+        if volume is not None:
+            return volume
+        if kind == node_pb2.DISK_KIND_UNSPECIFIED:
+            snap = self.api.snapshot_or_none(ref)
+            if snap is not None:
+                return snap
+        raise errors.NotFound(f"StorPool volume {ref} ({path}) does not exist")
+
+    def _attachment(self, obj: Volume) -> str | None:
+        """'rw' / 'ro' if attached to this host, else None."""
+        for att in self.api.attachments():
+            if att.client != self.client_id or att.snapshot != obj.snapshot:
+                continue
+            if att.global_id == obj.global_id or att.volume in (obj.name, obj.ref):
+                return att.rights
+        return None
+
+    def disk(self, path: str, kind: int) -> Disk:
+        obj = self.lookup(path, kind)
+        rights = self._attachment(obj)
+        return Disk(obj, self.devices.byid(obj.global_id), rights is not None, rights == "ro")
+
+    # ---- attach / detach ----------------------------------------------------------------
+
+    def connect(self, path: str, kind: int, mode: int, timeout: float | None = None) -> Disk:
+        obj = self.lookup(path, kind)
+        with self.locks.hold(device_key(obj), operation="ConnectPhysicalDisk"):
+            return self.attach(obj, mode, timeout)
+
+    def attach(self, obj: Volume, mode: int, timeout: float | None = None) -> Disk:
+        read_only = mode == types_pb2.ACCESS_MODE_READ_ONLY or obj.snapshot
+        if obj.snapshot and mode == types_pb2.ACCESS_MODE_READ_WRITE:
+            raise errors.InvalidArgument(
+                f"snapshot {obj.ref} can only be attached read-only; use ACCESS_MODE_READ_ONLY"
+            )
+        wait = timeout if timeout else self.wait_seconds
+        current = self._attachment(obj)
+        if current != ("ro" if read_only else "rw"):
+            self.api.attach(
+                obj.ref,
+                self.client_id,
+                read_only=read_only,
+                snapshot=obj.snapshot,
+                timeout=max(1, int(wait)),
+            )
+        device = self.devices.byid(obj.global_id)
+        self.devices.wait_present(device, wait, f"{obj.ref} ({obj.name})")
+        log.info(
+            "attached %s %s here (%s) at %s",
+            "snapshot" if obj.snapshot else "volume",
+            obj.ref,
+            "ro" if read_only else "rw",
+            device,
+        )
+        return Disk(obj, device, True, read_only)
+
+    def disconnect(self, path: str, kind: int, force_allowed: bool) -> bool:
+        """Detach from this host. False if it was not attached here or does not exist."""
+        try:
+            obj = self.lookup(path, kind)
+        except errors.NotFound:
+            return False
+        with self.locks.hold(device_key(obj), operation="DisconnectPhysicalDisk"):
+            return self.detach(obj, force_allowed)
+
+    def detach(self, obj: Volume, force_allowed: bool) -> bool:
+        if self._attachment(obj) is None:
+            return False
+        self._detach(obj, force_allowed)
+        self.devices.wait_absent(self.devices.byid(obj.global_id), DEVICE_GONE_SECONDS)
+        log.info("detached %s %s from this host", "snapshot" if obj.snapshot else "volume", obj.ref)
+        return True
+
+    def _detach(self, obj: Volume, force_allowed: bool) -> None:
+        last: errors.SpcsError | None = None
+        for attempt in range(self.detach_attempts):
+            try:
+                self.api.detach(obj.ref, self.client_id, snapshot=obj.snapshot, force=False)
+                return
+            except errors.NotFound:
+                return
+            except (errors.FailedPrecondition, errors.InvalidArgument) as error:
+                if not _is_busy(error):
+                    raise
+                last = error
+                log.info(
+                    "%s is open on this host; detach attempt %d/%d",
+                    obj.ref,
+                    attempt + 1,
+                    self.detach_attempts,
+                )
+                time.sleep(DETACH_PAUSE_SECONDS)
+        if not force_allowed:
+            raise errors.FailedPrecondition(
+                f"{obj.ref} ({obj.name}) is still open on this host after {self.detach_attempts} "
+                f"detach attempts ({last.message if last else 'busy'}); stop whatever uses "
+                "the device, or retry with force_allowed"
+            )
+        log.warning("forcing the detach of %s, which is open on this host", obj.ref)
+        self.api.detach(obj.ref, self.client_id, snapshot=obj.snapshot, force=True)
+
+    def disconnect_by_path(self, path: str, force_allowed: bool) -> tuple[bool, bool]:
+        """(handled, detached): not a StorPool path → (False, False), another adaptor's turn."""
+        if names.ref_or_none(path) is None or not path.startswith(
+            (names.BYID_DIR + "/", names.NAME_DIR + "/")
+        ):
+            return False, False
+        return True, self.disconnect(path, node_pb2.DISK_KIND_UNSPECIFIED, force_allowed)
+
+    # ---- other adaptor calls -------------------------------------------------------------
+
+    def delete(self, path: str, kind: int) -> bool:
+        """Delete a cached template snapshot (or a volume when asked explicitly)."""
+        try:
+            obj = self.lookup(path, kind or node_pb2.DISK_KIND_SNAPSHOT)
+        except errors.NotFound:
+            return False
+        with self.locks.hold(device_key(obj), operation="DeletePhysicalDisk"):
+            if obj.snapshot:
+                return self.api.snapshot_delete(obj.ref)
+            return self.api.volume_delete(obj.ref)
+
+    def resize(self, path: str, new_size: int, shrink_ok: bool) -> Disk:
+        obj = self.lookup(path, node_pb2.DISK_KIND_VOLUME)
+        with self.locks.hold(device_key(obj), operation="ResizePhysicalDisk"):
+            self._resize(obj, new_size, shrink_ok)
+        return self.disk(path, node_pb2.DISK_KIND_VOLUME)
+
+    def _resize(self, obj: Volume, new_size: int, shrink_ok: bool) -> None:
+        if new_size < obj.size and not shrink_ok:
+            raise errors.OutOfRange(
+                f"volume {obj.ref} is {obj.size} bytes; shrinking it to {new_size} needs "
+                "shrink_ok (data past the new end is lost)"
+            )
+        if new_size != obj.size:
+            self.api.volume_update(obj.ref, size=new_size, shrinkOk=shrink_ok or None)

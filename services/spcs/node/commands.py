@@ -1,0 +1,401 @@
+"""The StorPool agent commands: every copy between StorPool and secondary storage on this host.
+
+Each command is a long-running job (see spcs.common.operations) that holds try-locks on what
+it writes and reads, attaches what it needs (and detaches in `finally` only what it attached
+itself: a volume a running VM uses stays attached), and lets the data mover write the
+destination atomically: a file appears under its final name only once it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from google.longrunning import operations_pb2
+
+from spcs.common import errors, validate
+from spcs.common.operations import JobContext, OperationRegistry, fingerprint
+from spcs.node import mover, template_properties
+from spcs.node.adaptor import Adaptor, device_key
+from spcs.node.secondary import SecondaryStorage, Store, check_relative
+from spcs.storpool import names
+from spcs.storpool.api import Volume
+from spcs.v1 import node_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+FORMATS = {types_pb2.IMAGE_FORMAT_RAW: "raw", types_pb2.IMAGE_FORMAT_QCOW2: "qcow2"}
+COMPRESSIONS = {types_pb2.COMPRESSION_ZLIB: "zlib", types_pb2.COMPRESSION_ZSTD: "zstd"}
+IMAGE_SUFFIXES = (".qcow2", ".raw", ".img")
+PARTIAL_MARK = ".spcs-partial."
+SECTOR = 512
+
+
+def output_format(value: int) -> str:
+    return FORMATS.get(value, "qcow2")
+
+
+def compression(fmt: str, value: int) -> str | None:
+    algorithm = COMPRESSIONS.get(value)
+    if algorithm and fmt != "qcow2":
+        raise errors.InvalidArgument("compression needs QCOW2 output; RAW cannot be compressed")
+    return algorithm
+
+
+def _round_up(size: int) -> int:
+    return (size + SECTOR - 1) // SECTOR * SECTOR
+
+
+def remove_stale_partials(target: Path) -> None:
+    """Temp files a killed copy left next to `target` (named `.<name>.spcs-partial.*`)."""
+    for stale in target.parent.glob(f".{target.name}{PARTIAL_MARK}*"):
+        log.info("removing %s left by an interrupted copy", stale)
+        stale.unlink(missing_ok=True)
+
+
+def file_md5(path: Path) -> str:
+    """The checksum CloudStack records for template files (plain hex = MD5)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(4 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class AgentCommands:
+    def __init__(
+        self, adaptor: Adaptor, stores: SecondaryStorage, registry: OperationRegistry
+    ) -> None:
+        self.adaptor = adaptor
+        self.stores = stores
+        self.registry = registry
+
+    # ---- shared pieces -----------------------------------------------------------------
+
+    @contextmanager
+    def _attached(self, ctx: JobContext, obj: Volume, *, read_only: bool) -> Iterator[Path]:
+        """Attach for the copy; detach afterwards unless it was attached here already."""
+        was_attached = self.adaptor._attachment(obj) is not None
+        ctx.stage("attaching")
+        mode = types_pb2.ACCESS_MODE_READ_ONLY if read_only else types_pb2.ACCESS_MODE_READ_WRITE
+        if was_attached and read_only:
+            device = self.adaptor.devices.byid(obj.global_id)  # any attachment can be read
+            self.adaptor.devices.wait_present(device, self.adaptor.wait_seconds, obj.ref)
+        else:
+            device = self.adaptor.attach(obj, mode).device
+        try:
+            yield device
+        finally:
+            if not was_attached:
+                ctx.stage("detaching")
+                try:
+                    self.adaptor.detach(obj, force_allowed=True)
+                except errors.SpcsError as error:
+                    log.warning("could not detach %s after the copy: %s", obj.ref, error.message)
+
+    def _start(
+        self, request, kind: str, target: str, runner, keys: tuple[str, ...]
+    ) -> operations_pb2.Operation:
+        args = type(request)()
+        args.CopyFrom(request)
+        args.ClearField("operation_id")
+        return self.registry.start(
+            request.operation_id,
+            kind=f"spcs.v1.AgentCommands/{kind}",
+            fingerprint=fingerprint(args),
+            target=target,
+            runner=runner,
+            lock_keys=keys,
+        )
+
+    @staticmethod
+    def _device_key(obj: Volume) -> str:
+        return device_key(obj)
+
+    @staticmethod
+    def _file_key(url: str, path: str) -> str:
+        return f"secondary:{url.rstrip('/')}/{path.strip('/')}"
+
+    # ---- secondary → StorPool ------------------------------------------------------------
+
+    def download_template(
+        self, request: node_pb2.DownloadTemplateRequest
+    ) -> operations_pb2.Operation:
+        validate.require(request, "operation_id", "source.url", "source_path", "destination_path")
+        check_relative(request.source_path, "source_path")
+        if request.source_file_name:
+            check_relative(request.source_file_name, "source_file_name")
+        volume = self.adaptor.lookup(request.destination_path, node_pb2.DISK_KIND_VOLUME)
+
+        def run(ctx: JobContext) -> node_pb2.DownloadResult:
+            with self.stores.open(request.source.url) as store:
+                image = self._pick_image(store, request.source_path, request.source_file_name)
+                return self._download(
+                    ctx,
+                    image,
+                    request.source_format,
+                    volume,
+                    request.resize_to_virtual_size,
+                    request.target_is_zero,
+                )
+
+        return self._start(
+            request, "DownloadTemplate", volume.ref, run, (self._device_key(volume),)
+        )
+
+    def download_volume(self, request: node_pb2.DownloadVolumeRequest) -> operations_pb2.Operation:
+        validate.require(request, "operation_id", "source.url", "source_path", "destination_path")
+        check_relative(request.source_path, "source_path")
+        volume = self.adaptor.lookup(request.destination_path, node_pb2.DISK_KIND_VOLUME)
+
+        def run(ctx: JobContext) -> node_pb2.DownloadResult:
+            with self.stores.open(request.source.url) as store:
+                image = store.resolve(request.source_path, "source_path")
+                if not image.is_file():
+                    raise errors.NotFound(
+                        f"{request.source_path} does not exist in {request.source.url}"
+                    )
+                return self._download(
+                    ctx,
+                    image,
+                    request.source_format,
+                    volume,
+                    request.resize_to_virtual_size,
+                    request.target_is_zero,
+                )
+
+        return self._start(request, "DownloadVolume", volume.ref, run, (self._device_key(volume),))
+
+    def _pick_image(self, store: Store, path: str, file_name: str) -> Path:
+        location = store.resolve(path, "source_path")
+        if location.is_file():
+            return location
+        if not location.is_dir():
+            raise errors.NotFound(f"template {path} does not exist in {store.url}")
+        if file_name:
+            image = store.resolve(f"{path.rstrip('/')}/{file_name}", "source_file_name")
+            if not image.is_file():
+                raise errors.NotFound(f"template file {file_name} is not in {path} ({store.url})")
+            return image
+        candidates = sorted(
+            p
+            for p in location.iterdir()
+            if p.is_file()
+            and not p.name.startswith(".")
+            and p.name != template_properties.FILE_NAME
+        )
+        images = [p for p in candidates if p.suffix in IMAGE_SUFFIXES] or candidates
+        if len(images) != 1:
+            found = ", ".join(p.name for p in images) or "none"
+            raise errors.InvalidArgument(
+                f"template directory {path} in {store.url} must hold exactly one image file "
+                f"(found: {found}); name it in source_file_name"
+            )
+        return images[0]
+
+    def _download(
+        self,
+        ctx: JobContext,
+        image: Path,
+        source_format: int,
+        volume: Volume,
+        resize: bool,
+        target_is_zero: bool,
+    ) -> node_pb2.DownloadResult:
+        what = f"copy {image.name} into {volume.ref}"
+        ctx.stage("inspecting image")
+        info = mover.image_info(image, what)
+        fmt = FORMATS.get(source_format) or info.format
+        needed = _round_up(info.virtual_size)
+        size = volume.size
+        if size < needed:
+            if not resize:
+                raise errors.OutOfRange(
+                    f"volume {volume.ref} is {size} bytes but the image {image.name} needs "
+                    f"{needed}; grow the volume or ask for resize_to_virtual_size"
+                )
+            ctx.stage("resizing")
+            self.adaptor.api.volume_update(volume.ref, size=needed)
+            size = needed
+        with self._attached(ctx, volume, read_only=False) as device:
+            stats = mover.copy(
+                ctx,
+                image,
+                device,
+                what=what,
+                src_format=fmt,
+                dst_format="raw",
+                target_is_zero=target_is_zero,
+            )
+        return node_pb2.DownloadResult(
+            destination_path=names.byid_path(volume.global_id),
+            virtual_size_bytes=info.virtual_size,
+            bytes_written=stats.bytes_written,
+            volume_size_bytes=size,
+        )
+
+    # ---- StorPool → secondary ------------------------------------------------------------
+
+    def backup_snapshot(
+        self, request: node_pb2.NodeBackupSnapshotRequest
+    ) -> operations_pb2.Operation:
+        validate.require(
+            request, "operation_id", "snapshot_path", "destination.url", "destination_path"
+        )
+        check_relative(request.destination_path, "destination_path")
+        snapshot = self.adaptor.lookup(request.snapshot_path, node_pb2.DISK_KIND_SNAPSHOT)
+        fmt = output_format(request.format)
+        algorithm = compression(fmt, request.compression)
+
+        def run(ctx: JobContext) -> node_pb2.BackupResult:
+            with self.stores.open(request.destination.url) as store:
+                return self._export(ctx, snapshot, store, request.destination_path, fmt, algorithm)
+
+        return self._start(
+            request,
+            "BackupSnapshot",
+            request.destination_path,
+            run,
+            (
+                self._device_key(snapshot),
+                self._file_key(request.destination.url, request.destination_path),
+            ),
+        )
+
+    def copy_volume_to_secondary(
+        self, request: node_pb2.CopyVolumeToSecondaryRequest
+    ) -> operations_pb2.Operation:
+        validate.require(
+            request,
+            "operation_id",
+            "source.path",
+            "volume_uuid",
+            "destination.url",
+            "destination_dir",
+        )
+        validate.identifier(request.volume_uuid, "volume_uuid")
+        check_relative(request.destination_dir, "destination_dir")
+        source = self.adaptor.lookup(request.source.path, request.source.kind)
+        fmt = output_format(request.format)
+        algorithm = compression(fmt, request.compression)
+        relative = f"{request.destination_dir.rstrip('/')}/{request.volume_uuid}.{fmt}"
+
+        def run(ctx: JobContext) -> node_pb2.BackupResult:
+            with self.stores.open(request.destination.url) as store:
+                return self._export(ctx, source, store, relative, fmt, algorithm)
+
+        return self._start(
+            request,
+            "CopyVolumeToSecondary",
+            relative,
+            run,
+            (self._device_key(source), self._file_key(request.destination.url, relative)),
+        )
+
+    def _export(
+        self,
+        ctx: JobContext,
+        source: Volume,
+        store: Store,
+        relative: str,
+        fmt: str,
+        algorithm: str | None,
+    ) -> node_pb2.BackupResult:
+        parent, _, name = relative.rstrip("/").rpartition("/")
+        if not name:
+            raise errors.InvalidArgument(f"destination {relative!r} needs a file name")
+        if parent:
+            store.output_dir(parent, "destination")
+        # resolved after the directory exists, so a symlink in the way cannot lead outside
+        target = store.resolve(relative, "destination")
+        remove_stale_partials(target)
+        with self._attached(ctx, source, read_only=True) as device:
+            stats = mover.copy(
+                ctx,
+                device,
+                target,
+                what=f"copy {source.ref} to {store.url}/{relative}",
+                src_format="raw",
+                dst_format=fmt,
+                compression=algorithm,
+                overwrite=True,
+            )
+        return node_pb2.BackupResult(
+            path=relative,
+            format=_format_enum(fmt),
+            virtual_size_bytes=stats.virtual_size,
+            physical_size_bytes=target.stat().st_size,
+            bytes_written=stats.bytes_written,
+        )
+
+    def backup_template(self, request: node_pb2.BackupTemplateRequest) -> operations_pb2.Operation:
+        validate.require(
+            request,
+            "operation_id",
+            "source.path",
+            "destination.url",
+            "destination_dir",
+            "template.uuid",
+        )
+        validate.identifier(request.template.uuid, "template.uuid")
+        check_relative(request.destination_dir, "destination_dir")
+        source = self.adaptor.lookup(request.source.path, request.source.kind)
+        fmt = output_format(request.format)
+        algorithm = compression(fmt, request.compression)
+        file_name = f"{request.template.uuid}.{template_properties.EXTENSIONS[fmt]}"
+        directory_rel = request.destination_dir.strip("/")
+
+        def run(ctx: JobContext) -> node_pb2.TemplateResult:
+            with self.stores.open(request.destination.url) as store:
+                result = self._export(
+                    ctx, source, store, f"{directory_rel}/{file_name}", fmt, algorithm
+                )
+                directory = store.resolve(directory_rel, "destination_dir")
+                image = directory / file_name
+                try:
+                    ctx.stage("checksum")
+                    checksum = file_md5(image)
+                    template_properties.write(
+                        directory,
+                        template_properties.template_values(
+                            unique_name=request.template.name or request.template.uuid,
+                            template_id=request.template.id,
+                            file_name=file_name,
+                            image_format=fmt,
+                            physical_size=result.physical_size_bytes,
+                            virtual_size=result.virtual_size_bytes,
+                            checksum=checksum,
+                            description=request.template.description,
+                        ),
+                    )
+                except BaseException:
+                    # an image without its properties must not linger looking like a template
+                    image.unlink(missing_ok=True)
+                    raise
+            return node_pb2.TemplateResult(
+                install_path=directory_rel,
+                file_name=file_name,
+                format=result.format,
+                virtual_size_bytes=result.virtual_size_bytes,
+                physical_size_bytes=result.physical_size_bytes,
+                checksum=checksum,
+                bytes_written=result.bytes_written,
+            )
+
+        return self._start(
+            request,
+            "BackupTemplate",
+            directory_rel,
+            run,
+            (
+                self._device_key(source),
+                self._file_key(request.destination.url, f"{directory_rel}/{file_name}"),
+            ),
+        )
+
+
+def _format_enum(fmt: str) -> int:
+    return types_pb2.IMAGE_FORMAT_QCOW2 if fmt == "qcow2" else types_pb2.IMAGE_FORMAT_RAW

@@ -1,0 +1,97 @@
+"""Running data-mover copies inside a node job: progress, cancellation, error translation.
+
+The Rust mover runs on its own threads with the GIL released; this loop only polls its
+progress every half second into the operation's metadata and forwards a cancel. Data-mover
+errors become domain errors here (the node's boundary with the mover), with the message the
+mover wrote (it names the file and offset) and what the caller can do.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+from pathlib import Path
+
+from spcs import datamover
+from spcs.common import errors
+from spcs.common.operations import JobContext
+
+POLL_SECONDS = 0.5
+
+
+def translate(error: datamover.DataMoverError, what: str) -> errors.SpcsError:
+    """The domain error for a data-mover failure while doing `what`."""
+    detail = str(error)
+    partial = " (the target holds partial data; rerun the copy)" if error.target_partial else ""
+    if isinstance(error, datamover.Cancelled):
+        return errors.Cancelled(f"{what} was cancelled{partial}")
+    if isinstance(error, datamover.NoSpace) or error.errno in (
+        errno_codes.ENOSPC,
+        errno_codes.EDQUOT,
+    ):
+        return errors.ResourceExhausted(
+            f"{what}: no space left ({detail}); free space on the target and retry{partial}"
+        )
+    if isinstance(error, datamover.TargetTooSmall):
+        return errors.OutOfRange(f"{what}: {detail}; grow the target volume first")
+    if isinstance(error, datamover.TargetExists):
+        return errors.AlreadyExists(f"{what}: {detail}")
+    if isinstance(error, datamover.FormatError):
+        return errors.InvalidArgument(f"{what}: the image is not usable: {detail}")
+    if isinstance(error, datamover.SourceError):
+        if error.errno == errno_codes.ENOENT:
+            return errors.NotFound(f"{what}: {detail}")
+        return errors.FailedPrecondition(f"{what}: cannot read the source: {detail}")
+    if error.errno == errno_codes.EIO:
+        return errors.DataLoss(f"{what}: I/O error ({detail}){partial}")
+    return errors.Internal(f"{what}: {detail}{partial}")
+
+
+def image_info(path: Path, what: str) -> datamover.ImageInfo:
+    try:
+        return datamover.info(str(path))
+    except datamover.DataMoverError as error:
+        raise translate(error, what) from None
+
+
+def copy(
+    ctx: JobContext,
+    src: Path,
+    dst: Path,
+    *,
+    what: str,
+    src_format: str | None,
+    dst_format: str,
+    compression: str | None = None,
+    target_is_zero: bool = False,
+    overwrite: bool = False,
+) -> datamover.ConvertStats:
+    """Copy with the data mover, reporting progress to `ctx`; cancel with the operation."""
+    ctx.check_cancelled()
+    ctx.stage("copying")
+    try:
+        job = datamover.start_convert(
+            str(src),
+            str(dst),
+            src_format=src_format,
+            dst_format=dst_format,
+            compression=compression,
+            target_is_zero=target_is_zero,
+            overwrite=overwrite,
+        )
+    except datamover.DataMoverError as error:
+        raise translate(error, what) from None
+    except ValueError as error:
+        raise errors.InvalidArgument(f"{what}: {error}") from None
+    ctx.on_cancel(job.cancel)
+    while True:
+        try:
+            stats = job.wait(POLL_SECONDS)
+        except datamover.DataMoverError as error:
+            raise translate(error, what) from None
+        progress = job.progress()
+        if stats is not None:
+            ctx.progress(stats.virtual_size, stats.virtual_size, written=stats.bytes_written)
+            return stats
+        ctx.progress(
+            progress.done_bytes, progress.total_bytes, rate=int(progress.rate_bytes_per_sec)
+        )

@@ -1,0 +1,438 @@
+"""The one facade over StorPool's REST API, shared by the management and node services.
+
+Calls go through StorPool's official bindings (`spapi.Api`, multi-cluster paths, their
+client-side validation of names, sizes and tags). Transient errors (`"transient": true`) and
+connection failures are retried here with tenacity (exponential backoff with jitter, bounded
+total time), because the bindings' own retry sleeps up to 31 s and ignores timeouts. Every
+StorPool error leaves this module as a domain error (`spcs.common.errors`) whose message names
+the object and what to do; the StorPool error name stays available as `.sp_name`.
+
+Mutations are retried too, so every object spcs creates has a deterministic name
+(`spcs.storpool.names`): a create that took effect before a connection dropped meets
+`objectExists` on the retry and the caller checks it instead of making a second object.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import tenacity
+
+from spcs.common import errors
+from spcs.storpool.bindings import spapi, spcatch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# StorPool error name → domain error class; names not listed become Internal.
+ERROR_CLASSES: Mapping[str, type[errors.SpcsError]] = {
+    "objectDoesNotExist": errors.NotFound,
+    "objectExists": errors.AlreadyExists,
+    "busy": errors.FailedPrecondition,
+    "invalidParam": errors.InvalidArgument,
+    "insufficientResources": errors.ResourceExhausted,
+    "authFailed": errors.PermissionDenied,
+    "invalidAuth": errors.PermissionDenied,
+    "notAuthorized": errors.PermissionDenied,
+}
+
+
+class _Transient(Exception):
+    """Retry signal: the call may succeed if repeated."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A StorPool volume or snapshot (the fields spcs uses)."""
+
+    name: str
+    global_id: str
+    size: int
+    parent: str
+    template: str
+    iops: int | None
+    bw: int | None
+    tags: dict[str, str]
+    snapshot: bool = False
+    deleted: bool = False
+    on_volume: str = ""
+
+    @property
+    def ref(self) -> str:
+        return "~" + self.global_id
+
+    @property
+    def anonymous(self) -> bool:
+        return self.name.startswith("~")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    volume: str
+    snapshot: bool
+    client: int
+    rights: str
+    global_id: str
+
+
+@dataclass(frozen=True)
+class TemplateStatus:
+    name: str
+    capacity: int
+    free: int
+    volumes: int
+    snapshots: int
+
+
+@dataclass
+class RetryPolicy:
+    total_seconds: float = 30.0
+    max_wait: float = 4.0
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+
+def _limit(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _object(raw: Mapping[str, Any], *, snapshot: bool) -> Volume:
+    return Volume(
+        name=str(raw.get("name", "")),
+        global_id=str(raw.get("globalId", "")),
+        size=int(raw.get("size") or 0),
+        parent=str(raw.get("parentName") or ""),
+        template=str(raw.get("templateName") or ""),
+        iops=_limit(raw.get("iops")),
+        bw=_limit(raw.get("bw")),
+        tags=dict(raw.get("tags") or {}),
+        snapshot=snapshot,
+        deleted=bool(raw.get("deleted", False)),
+        on_volume=str(raw.get("onVolume") or ""),
+    )
+
+
+class StorPoolApi:
+    """A StorPool API endpoint. Thread-safe: the bindings open a connection per call."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.endpoint = f"{host}:{port}"
+        self._retry = retry or RetryPolicy()
+        self._api = spapi.Api(
+            host=host, port=port, auth=token, timeout=timeout, transientRetries=0, multiCluster=True
+        )
+
+    # ---- the call wrapper -----------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one API call with retries; `what` names the object for error messages."""
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except spapi.ApiError as error:
+                if error.transient:
+                    raise _Transient(error) from error
+                raise self._domain_error(what, error) from None
+            except spcatch.InvalidArgumentError as error:
+                raise errors.InvalidArgument(f"{what}: {error}") from None
+            except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as error:
+                raise _Transient(error) from error
+            except ValueError as error:  # a reply that is not JSON
+                raise errors.Internal(
+                    f"StorPool API at {self.endpoint} sent a reply that is not JSON for {what}: "
+                    f"{error}"
+                ) from None
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=self._retry.max_wait),
+            stop=tenacity.stop_after_delay(self._retry.total_seconds),
+            sleep=self._retry.sleep,
+            before_sleep=lambda state: log.warning(
+                "StorPool API %s: %s (attempt %d), retrying",
+                what,
+                state.outcome.exception() if state.outcome else "?",
+                state.attempt_number,
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Transient as failure:
+            cause = failure.cause
+            if isinstance(cause, spapi.ApiError):
+                raise errors.Unavailable(
+                    f"StorPool API at {self.endpoint} kept answering a transient error for "
+                    f"{what} ({cause.name}: {cause.desc}); retry later"
+                ) from None
+            raise errors.Unavailable(
+                f"StorPool API at {self.endpoint} is unreachable for {what}: {cause}; check "
+                "SP_API_HTTP_HOST/SP_API_HTTP_PORT and that the StorPool management service "
+                "runs"
+            ) from None
+
+    def _domain_error(self, what: str, error: spapi.ApiError) -> errors.SpcsError:
+        name = str(error.name)
+        if error.status in (401, 403):
+            cls: type[errors.SpcsError] = errors.PermissionDenied
+        else:
+            cls = ERROR_CLASSES.get(name, errors.Internal)
+        if cls is errors.PermissionDenied:
+            message = (
+                f"StorPool API at {self.endpoint} refused the token for {what} "
+                f"({name}: {error.desc}); check SP_AUTH_TOKEN"
+            )
+        else:
+            message = f"StorPool: {what}: {error.desc} ({name})"
+        domain = cls(message, reason=f"STORPOOL_{_snake(name)}")
+        domain.sp_name = name  # type: ignore[attr-defined]
+        domain.sp_desc = str(error.desc)  # type: ignore[attr-defined]
+        return domain
+
+    def raw(self, method: str, path: str, body: object | None = None, *, what: str) -> Any:
+        """An API call the bindings do not type (fields newer than bindings 7.3.0)."""
+        return self._call(what, lambda: self._api(method, True, path, body))
+
+    # ---- volumes ----------------------------------------------------------------------------
+
+    def volume(self, ref: str) -> Volume:
+        data = self._call(f"volume {ref}", lambda: self._api.volumeList(ref, returnRawAPIData=True))
+        return _object(data[0], snapshot=False)
+
+    def volume_or_none(self, ref: str) -> Volume | None:
+        try:
+            return self.volume(ref)
+        except errors.NotFound:
+            return None
+
+    def volumes(self) -> list[Volume]:
+        data = self._call("list volumes", lambda: self._api.volumesList(returnRawAPIData=True))
+        return [_object(raw, snapshot=False) for raw in data]
+
+    def volume_create(
+        self,
+        *,
+        name: str,
+        size: int | None = None,
+        template: str | None = None,
+        parent: str | None = None,
+        base_on: str | None = None,
+        iops: int | None = None,
+        bw: int | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Create a named volume; returns its global id."""
+        body = {
+            "name": name,
+            "size": size,
+            "template": template,
+            "parent": parent,
+            "baseOn": base_on,
+            "iops": iops,
+            "bw": bw,
+            "tags": dict(tags or {}) or None,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        data = self._call(
+            f"create volume {name}", lambda: self._api.volumeCreate(body, returnRawAPIData=True)
+        )
+        return str(data.get("globalId") or self.volume(name).global_id)
+
+    def volume_update(self, ref: str, **changes: Any) -> None:
+        """VolumeUpdate with StorPool field names (size, shrinkOk, iops, bw, template, tags...)."""
+        body = {k: v for k, v in changes.items() if v is not None}
+        self._call(
+            f"update volume {ref}", lambda: self._api.volumeUpdate(ref, body, returnRawAPIData=True)
+        )
+
+    def volume_delete(self, ref: str) -> bool:
+        """Delete, detaching it from every client first; False if it did not exist."""
+        try:
+            self.raw(
+                "POST",
+                f"VolumeDelete/{ref}",
+                {"onAttached": "detachForce"},
+                what=f"delete volume {ref}",
+            )
+        except errors.NotFound:
+            return False
+        return True
+
+    def volume_revert(self, ref: str, snapshot_ref: str) -> None:
+        self._call(
+            f"revert volume {ref} to {snapshot_ref}",
+            lambda: self._api.volumeRevert(
+                ref, {"toSnapshot": snapshot_ref}, returnRawAPIData=True
+            ),
+        )
+
+    # ---- snapshots --------------------------------------------------------------------------
+
+    def snapshot(self, ref: str) -> Volume:
+        data = self._call(
+            f"snapshot {ref}", lambda: self._api.snapshotList(ref, returnRawAPIData=True)
+        )
+        return _object(data[0], snapshot=True)
+
+    def snapshot_or_none(self, ref: str) -> Volume | None:
+        try:
+            snap = self.snapshot(ref)
+        except errors.NotFound:
+            return None
+        return None if snap.deleted else snap
+
+    def snapshots(self) -> list[Volume]:
+        data = self._call("list snapshots", lambda: self._api.snapshotsList(returnRawAPIData=True))
+        return [_object(raw, snapshot=True) for raw in data]
+
+    def snapshot_create(
+        self, volume_ref: str, *, name: str, tags: Mapping[str, str] | None = None
+    ) -> str:
+        """Snapshot a volume under a name; returns the snapshot's global id."""
+        body: dict[str, Any] = {"name": name}
+        if tags:
+            body["tags"] = dict(tags)
+        data = self._call(
+            f"snapshot volume {volume_ref} as {name}",
+            lambda: self._api.snapshotCreate(volume_ref, body, returnRawAPIData=True),
+        )
+        return str(data.get("snapshotGlobalId") or self.snapshot(name).global_id)
+
+    def snapshot_update(self, ref: str, **changes: Any) -> None:
+        body = {k: v for k, v in changes.items() if v is not None}
+        self.raw("POST", f"SnapshotUpdate/{ref}", body, what=f"update snapshot {ref}")
+
+    def snapshot_delete(self, ref: str) -> bool:
+        """Detach everywhere, then delete; False if it did not exist."""
+        try:
+            self.detach_all(ref, snapshot=True)
+            self._call(
+                f"delete snapshot {ref}",
+                lambda: self._api.snapshotDelete(ref, returnRawAPIData=True),
+            )
+        except errors.NotFound:
+            return False
+        return True
+
+    def group_snapshot(
+        self, volumes: Iterable[tuple[str, str]], tags: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """Consistent snapshots of several volumes: [(volume ref, snapshot name)]."""
+        body = {
+            "volumes": [{"volume": ref, "name": name} for ref, name in volumes],
+            "tags": dict(tags),
+        }
+        data = self._call(
+            "group snapshot", lambda: self._api.snapshotCreateGroup(body, returnRawAPIData=True)
+        )
+        return list(data.get("snapshots", []))
+
+    # ---- attachments ------------------------------------------------------------------------
+
+    def attachments(self) -> list[Attachment]:
+        data = self._call(
+            "list attachments", lambda: self._api.attachmentsList(returnRawAPIData=True)
+        )
+        return [
+            Attachment(
+                str(a["volume"]),
+                bool(a["snapshot"]),
+                int(a["client"]),
+                str(a["rights"]),
+                str(a.get("globalId", "")),
+            )
+            for a in data
+        ]
+
+    def attach(
+        self, ref: str, client_id: int, *, read_only: bool, snapshot: bool, timeout: int
+    ) -> None:
+        """Attach and wait until the client has the device (VolumesReassignWait)."""
+        key = "snapshot" if snapshot else "volume"
+        mode = "ro" if read_only or snapshot else "rw"
+        body = {"reassign": [{key: ref, mode: [client_id]}], "attachTimeout": timeout}
+        self._call(
+            f"attach {key} {ref} to client {client_id}",
+            lambda: self._api.volumesReassignWait(body, returnRawAPIData=True),
+        )
+
+    def detach(self, ref: str, client_id: int, *, snapshot: bool, force: bool) -> None:
+        key = "snapshot" if snapshot else "volume"
+        body = {"reassign": [{key: ref, "detach": [client_id], "force": force}], "attachTimeout": 0}
+        self._call(
+            f"detach {key} {ref} from client {client_id}",
+            lambda: self._api.volumesReassignWait(body, returnRawAPIData=True),
+        )
+
+    def detach_all(self, ref: str, *, snapshot: bool) -> None:
+        """Force-detach from every client (the guard against dangling attachments)."""
+        key = "snapshot" if snapshot else "volume"
+        self._call(
+            f"detach {key} {ref} from all clients",
+            lambda: self._api.volumesReassign(
+                [{key: ref, "detach": "all", "force": True}], returnRawAPIData=True
+            ),
+        )
+
+    # ---- templates, clients, space ----------------------------------------------------------
+
+    def template(self, name: str) -> dict[str, Any]:
+        return dict(
+            self._call(
+                f"template {name}",
+                lambda: self._api.volumeTemplateDescribe(name, returnRawAPIData=True),
+            )
+        )
+
+    def template_status(self, name: str) -> TemplateStatus:
+        data = self._call(
+            "template status", lambda: self._api.volumeTemplatesStatus(returnRawAPIData=True)
+        )
+        for raw in data:
+            if raw.get("name") == name:
+                stored = raw.get("stored") or {}
+                return TemplateStatus(
+                    name,
+                    int(stored.get("capacity", 0)),
+                    int(stored.get("free", 0)),
+                    int(raw.get("volumesCount", 0)),
+                    int(raw.get("snapshotsCount", 0)),
+                )
+        raise errors.NotFound(f"StorPool template {name} does not exist at {self.endpoint}")
+
+    def volumes_space(self) -> dict[str, tuple[int, int]]:
+        """name → (size, spaceUsed) for every volume."""
+        data = self._call("volume space", lambda: self._api.volumesSpace(returnRawAPIData=True))
+        return {str(r["name"]): (int(r.get("size", 0)), int(r.get("spaceUsed", 0))) for r in data}
+
+    def client_running(self, client_id: int) -> bool:
+        data = self._call("list services", lambda: self._api.servicesList(returnRawAPIData=True))
+        client = (data.get("clients") or {}).get(str(client_id))
+        return bool(client) and client.get("status") == "running"
+
+
+def _snake(name: str) -> str:
+    out = []
+    for char in name:
+        if char.isupper() and out:
+            out.append("_")
+        out.append(char.upper())
+    return "".join(out) or "UNKNOWN"
