@@ -1,4 +1,4 @@
-"""Wiring of the management service: database, registries and the gRPC services."""
+"""Wiring of the management service: database, registries, domain objects, gRPC services."""
 
 from __future__ import annotations
 
@@ -6,12 +6,30 @@ import logging
 
 from spcs.common.identity import IdentityInfo, IdentityServicer
 from spcs.common.journal import SqliteJournal
+from spcs.common.locks import KeyedLocks
 from spcs.common.operations import OperationRegistry, OperationsServicer
 from spcs.common.server import Server, bind, bind_operations
 from spcs.common.tls import TlsFiles
+from spcs.management import recovery
+from spcs.management.copies import Copies
 from spcs.management.db import open_database
+from spcs.management.hosts import HostEvents
+from spcs.management.lifecycle import PoolLifecycle
+from spcs.management.nodecalls import NodeCalls
 from spcs.management.nodes import NodeDirectory, NodeRegistryServicer
+from spcs.management.pools import Pools
+from spcs.management.servicers import (
+    DriverServicer,
+    HostListenerServicer,
+    LifecycleServicer,
+    SnapshotStrategyServicer,
+    VMSnapshotStrategyServicer,
+)
 from spcs.management.settings import ManagementSettings
+from spcs.management.snapshots import Snapshots
+from spcs.management.templates import TemplateCache
+from spcs.management.volumes import Volumes
+from spcs.storpool.api import RetryPolicy
 from spcs.v1 import (
     driver_pb2,
     driver_pb2_grpc,
@@ -27,6 +45,15 @@ from spcs.v1 import (
 
 log = logging.getLogger(__name__)
 NAME = "spcs-management"
+FEATURES = (
+    "template-cache",
+    "snapshot-backup-qcow2",
+    "vm-snapshots",
+    "revert",
+    "resize-notify",
+    "pool-migration",
+    "mutual-tls",
+)
 
 
 def build(settings: ManagementSettings) -> Server:
@@ -37,40 +64,54 @@ def build(settings: ManagementSettings) -> Server:
         settings.server.tls_ca,
         settings.server.tls_client_auth,
     )
+    locks = KeyedLocks()
     nodes = NodeDirectory(db, tls)
-    operations = OperationRegistry(journal=SqliteJournal(db), service_name=NAME)
+    registry = OperationRegistry(journal=SqliteJournal(db), service_name=NAME, locks=locks)
+    pools = Pools(db, settings.storpool, RetryPolicy(total_seconds=settings.storpool_retry_seconds))
+    calls = NodeCalls(nodes, settings.node_retry_seconds)
+    volumes = Volumes(pools, calls, locks)
+    snapshots = Snapshots(pools, locks)
+    templates = TemplateCache(pools, calls)
+    copies = Copies(pools, calls, volumes, snapshots, templates, registry)
+    lifecycle = PoolLifecycle(pools, templates, locks)
     bindings = [
         bind(
             lifecycle_pb2,
             lifecycle_pb2_grpc,
             "PrimaryDataStoreLifeCycle",
-            lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer(),
+            LifecycleServicer(pools, lifecycle, locks),
         ),
         bind(
             driver_pb2,
             driver_pb2_grpc,
             "PrimaryDataStoreDriver",
-            driver_pb2_grpc.PrimaryDataStoreDriverServicer(),
+            DriverServicer(pools, volumes, snapshots, templates, copies, lifecycle, locks),
         ),
         bind(
             strategies_pb2,
             strategies_pb2_grpc,
             "SnapshotStrategy",
-            strategies_pb2_grpc.SnapshotStrategyServicer(),
+            SnapshotStrategyServicer(snapshots, copies, registry),
         ),
         bind(
             strategies_pb2,
             strategies_pb2_grpc,
             "VMSnapshotStrategy",
-            strategies_pb2_grpc.VMSnapshotStrategyServicer(),
+            VMSnapshotStrategyServicer(snapshots),
         ),
-        bind(hosts_pb2, hosts_pb2_grpc, "HostListener", hosts_pb2_grpc.HostListenerServicer()),
+        bind(
+            hosts_pb2,
+            hosts_pb2_grpc,
+            "HostListener",
+            HostListenerServicer(HostEvents(pools, nodes, calls)),
+        ),
         bind(hosts_pb2, hosts_pb2_grpc, "NodeRegistry", NodeRegistryServicer(nodes)),
-        bind_operations(OperationsServicer(operations)),
+        bind_operations(OperationsServicer(registry)),
     ]
     identity = IdentityInfo(
         name=NAME,
-        services=[b.name for b in bindings],
+        services=[],
+        features=FEATURES,
         storpool_cluster_id=settings.storpool.cluster_id or "",
     )
     bindings.insert(
@@ -78,6 +119,7 @@ def build(settings: ManagementSettings) -> Server:
     )
     identity.services = [b.name for b in bindings]
     server = Server(NAME, settings.server, bindings)
+    server.on_start(lambda: recovery.sweep_in_background(pools))
     server.on_stop(nodes.close)
     server.on_stop(db.close)
     return server

@@ -1,12 +1,14 @@
 """The management service's database: what neither CloudStack nor StorPool can tell us.
 
 StorPool (names and tags) is the source of truth for volumes and snapshots. This database keeps
-only pools, registered nodes, template-cache entries and the operations journal, so a restart
-loses nothing.
+only pools (with their StorPool connection: the file is created 0600 because it holds API
+tokens), registered nodes, which hosts are connected to which pool, template-cache entries and
+the operations journal, so a restart loses nothing.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from spcs.common.sqlite import OPERATIONS_TABLE, Database
@@ -25,8 +27,52 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """
     + OPERATIONS_TABLE,
+    # 2: pools, their hosts, the template cache
+    """
+    CREATE TABLE pools (
+        uuid TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        zone_id TEXT NOT NULL,
+        scope INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        sp_template TEXT NOT NULL,
+        api_host TEXT NOT NULL,
+        api_port INTEGER NOT NULL,
+        api_token TEXT NOT NULL,
+        url_form TEXT NOT NULL,
+        capacity_bytes INTEGER NOT NULL,
+        capacity_iops INTEGER NOT NULL,
+        used_bytes INTEGER NOT NULL DEFAULT 0,
+        tags TEXT NOT NULL,
+        details TEXT NOT NULL,
+        hypervisor TEXT NOT NULL,
+        cluster_id TEXT NOT NULL,
+        pod_id TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE pool_hosts (
+        pool_uuid TEXT NOT NULL REFERENCES pools(uuid) ON DELETE CASCADE,
+        host_id TEXT NOT NULL,
+        client_id INTEGER NOT NULL,
+        connected REAL NOT NULL,
+        PRIMARY KEY (pool_uuid, host_id)
+    );
+    CREATE TABLE template_cache (
+        pool_uuid TEXT NOT NULL REFERENCES pools(uuid) ON DELETE CASCADE,
+        template_uuid TEXT NOT NULL,
+        snapshot_name TEXT NOT NULL,
+        global_id TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (pool_uuid, template_uuid)
+    );
+    """,
 )
 
 
 def open_database(path: Path) -> Database:
+    if not path.exists():
+        # created private: it holds StorPool API tokens
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     return Database(path, MIGRATIONS)

@@ -54,6 +54,15 @@ class NodeDirectory:
                 (host_id, address, client_id, cluster_id, version, time.time()),
             )
 
+    def forget(self, host_id: str) -> bool:
+        with self._db.transaction() as conn:
+            removed = conn.execute("DELETE FROM nodes WHERE host_id = ?", (host_id,)).rowcount
+        with self._lock:
+            cached = self._channels.pop(host_id, None)
+        if cached is not None:
+            cached[1].close()
+        return bool(removed)
+
     def set_client_running(self, host_id: str, running: bool) -> None:
         with self._db.transaction() as conn:
             conn.execute(

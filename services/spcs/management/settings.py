@@ -12,6 +12,7 @@ from spcs.common.settings import (
     Option,
     ServerSettings,
     parse_listen,
+    positive_float,
     resolve,
     writable_parent,
 )
@@ -41,6 +42,20 @@ OPTIONS: tuple[Option, ...] = (
         parse=Path,
         metavar="FILE",
     ),
+    Option(
+        "storpool_retry_seconds",
+        "how long StorPool API calls are retried on transient errors and connection failures",
+        default=30.0,
+        parse=positive_float,
+        metavar="SECONDS",
+    ),
+    Option(
+        "node_retry_seconds",
+        "how long calls to a node are retried while it is unreachable",
+        default=30.0,
+        parse=positive_float,
+        metavar="SECONDS",
+    ),
     *SERVER_OPTIONS,
 )
 
@@ -50,6 +65,8 @@ class ManagementSettings:
     server: ServerSettings
     db: Path
     storpool: storpool_conf.StorPoolConf
+    storpool_retry_seconds: float
+    node_retry_seconds: float
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ManagementSettings:
@@ -61,4 +78,6 @@ class ManagementSettings:
             server=ServerSettings.from_values(values),
             db=db,
             storpool=storpool_conf.load(values["storpool_conf"]),
+            storpool_retry_seconds=values["storpool_retry_seconds"],
+            node_retry_seconds=values["node_retry_seconds"],
         )

@@ -138,8 +138,9 @@ class AgentCommands:
                     image,
                     request.source_format,
                     volume,
-                    request.resize_to_virtual_size,
                     request.target_is_zero,
+                    # a template's volume becomes exactly the image's size (it may shrink)
+                    resize="exact" if request.resize_to_virtual_size else "",
                 )
 
         return self._start(
@@ -163,8 +164,9 @@ class AgentCommands:
                     image,
                     request.source_format,
                     volume,
-                    request.resize_to_virtual_size,
                     request.target_is_zero,
+                    # a volume keeps its (offering) size when the image is smaller
+                    resize="grow" if request.resize_to_virtual_size else "",
                 )
 
         return self._start(request, "DownloadVolume", volume.ref, run, (self._device_key(volume),))
@@ -202,23 +204,25 @@ class AgentCommands:
         image: Path,
         source_format: int,
         volume: Volume,
-        resize: bool,
         target_is_zero: bool,
+        resize: str,
     ) -> node_pb2.DownloadResult:
+        """Copy an image into a volume; `resize` is "" (the volume must fit), "grow" or
+        "exact" (set to the image's virtual size)."""
         what = f"copy {image.name} into {volume.ref}"
         ctx.stage("inspecting image")
         info = mover.image_info(image, what)
         fmt = FORMATS.get(source_format) or info.format
         needed = _round_up(info.virtual_size)
         size = volume.size
-        if size < needed:
-            if not resize:
-                raise errors.OutOfRange(
-                    f"volume {volume.ref} is {size} bytes but the image {image.name} needs "
-                    f"{needed}; grow the volume or ask for resize_to_virtual_size"
-                )
+        if size < needed and not resize:
+            raise errors.OutOfRange(
+                f"volume {volume.ref} is {size} bytes but the image {image.name} needs "
+                f"{needed}; grow the volume or ask for resize_to_virtual_size"
+            )
+        if (resize == "exact" and size != needed) or (resize == "grow" and size < needed):
             ctx.stage("resizing")
-            self.adaptor.api.volume_update(volume.ref, size=needed)
+            self.adaptor.api.volume_update(volume.ref, size=needed, shrinkOk=size > needed or None)
             size = needed
         with self._attached(ctx, volume, read_only=False) as device:
             stats = mover.copy(

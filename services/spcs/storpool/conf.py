@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,17 +108,3 @@ def _client_id(value: str | None, sources: str) -> int | None:
         raise ConfigError(f"StorPool setting SP_OURID={number} is outside 1-4095 ({sources})")
     return number
 
-
-def write(
-    path: Path,
-    values: Mapping[str, object],
-    sections: Iterable[tuple[str, Mapping[str, object]]] = (),
-) -> None:
-    """Write a storpool.conf (used by `spcs emulator --write-conf` and the demo)."""
-    lines = [f"{key}={value}" for key, value in values.items()]
-    for name, section_values in sections:
-        lines.append(f"\n[{name}]")
-        lines.extend(f"{key}={value}" for key, value in section_values.items())
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)

@@ -46,6 +46,11 @@ def volume_name(volume_uuid: str) -> str:
     return _name("vol", volume_uuid)
 
 
+def migrated_volume_name(volume_uuid: str, pool_uuid: str) -> str:
+    """A volume's copy on another pool (the source keeps its name until CloudStack deletes it)."""
+    return _name("vol", volume_uuid, "on", pool_uuid)
+
+
 def snapshot_name(snapshot_uuid: str) -> str:
     return _name("snap", snapshot_uuid)
 

@@ -1,0 +1,237 @@
+"""A whole spcs installation on this machine: the StorPool emulator with N emulated KVM hosts,
+the management service and one node service per host, each a real process on loopback.
+
+Used by `spcs up` (fixed ports, foreground), `spcs demo` and the end-to-end tests (free ports).
+Every service writes its log under `<workdir>/logs/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from spcs.emulator import Emulator
+from spcs.v1 import hosts_pb2, hosts_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "spcs-demo"
+CLUSTER_ID = "emu.a"
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class Ports:
+    """0 = pick a free port."""
+
+    emulator: int = 0
+    management: int = 0
+    nodes: tuple[int, ...] = ()
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    hosts: int = 2
+    ports: Ports = field(default_factory=Ports)
+    template_capacity: int = 256 << 30
+    # more StorPool templates (for more pools), name → capacity
+    extra_templates: dict[str, int] = field(default_factory=dict)
+    management_args: list[str] = field(default_factory=list)
+    node_args: list[str] = field(default_factory=list)
+    emulator: Emulator | None = None
+    management: Process | None = None
+    nodes: list[Process] = field(default_factory=list)
+
+    def host_dir(self, n: int) -> Path:
+        return self.workdir / f"host{n}"
+
+    def device_root(self, n: int) -> Path:
+        return self.host_dir(n) / "dev"
+
+    @property
+    def secondary(self) -> Path:
+        return self.workdir / "secondary"
+
+    def start(self) -> Stack:
+        for directory in ("logs", "secondary"):
+            (self.workdir / directory).mkdir(parents=True, exist_ok=True)
+        for n in range(1, self.hosts + 1):
+            self.device_root(n).mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_emulator()
+            self._start_management()
+            for n in range(1, self.hosts + 1):
+                self._start_node(n)
+            self._wait_registered()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_emulator(self) -> None:
+        self.emulator = Emulator(
+            self.workdir / "emulator",
+            clients={n: self.device_root(n) for n in range(1, self.hosts + 1)},
+            cluster_id=CLUSTER_ID,
+            templates={TEMPLATE: self.template_capacity, **self.extra_templates},
+        )
+        self.emulator.start(port=self.ports.emulator)
+        self.emulator.write_conf(self.workdir / "storpool.conf")
+
+    def _spawn(self, name: str, args: list[str], port: int) -> Process:
+        port_file = self.workdir / f"{name}.port"
+        port_file.unlink(missing_ok=True)
+        log_path = self.workdir / "logs" / f"{name}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "spcs.cli",
+            *args,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--port-file",
+            str(port_file),
+            "--log-file",
+            str(log_path),
+        ]
+        stderr_path = self.workdir / "logs" / f"{name}.stderr"
+        with stderr_path.open("wb") as stderr:
+            popen = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_file.exists():
+            if popen.poll() is not None:
+                error = stderr_path.read_text(errors="replace").strip()
+                raise RuntimeError(f"{name} exited at start ({popen.returncode}): {error}")
+            if time.monotonic() > deadline:
+                popen.kill()
+                popen.wait()
+                raise RuntimeError(
+                    f"{name} did not start within {START_TIMEOUT:.0f}s; see {log_path}"
+                )
+            time.sleep(0.05)
+        process = Process(name, popen, int(port_file.read_text()), log_path)
+        _wait_serving(process)
+        return process
+
+    def _start_management(self) -> None:
+        args = [
+            "management",
+            "--db",
+            str(self.workdir / "management.db"),
+            "--storpool-conf",
+            str(self.workdir / "storpool.conf"),
+            *self.management_args,
+        ]
+        self.management = self._spawn("management", args, self.ports.management)
+
+    def restart_management(self) -> None:
+        """Start the management service again after it stopped (or was killed)."""
+        self._start_management()
+
+    def _start_node(self, n: int) -> None:
+        assert self.management is not None
+        port = self.ports.nodes[n - 1] if len(self.ports.nodes) >= n else 0
+        host = self.host_dir(n)
+        args = [
+            "node",
+            "--host-id",
+            f"host-{n}",
+            "--device-root",
+            str(self.device_root(n)),
+            "--management",
+            self.management.address,
+            "--storpool-conf",
+            str(self.workdir / f"storpool.client-{n}.conf"),
+            "--state-dir",
+            str(host / "state"),
+            "--mount-root",
+            str(host / "mnt"),
+            *self.node_args,
+        ]
+        self.nodes.append(self._spawn(f"node{n}", args, port))
+
+    def _wait_registered(self) -> None:
+        assert self.management is not None
+        wanted = {f"host-{n}" for n in range(1, self.hosts + 1)}
+        with grpc.insecure_channel(self.management.address) as channel:
+            registry = hosts_pb2_grpc.NodeRegistryStub(channel)
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                nodes = registry.ListNodes(hosts_pb2.ListNodesRequest(), timeout=5).nodes
+                if wanted <= {n.host_id for n in nodes if n.healthy}:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nodes did not register with management in time")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM every service (they drain and exit 0), then stop the emulator."""
+        processes = [*self.nodes, *([self.management] if self.management else [])]
+        for process in processes:
+            if process.popen.poll() is None:
+                process.popen.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", process.name)
+                process.popen.kill()
+                process.popen.wait()
+        self.nodes.clear()
+        self.management = None
+        if self.emulator is not None:
+            self.emulator.stop(release_devices=True)
+            self.emulator = None
+
+    def exit_codes(self) -> dict[str, int | None]:
+        return {
+            p.name: p.popen.returncode
+            for p in (*self.nodes, *([self.management] if self.management else []))
+        }
+
+    def remove(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _wait_serving(process: Process) -> None:
+    with grpc.insecure_channel(process.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{process.name} is not SERVING; see {process.log_path}")
+            time.sleep(0.05)

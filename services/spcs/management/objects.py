@@ -1,0 +1,96 @@
+"""Finding the StorPool object behind a CloudStack object, and describing it back.
+
+A CloudStack object is found by its path (`/dev/storpool-byid/<gid>`, what CloudStack stores),
+else by the name spcs gives it, else by its `uuid` tag — the last is how objects the Java
+plugin created (anonymous, `~gid`) are found when only a uuid is known.
+"""
+
+from __future__ import annotations
+
+from spcs.common import errors
+from spcs.storpool import names
+from spcs.storpool.api import StorPoolApi, Volume
+from spcs.v1 import types_pb2
+
+
+def object_key(obj: Volume) -> str:
+    """The try-lock key of an existing StorPool object: its global id, however it was named."""
+    return f"storpool:{obj.global_id}"
+
+
+def creation_key(kind: str, uuid: str) -> str:
+    """The try-lock key of an object being created from a CloudStack uuid."""
+    return f"create-{kind}:{uuid}"
+
+
+def _by_tag(objects: list[Volume], uuid: str, kinds: tuple[str, ...]) -> Volume | None:
+    for obj in objects:
+        if obj.tags.get("uuid") == uuid and obj.tags.get("cs") in kinds and not obj.deleted:
+            return obj
+    return None
+
+
+def find_volume(api: StorPoolApi, *, path: str = "", uuid: str = "") -> Volume | None:
+    if path:
+        return api.volume_or_none(names.api_ref(path))
+    if not uuid:
+        raise errors.InvalidArgument("the volume needs a path or a uuid")
+    found = api.volume_or_none(names.volume_name(uuid))
+    return found or _by_tag(api.volumes(), uuid, (names.CS_VOLUME,))
+
+
+def find_snapshot(api: StorPoolApi, *, path: str = "", uuid: str = "") -> Volume | None:
+    if path:
+        return api.snapshot_or_none(names.api_ref(path))
+    if not uuid:
+        raise errors.InvalidArgument("the snapshot needs a path or a uuid")
+    found = api.snapshot_or_none(names.snapshot_name(uuid))
+    return found or _by_tag(api.snapshots(), uuid, (names.CS_SNAPSHOT, names.CS_GROUP))
+
+
+def require_volume(api: StorPoolApi, volume: types_pb2.Volume) -> Volume:
+    found = find_volume(api, path=volume.path, uuid=volume.uuid)
+    if found is None:
+        raise errors.NotFound(
+            f"volume {volume.path or volume.uuid} does not exist in StorPool at {api.endpoint}"
+        )
+    return found
+
+
+def require_snapshot(api: StorPoolApi, snapshot: types_pb2.Snapshot) -> Volume:
+    found = find_snapshot(api, path=snapshot.path, uuid=snapshot.uuid)
+    if found is None:
+        raise errors.NotFound(
+            f"snapshot {snapshot.path or snapshot.uuid} does not exist in StorPool at "
+            f"{api.endpoint}"
+        )
+    return found
+
+
+def volume_message(obj: Volume, pool_uuid: str, uuid: str = "", used: int = 0) -> types_pb2.Volume:
+    return types_pb2.Volume(
+        uuid=uuid or obj.tags.get("uuid", ""),
+        path=names.byid_path(obj.global_id),
+        size_bytes=obj.size,
+        store=types_pb2.DataStore(primary=types_pb2.PrimaryStore(pool_uuid=pool_uuid)),
+        format=types_pb2.IMAGE_FORMAT_RAW,
+        vm_uuid=obj.tags.get("cvm", ""),
+        max_iops=obj.iops or 0,
+        sp_template=obj.template,
+        qos_class=obj.tags.get("qc", ""),
+        vc_policy=obj.tags.get("vc-policy", ""),
+        global_id=obj.global_id,
+        used_bytes=used,
+    )
+
+
+def snapshot_message(obj: Volume, pool_uuid: str, uuid: str = "") -> types_pb2.Snapshot:
+    return types_pb2.Snapshot(
+        uuid=uuid or obj.tags.get("uuid", ""),
+        path=names.byid_path(obj.global_id),
+        vm_uuid=obj.tags.get("cvm", ""),
+        size_bytes=obj.size,
+        global_id=obj.global_id,
+        format=types_pb2.IMAGE_FORMAT_RAW,
+        store=types_pb2.DataStore(primary=types_pb2.PrimaryStore(pool_uuid=pool_uuid)),
+    )

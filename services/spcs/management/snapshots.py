@@ -1,0 +1,228 @@
+"""Volume snapshots and VM snapshots on StorPool, and the snapshot strategy's decisions.
+
+Whether spcs handles a snapshot is decided by asking StorPool (by path, name or `uuid` tag),
+never by trusting CloudStack's records, which lose rows when volumes are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from spcs.common import errors, validate
+from spcs.common.locks import KeyedLocks
+from spcs.management import objects
+from spcs.management.pools import PoolRecord, Pools
+from spcs.storpool import names
+from spcs.storpool.api import StorPoolApi, Volume
+from spcs.v1 import strategies_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+HIGHEST = strategies_pb2.STRATEGY_PRIORITY_HIGHEST
+CANT_HANDLE = strategies_pb2.STRATEGY_PRIORITY_CANT_HANDLE
+# The Java plugin's strategy claims only these; take/backup/revert go through CloudStack's
+# default strategy, which calls the driver.
+CLAIMED = (strategies_pb2.SNAPSHOT_OPERATION_DELETE, strategies_pb2.SNAPSHOT_OPERATION_COPY)
+
+
+def snapshot_key(snapshot: types_pb2.Snapshot) -> str:
+    """The key that serializes creating the snapshot of one CloudStack uuid."""
+    return objects.creation_key("snapshot", snapshot.uuid or snapshot.path)
+
+
+class Snapshots:
+    def __init__(self, pools: Pools, locks: KeyedLocks) -> None:
+        self.pools = pools
+        self.locks = locks
+
+    def take(self, pool_uuid: str, snapshot: types_pb2.Snapshot) -> types_pb2.Snapshot:
+        validate.require(snapshot, "uuid", "volume_path")
+        validate.identifier(snapshot.uuid, "snapshot.uuid")
+        pool = self.pools.get(pool_uuid)
+        api = self.pools.api(pool)
+        volume = objects.require_volume(api, types_pb2.Volume(path=snapshot.volume_path))
+        name = names.snapshot_name(snapshot.uuid)
+        tags = {"uuid": snapshot.uuid, "cs": names.CS_SNAPSHOT}
+        if snapshot.vm_uuid:
+            tags["cvm"] = names.tag_value(snapshot.vm_uuid, "vm_uuid")
+        with self.locks.hold(snapshot_key(snapshot), operation="TakeSnapshot"):
+            try:
+                gid = api.snapshot_create(volume.ref, name=name, tags=tags)
+                taken = api.snapshot(f"~{gid}")
+            except errors.AlreadyExists:
+                # a replay: the snapshot exists; it must be of the same volume
+                taken = api.snapshot(name)
+                if not self._of_volume(api, taken, volume):
+                    raise errors.AlreadyExists(
+                        f"snapshot {snapshot.uuid} already exists as {taken.ref} of another "
+                        f"volume ({taken.on_volume}); use another uuid"
+                    ) from None
+        log.info("snapshot %s of %s is %s", snapshot.uuid, volume.ref, taken.ref)
+        return objects.snapshot_message(taken, pool.uuid, snapshot.uuid)
+
+    @staticmethod
+    def _of_volume(api: StorPoolApi, snap: Volume, volume: Volume) -> bool:
+        """Is `snap` in the volume's chain of parents? (Later snapshots sit between them.)"""
+        ref, hops = volume.parent, 0
+        while ref and hops < 1000:
+            if ref in (snap.name, snap.ref):
+                return True
+            parent = api.snapshot_or_none(ref)
+            ref, hops = (parent.parent if parent else ""), hops + 1
+        return snap.on_volume in (volume.name, volume.ref)
+
+    def find(
+        self, snapshot: types_pb2.Snapshot, pool_uuid: str = ""
+    ) -> tuple[PoolRecord, Volume] | None:
+        """The pool and StorPool snapshot behind a CloudStack snapshot, looking in every pool
+        when none is named."""
+        pools = [self.pools.get(pool_uuid)] if pool_uuid else self.pools.all()
+        for pool in pools:
+            found = objects.find_snapshot(
+                self.pools.api(pool), path=snapshot.path, uuid=snapshot.uuid
+            )
+            if found is not None:
+                return pool, found
+        return None
+
+    def can_handle(
+        self, request: strategies_pb2.CanHandleSnapshotRequest
+    ) -> strategies_pb2.CanHandleResponse:
+        validate.require(request, "snapshot")
+        if request.operation not in CLAIMED:
+            return strategies_pb2.CanHandleResponse(
+                priority=CANT_HANDLE,
+                reason="take, backup and revert go through CloudStack's default strategy and "
+                "this driver",
+            )
+        found = self.find(request.snapshot, request.pool.pool_uuid)
+        if found is None:
+            return strategies_pb2.CanHandleResponse(
+                priority=CANT_HANDLE, reason="no such snapshot in StorPool"
+            )
+        pool, snap = found
+        return strategies_pb2.CanHandleResponse(
+            priority=HIGHEST, reason=f"StorPool snapshot {snap.ref} exists (pool {pool.name})"
+        )
+
+    def delete(self, snapshot: types_pb2.Snapshot, pool_uuid: str = "") -> bool:
+        if not snapshot.uuid and not snapshot.path:
+            raise errors.InvalidArgument("snapshot needs a path or a uuid")
+        found = self.find(snapshot, pool_uuid)
+        if found is None:
+            return False
+        pool, snap = found
+        with self.locks.hold(objects.object_key(snap), operation="DeleteSnapshot"):
+            deleted = self.pools.api(pool).snapshot_delete(snap.ref)
+        log.info("snapshot %s (%s) deleted", snapshot.uuid or snap.name, snap.ref)
+        return deleted
+
+    # ---- VM snapshots ---------------------------------------------------------------------
+
+    def vm_can_handle(
+        self, request: strategies_pb2.CanHandleVMSnapshotRequest
+    ) -> strategies_pb2.CanHandleResponse:
+        if request.with_memory:
+            return strategies_pb2.CanHandleResponse(
+                priority=CANT_HANDLE, reason="StorPool cannot take memory snapshots"
+            )
+        if not request.volume_paths:
+            return strategies_pb2.CanHandleResponse(priority=CANT_HANDLE, reason="no volumes")
+        for path in request.volume_paths:
+            if names.ref_or_none(path) is None or not any(
+                objects.find_volume(self.pools.api(pool), path=path) for pool in self.pools.all()
+            ):
+                return strategies_pb2.CanHandleResponse(
+                    priority=CANT_HANDLE, reason=f"volume {path} is not on a StorPool pool"
+                )
+        return strategies_pb2.CanHandleResponse(
+            priority=HIGHEST, reason="every volume is on StorPool"
+        )
+
+    def vm_take(self, request: strategies_pb2.TakeVMSnapshotRequest) -> strategies_pb2.VMSnapshot:
+        validate.require(request, "vm_snapshot_uuid", "vm_uuid", "volumes", "pool.pool_uuid")
+        validate.identifier(request.vm_snapshot_uuid, "vm_snapshot_uuid")
+        pool = self.pools.get(request.pool.pool_uuid)
+        api = self.pools.api(pool)
+        wanted = []
+        for ref in request.volumes:
+            validate.require(ref, "volume_uuid", "volume_path")
+            volume = objects.require_volume(api, types_pb2.Volume(path=ref.volume_path))
+            wanted.append(
+                (ref, volume, names.vm_snapshot_name(request.vm_snapshot_uuid, ref.volume_uuid))
+            )
+        with self.locks.hold(f"vmsnapshot:{request.vm_snapshot_uuid}", operation="TakeVMSnapshot"):
+            existing = [api.snapshot_or_none(name) for _, _, name in wanted]
+            if not all(existing):
+                if any(existing):
+                    # an interrupted earlier attempt: drop its part, then snapshot all again
+                    for snap in filter(None, existing):
+                        api.snapshot_delete(snap.ref)
+                api.group_snapshot(
+                    [(v.ref, name) for _, v, name in wanted],
+                    tags={
+                        "uuid": request.vm_snapshot_uuid,
+                        "cs": names.CS_GROUP,
+                        "cvm": names.tag_value(request.vm_uuid, "vm_uuid"),
+                    },
+                )
+            reply = strategies_pb2.VMSnapshot(
+                vm_snapshot_uuid=request.vm_snapshot_uuid, vm_uuid=request.vm_uuid
+            )
+            for ref, _, name in wanted:
+                snap = api.snapshot(name)
+                reply.volumes.add(
+                    volume_uuid=ref.volume_uuid,
+                    volume_path=ref.volume_path,
+                    snapshot_path=names.byid_path(snap.global_id),
+                    size_bytes=snap.size,
+                )
+        log.info(
+            "VM snapshot %s of %s: %d volumes",
+            request.vm_snapshot_uuid,
+            request.vm_uuid,
+            len(wanted),
+        )
+        return reply
+
+    def vm_revert(self, request: strategies_pb2.RevertVMSnapshotRequest) -> None:
+        validate.require(request, "vm_snapshot_uuid", "volumes", "pool.pool_uuid")
+        if request.vm_running:
+            raise errors.FailedPrecondition(
+                f"VM {request.vm_uuid} is running; stop it before reverting to VM snapshot "
+                f"{request.vm_snapshot_uuid}"
+            )
+        pool = self.pools.get(request.pool.pool_uuid)
+        api = self.pools.api(pool)
+        pairs = []
+        for ref in request.volumes:
+            validate.require(ref, "volume_path", "snapshot_path")
+            pairs.append(
+                (
+                    objects.require_volume(api, types_pb2.Volume(path=ref.volume_path)),
+                    objects.require_snapshot(api, types_pb2.Snapshot(path=ref.snapshot_path)),
+                    ref.max_iops,
+                )
+            )
+        with self.locks.hold(
+            f"vmsnapshot:{request.vm_snapshot_uuid}", operation="RevertVMSnapshot"
+        ):
+            for volume, snap, iops in pairs:
+                api.detach_all(volume.ref, snapshot=False)
+                api.volume_revert(volume.ref, snap.ref)
+                if iops or volume.iops:
+                    api.volume_update(volume.ref, iops=iops or volume.iops)
+
+    def vm_delete(self, request: strategies_pb2.DeleteVMSnapshotRequest) -> int:
+        validate.require(request, "vm_snapshot_uuid", "volumes", "pool.pool_uuid")
+        pool = self.pools.get(request.pool.pool_uuid)
+        api = self.pools.api(pool)
+        deleted = 0
+        with self.locks.hold(
+            f"vmsnapshot:{request.vm_snapshot_uuid}", operation="DeleteVMSnapshot"
+        ):
+            for ref in request.volumes:
+                validate.require(ref, "snapshot_path")
+                if api.snapshot_delete(names.api_ref(ref.snapshot_path)):
+                    deleted += 1
+        return deleted

@@ -1,0 +1,397 @@
+"""Volumes on a StorPool pool: create, clone, delete, resize, revert, access, tags, migration.
+
+Every mutation holds the volume's try-lock (a second one on the same volume is ABORTED at
+once) and is idempotent by the CloudStack uuid: StorPool names are derived from it, so a
+replayed create meets `objectExists` and is checked, not duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from spcs.common import errors, validate
+from spcs.common.locks import KeyedLocks
+from spcs.management import objects
+from spcs.management.nodecalls import NodeCalls
+from spcs.management.pools import PoolRecord, Pools
+from spcs.storpool import names
+from spcs.storpool.api import StorPoolApi, Volume
+from spcs.v1 import driver_pb2, node_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+UNLIMITED = "-"
+
+
+def volume_key(volume: types_pb2.Volume) -> str:
+    """The key that serializes creating the volume of one CloudStack uuid."""
+    return objects.creation_key("volume", volume.uuid or volume.path)
+
+
+def limits(volume: types_pb2.Volume) -> dict[str, Any]:
+    """iops/bw for a create: absent when 0 (no limit)."""
+    out: dict[str, Any] = {}
+    if volume.max_iops:
+        out["iops"] = volume.max_iops
+    if volume.max_bandwidth_bytes_per_second:
+        out["bw"] = names.bandwidth_to_storpool(volume.max_bandwidth_bytes_per_second)
+    return out
+
+
+def placement(pool: PoolRecord, volume: types_pb2.Volume) -> tuple[str, dict[str, str]]:
+    """StorPool template and extra tags: the QoS class wins over the offering's template."""
+    if volume.qos_class:
+        return pool.template, {"qc": names.tag_value(volume.qos_class, "qos_class")}
+    return volume.sp_template or pool.template, {}
+
+
+class Volumes:
+    def __init__(self, pools: Pools, nodes: NodeCalls, locks: KeyedLocks) -> None:
+        self.pools = pools
+        self.nodes = nodes
+        self.locks = locks
+
+    def _tags(self, pool: PoolRecord, volume: types_pb2.Volume) -> tuple[str, dict[str, str]]:
+        template, extra = placement(pool, volume)
+        device = volume.device_id if volume.HasField("device_id") else None
+        tags = names.volume_tags(
+            volume.uuid,
+            vm_uuid=volume.vm_uuid,
+            vc_policy=volume.vc_policy,
+            qos_class=volume.qos_class,
+            device_id=device,
+        )
+        tags.update(extra)
+        return template, tags
+
+    def _created(
+        self, api: StorPoolApi, name: str, volume: types_pb2.Volume, size: int, parent: str = ""
+    ) -> Volume:
+        """After `objectExists`: the existing volume, if it is the one asked for."""
+        existing = api.volume(name)
+        if existing.size < size or (
+            parent and existing.parent not in (parent, "") and f"~{existing.parent}" != parent
+        ):
+            raise errors.AlreadyExists(
+                f"volume {volume.uuid} already exists as {existing.ref} with size "
+                f"{existing.size}{f' from {existing.parent}' if existing.parent else ''}, "
+                f"not {size}; resize it, or use another uuid"
+            )
+        return existing
+
+    def create(self, pool_uuid: str, volume: types_pb2.Volume) -> types_pb2.Volume:
+        validate.require(volume, "uuid", "size_bytes")
+        validate.identifier(volume.uuid, "volume.uuid")
+        validate.size(volume.size_bytes, "volume.size_bytes")
+        pool = self.pools.usable(pool_uuid)
+        api = self.pools.api(pool)
+        template, tags = self._tags(pool, volume)
+        name = names.volume_name(volume.uuid)
+        with self.locks.hold(volume_key(volume), operation="CreateVolume"):
+            try:
+                gid = api.volume_create(
+                    name=name,
+                    size=volume.size_bytes,
+                    template=template,
+                    tags=tags,
+                    **limits(volume),
+                )
+                obj = api.volume(f"~{gid}")
+            except errors.AlreadyExists:
+                obj = self._created(api, name, volume, volume.size_bytes)
+                if obj.size != volume.size_bytes:
+                    raise errors.AlreadyExists(
+                        f"volume {volume.uuid} already exists as {obj.ref} with size {obj.size},"
+                        f" not {volume.size_bytes}; resize it, or use another uuid"
+                    ) from None
+        log.info(
+            "volume %s is %s (%d bytes, template %s)", volume.uuid, obj.ref, obj.size, obj.template
+        )
+        return objects.volume_message(obj, pool.uuid, volume.uuid)
+
+    def clone(self, pool: PoolRecord, volume: types_pb2.Volume, parent: Volume) -> Volume:
+        """An instant copy-on-write volume from a snapshot (no bytes copied). The caller (a copy
+        job) holds the volume's lock."""
+        validate.require(volume, "uuid")
+        validate.identifier(volume.uuid, "volume.uuid")
+        api = self.pools.api(pool)
+        template, tags = self._tags(pool, volume)
+        size = max(volume.size_bytes, parent.size)
+        name = names.volume_name(volume.uuid)
+        try:
+            gid = api.volume_create(
+                name=name,
+                size=size,
+                parent=parent.ref,
+                template=template,
+                tags=tags,
+                **limits(volume),
+            )
+            return api.volume(f"~{gid}")
+        except errors.AlreadyExists:
+            return self._created(api, name, volume, size, parent.name)
+
+    def create_for_copy(self, pool: PoolRecord, volume: types_pb2.Volume, size: int) -> Volume:
+        """An empty volume that a node will fill (volume from secondary storage). The caller (a
+        copy job) holds the volume's lock."""
+        validate.require(volume, "uuid")
+        validate.identifier(volume.uuid, "volume.uuid")
+        validate.size(size, "size")
+        api = self.pools.api(pool)
+        template, tags = self._tags(pool, volume)
+        name = names.volume_name(volume.uuid)
+        try:
+            gid = api.volume_create(
+                name=name, size=size, template=template, tags=tags, **limits(volume)
+            )
+            return api.volume(f"~{gid}")
+        except errors.AlreadyExists:
+            return self._created(api, name, volume, size)
+
+    def delete(self, pool: PoolRecord, volume: types_pb2.Volume) -> bool:
+        api = self.pools.api(pool)
+        obj = objects.find_volume(api, path=volume.path, uuid=volume.uuid)
+        if obj is None:
+            return False
+        with self.locks.hold(objects.object_key(obj), operation="DeleteVolume"):
+            deleted = api.volume_delete(obj.ref)
+        log.info("volume %s (%s) deleted", volume.uuid or obj.name, obj.ref)
+        return deleted
+
+    # ---- size and data ------------------------------------------------------------------
+
+    def resize(self, request: driver_pb2.ResizeVolumeRequest) -> types_pb2.Volume:
+        validate.require(request, "pool.pool_uuid", "volume", "new_size_bytes")
+        validate.size(request.new_size_bytes, "new_size_bytes")
+        if request.host_id and not request.vm_name:
+            raise errors.InvalidArgument("vm_name is required with host_id (to notify the VM)")
+        pool = self.pools.get(request.pool.pool_uuid)
+        api = self.pools.api(pool)
+        volume = request.volume
+        obj = objects.require_volume(api, volume)
+        with self.locks.hold(objects.object_key(obj), operation="ResizeVolume"):
+            new = request.new_size_bytes
+            if new < obj.size and not request.shrink_ok:
+                raise errors.OutOfRange(
+                    f"volume {obj.ref} is {obj.size} bytes; shrinking it to {new} loses the data "
+                    "past the new end and needs shrink_ok"
+                )
+            changes: dict[str, Any] = {
+                "size": new,
+                "shrinkOk": True if new < obj.size else None,
+                "iops": volume.max_iops or UNLIMITED,
+            }
+            if volume.qos_class or volume.sp_template:
+                template, extra = placement(pool, volume)
+                changes["template"] = template
+                changes["tags"] = extra or None
+            api.volume_update(obj.ref, **changes)
+            if request.host_id and new != obj.size:
+                self._notify_or_roll_back(api, obj, request)
+            return objects.volume_message(api.volume(obj.ref), pool.uuid, volume.uuid)
+
+    def _notify_or_roll_back(
+        self, api: StorPoolApi, obj: Volume, request: driver_pb2.ResizeVolumeRequest
+    ) -> None:
+        notify = node_pb2.ResizeNotifyRequest(
+            vm_name=request.vm_name,
+            path=names.byid_path(obj.global_id),
+            new_size_bytes=request.new_size_bytes,
+        )
+        try:
+            self.nodes.command(request.host_id, "ResizeNotify", "ResizeNotify", notify)
+        except errors.SpcsError as error:
+            api.volume_update(
+                obj.ref, size=obj.size, shrinkOk=True, iops=obj.iops if obj.iops else UNLIMITED
+            )
+            log.warning(
+                "resize of %s rolled back to %d bytes: %s", obj.ref, obj.size, error.message
+            )
+            raise type(error)(
+                f"{error.message}; the volume was rolled back to {obj.size} bytes"
+            ) from None
+
+    def revert(self, request: driver_pb2.RevertSnapshotRequest) -> types_pb2.Volume:
+        validate.require(request, "pool.pool_uuid", "snapshot", "volume")
+        pool = self.pools.get(request.pool.pool_uuid)
+        api = self.pools.api(pool)
+        volume = objects.require_volume(api, request.volume)
+        snapshot = objects.require_snapshot(api, request.snapshot)
+        keys = (objects.object_key(volume), objects.object_key(snapshot))
+        with self.locks.hold(*keys, operation="RevertSnapshot"):
+            iops = request.volume.max_iops or volume.iops
+            bw = (
+                names.bandwidth_to_storpool(request.volume.max_bandwidth_bytes_per_second)
+                if request.volume.max_bandwidth_bytes_per_second
+                else volume.bw
+            )
+            # no host may keep the device while its data is replaced
+            api.detach_all(volume.ref, snapshot=False)
+            api.volume_revert(volume.ref, snapshot.ref)
+            if iops or bw:
+                api.volume_update(volume.ref, iops=iops or None, bw=bw or None)
+            log.info("volume %s reverted to %s", volume.ref, snapshot.ref)
+            return objects.volume_message(api.volume(volume.ref), pool.uuid, request.volume.uuid)
+
+    # ---- access and tags -----------------------------------------------------------------
+
+    def grant(self, request: driver_pb2.GrantAccessRequest) -> str:
+        validate.require(request, "object", "host_id")
+        path, kind = self._disk(request.object)
+        disk = self.nodes.adaptor(
+            request.host_id,
+            f"attach {path}",
+            "ConnectPhysicalDisk",
+            node_pb2.ConnectPhysicalDiskRequest(
+                disk=node_pb2.DiskRef(path=path, kind=kind), mode=request.mode
+            ),
+        )
+        return disk.path
+
+    def revoke(self, request: driver_pb2.RevokeAccessRequest) -> bool:
+        validate.require(request, "object", "host_id")
+        path, kind = self._disk(request.object)
+        reply = self.nodes.adaptor(
+            request.host_id,
+            f"detach {path}",
+            "DisconnectPhysicalDisk",
+            node_pb2.DisconnectPhysicalDiskRequest(
+                disk=node_pb2.DiskRef(path=path, kind=kind), force_allowed=request.force
+            ),
+        )
+        if request.clear_vm_tags and kind == node_pb2.DISK_KIND_VOLUME:
+            pool = self.pools.get(request.object.volume.store.primary.pool_uuid)
+            self.pools.api(pool).volume_update(
+                names.api_ref(path), tags={"cvm": "", "disk": "", "vc-policy": ""}
+            )
+        return reply.detached
+
+    @staticmethod
+    def _disk(obj: types_pb2.DataObject) -> tuple[str, int]:
+        kind = obj.WhichOneof("object")
+        if kind == "volume" and obj.volume.path:
+            return obj.volume.path, node_pb2.DISK_KIND_VOLUME
+        if kind == "snapshot" and obj.snapshot.path:
+            return obj.snapshot.path, node_pb2.DISK_KIND_SNAPSHOT
+        raise errors.InvalidArgument("object must be a volume or a snapshot with its path")
+
+    def detach_all(self, pool_uuid: str, volume_path: str) -> list[int]:
+        pool = self.pools.get(pool_uuid)
+        api = self.pools.api(pool)
+        obj = objects.require_volume(api, types_pb2.Volume(path=volume_path))
+        clients = sorted(
+            {
+                a.client
+                for a in api.attachments()
+                if not a.snapshot
+                and (a.global_id == obj.global_id or a.volume in (obj.name, obj.ref))
+            }
+        )
+        api.detach_all(obj.ref, snapshot=False)
+        if clients:
+            log.info("volume %s force-detached from clients %s", obj.ref, clients)
+        return clients
+
+    def provide_vm_info(self, pool_uuid: str, volume: types_pb2.Volume) -> None:
+        validate.require(volume, "path")
+        pool = self.pools.get(pool_uuid)
+        api = self.pools.api(pool)
+        tags = {"cvm": names.tag_value(volume.vm_uuid, "vm_uuid")}
+        if volume.HasField("device_id"):
+            tags["disk"] = str(volume.device_id)
+        if volume.vc_policy:
+            tags["vc-policy"] = names.tag_value(volume.vc_policy, "vc_policy")
+        obj = objects.require_volume(api, volume)
+        with self.locks.hold(objects.object_key(obj), operation="ProvideVmInfo"):
+            api.volume_update(obj.ref, tags=tags)
+
+    def provide_vm_tags(self, request: driver_pb2.ProvideVmTagsRequest) -> int:
+        validate.require(request, "pool.pool_uuid", "vm_uuid", "volume_paths", "key")
+        if request.key != "vc-policy":
+            raise errors.InvalidArgument(
+                f"VM tag {request.key!r} is not propagated to StorPool; only vc-policy is"
+            )
+        value = names.tag_value(request.value, "value")
+        pool = self.pools.get(request.pool.pool_uuid)
+        api = self.pools.api(pool)
+        for path in request.volume_paths:
+            api.volume_update(names.api_ref(path), tags={"vc-policy": value})
+        return len(request.volume_paths)
+
+    def change_offering(self, pool_uuid: str, volume: types_pb2.Volume) -> types_pb2.Volume:
+        validate.require(volume, "path")
+        pool = self.pools.get(pool_uuid)
+        api = self.pools.api(pool)
+        obj = objects.require_volume(api, volume)
+        with self.locks.hold(objects.object_key(obj), operation="ChangeVolumeOffering"):
+            template, extra = placement(pool, volume)
+            bw = volume.max_bandwidth_bytes_per_second
+            api.volume_update(
+                obj.ref,
+                template=template if template != obj.template else None,
+                tags=extra or None,
+                iops=volume.max_iops or UNLIMITED,
+                bw=names.bandwidth_to_storpool(bw) if bw else UNLIMITED,
+            )
+            return objects.volume_message(api.volume(obj.ref), pool.uuid, volume.uuid)
+
+    def stats(self, pool_uuid: str, volume_path: str) -> tuple[int, int]:
+        pool = self.pools.get(pool_uuid)
+        api = self.pools.api(pool)
+        obj = objects.require_volume(api, types_pb2.Volume(path=volume_path))
+        space = api.volumes_space()
+        size, used = space.get(obj.name, space.get(obj.ref, (obj.size, 0)))
+        return size, used
+
+    # ---- migration between StorPool pools --------------------------------------------------
+
+    def migrate(
+        self, source_uuid: str, volume: types_pb2.Volume, destination_uuid: str, vm_running: bool
+    ) -> types_pb2.Volume:
+        source = self.pools.get(source_uuid)
+        destination = self.pools.usable(destination_uuid)
+        self.check_same_cluster(source, destination)
+        obj = objects.require_volume(self.pools.api(source), volume)
+        with self.locks.hold(objects.object_key(obj), operation="MigrateVolume"):
+            return self.migrate_locked(source, volume, destination, vm_running)
+
+    @staticmethod
+    def check_same_cluster(source: PoolRecord, destination: PoolRecord) -> None:
+        # the copy addresses the source by global id through one API endpoint
+        if source.conn.endpoint != destination.conn.endpoint:
+            raise errors.FailedPrecondition(
+                f"pools {source.name} and {destination.name} are on different StorPool API "
+                "endpoints; migrate through secondary storage (copy the volume out and in)"
+            )
+
+    def migrate_locked(
+        self,
+        source: PoolRecord,
+        volume: types_pb2.Volume,
+        destination: PoolRecord,
+        vm_running: bool,
+    ) -> types_pb2.Volume:
+        """Migration for a caller (a copy job) that holds the volume's lock."""
+        api = self.pools.api(source)
+        obj = objects.require_volume(api, volume)
+        uuid = volume.uuid or obj.tags.get("uuid", "")
+        if vm_running:
+            # the running VM keeps its device; StorPool moves the data in the background
+            api.volume_update(obj.ref, template=destination.template)
+            return objects.volume_message(api.volume(obj.ref), destination.uuid, uuid)
+        name = names.migrated_volume_name(uuid or obj.global_id, destination.uuid)
+        try:
+            gid = api.volume_create(
+                name=name,
+                base_on=obj.ref,
+                template=destination.template,
+                iops=obj.iops,
+                bw=obj.bw,
+                tags=obj.tags or None,
+            )
+            copy = api.volume(f"~{gid}")
+        except errors.AlreadyExists:
+            copy = api.volume(name)
+        log.info("volume %s copied to pool %s as %s", obj.ref, destination.name, copy.ref)
+        return objects.volume_message(copy, destination.uuid, uuid)
