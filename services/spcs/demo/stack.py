@@ -63,6 +63,8 @@ class Stack:
     emulator: Emulator | None = None
     management: Process | None = None
     nodes: list[Process] = field(default_factory=list)
+    # exit codes of the services stopped by the last stop()
+    last_exit_codes: dict[str, int | None] = field(default_factory=dict)
 
     def host_dir(self, n: int) -> Path:
         return self.workdir / f"host{n}"
@@ -205,6 +207,7 @@ class Stack:
                 log.warning("%s did not stop in time; killing it", process.name)
                 process.popen.kill()
                 process.popen.wait()
+        self.last_exit_codes = {p.name: p.popen.returncode for p in processes}
         self.nodes.clear()
         self.management = None
         if self.emulator is not None:
