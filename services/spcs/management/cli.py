@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
-from spcs.common import logs
-from spcs.common.errors import SpcsError
-from spcs.common.settings import ConfigError, add_options
-from spcs.common.sqlite import DatabaseError
+from spcs.common.service_cli import serve
+from spcs.common.settings import add_options
 from spcs.management.settings import OPTIONS, ManagementSettings
-
-log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -20,18 +14,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = ManagementSettings.from_args(args)
-    except ConfigError as error:
-        print(f"spcs management: configuration error: {error}", file=sys.stderr)
-        return 2
-    logs.setup(settings.server.log_level, settings.server.log_file)
-    from spcs.management import app
+    from spcs.management import app  # imported only when the service really starts
 
-    try:
-        server = app.build(settings)
-        return server.serve_forever()
-    except (DatabaseError, SpcsError) as error:
-        log.error("cannot start: %s", error)
-        print(f"spcs management: cannot start: {error}", file=sys.stderr)
-        return 1
+    return serve("management", args, ManagementSettings.from_args, app.build)

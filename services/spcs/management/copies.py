@@ -492,41 +492,34 @@ class Copies:
     def _volume_to_template(
         self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
     ) -> types_pb2.DataObject:
-        source, template = request.source.volume, request.destination.template
-        validate.require(template, "uuid")
-        validate.identifier(template.uuid, "template.uuid")
-        pool = self.pools.get(source.store.primary.pool_uuid)
-        volume = objects.require_volume(self.pools.api(pool), source)
-        ctx.stage("snapshotting the volume")
-        cache = self.templates.cache_from_volume(pool, volume, template.uuid)
-        return self._with_cleanup(
-            pool, template, lambda: self._template_backup(ctx, request, pool, cache, written)
-        )
+        return self._template_from_primary(ctx, request, written)
 
     def _snapshot_to_template(
         self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
     ) -> types_pb2.DataObject:
-        source, template = request.source.snapshot, request.destination.template
+        return self._template_from_primary(ctx, request, written)
+
+    def _template_from_primary(
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
+    ) -> types_pb2.DataObject:
+        """A template on secondary from a volume or snapshot; it stays cached on the pool."""
+        kind, source = _part(request.source)
+        template = request.destination.template
         validate.require(template, "uuid")
         validate.identifier(template.uuid, "template.uuid")
         pool = self.pools.get(source.store.primary.pool_uuid)
-        snap = objects.require_snapshot(self.pools.api(pool), source)
-        ctx.stage("caching the template")
-        cache = self.templates.cache_from_snapshot(pool, snap, template.uuid)
-        return self._with_cleanup(
-            pool, template, lambda: self._template_backup(ctx, request, pool, cache, written)
-        )
-
-    def _with_cleanup(
-        self,
-        pool: PoolRecord,
-        template: types_pb2.Template,
-        backup: Callable[[], types_pb2.DataObject],
-    ) -> types_pb2.DataObject:
-        """A template whose secondary copy failed must not linger as a cache snapshot."""
+        api = self.pools.api(pool)
+        ctx.stage("caching the template on the pool")
+        if kind == "volume":
+            volume = objects.require_volume(api, source)
+            cache = self.templates.cache_from_volume(pool, volume, template.uuid)
+        else:
+            snap = objects.require_snapshot(api, source)
+            cache = self.templates.cache_from_snapshot(pool, snap, template.uuid)
         try:
-            return backup()
+            return self._template_backup(ctx, request, pool, cache, written)
         except BaseException:
+            # a template whose secondary copy failed must not linger as a cache snapshot
             with contextlib.suppress(errors.SpcsError):
                 self.templates.drop(pool, types_pb2.Template(uuid=template.uuid))
             raise

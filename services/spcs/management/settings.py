@@ -42,13 +42,7 @@ OPTIONS: tuple[Option, ...] = (
         parse=Path,
         metavar="FILE",
     ),
-    Option(
-        "storpool_retry_seconds",
-        "how long StorPool API calls are retried on transient errors and connection failures",
-        default=30.0,
-        parse=positive_float,
-        metavar="SECONDS",
-    ),
+    storpool_conf.RETRY_OPTION,
     Option(
         "node_retry_seconds",
         "how long calls to a node are retried while it is unreachable",

@@ -223,6 +223,9 @@ class Snapshots:
         ):
             for ref in request.volumes:
                 validate.require(ref, "snapshot_path")
-                if api.snapshot_delete(names.api_ref(ref.snapshot_path)):
+                target = names.api_ref(ref.snapshot_path)
+                # a snapshot with children (a reverted volume) is only marked deleted: a replay
+                # must not count it again
+                if api.snapshot_or_none(target) is not None and api.snapshot_delete(target):
                     deleted += 1
         return deleted

@@ -163,7 +163,8 @@ class TemplateCache:
         else:
             validate.require(template, "uuid")
             ref = names.template_cache_name(template.uuid, pool.uuid)
-        deleted = api.snapshot_delete(ref)
+        # a cache snapshot with clones is only marked deleted: a replay must answer False
+        deleted = api.snapshot_or_none(ref) is not None and api.snapshot_delete(ref)
         if template.uuid:
             self.pools.drop_cache_entry(pool.uuid, template.uuid)
         if deleted:

@@ -77,13 +77,7 @@ OPTIONS: tuple[Option, ...] = (
         "section of the StorPool config for this host (default: the host name)",
         metavar="NAME",
     ),
-    Option(
-        "storpool_retry_seconds",
-        "how long StorPool API calls are retried on transient errors and connection failures",
-        default=30.0,
-        parse=positive_float,
-        metavar="SECONDS",
-    ),
+    storpool_conf.RETRY_OPTION,
     Option(
         "mount_root",
         "where NFS secondary stores are mounted",

@@ -15,10 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from spcs.common.settings import ConfigError
+from spcs.common.settings import ConfigError, Option, positive_float
 from spcs.storpool.bindings import spconfig
 
 DEFAULT_PATH = Path("/etc/storpool.conf")
+
+# The setting both services have for riding out StorPool API hiccups.
+RETRY_OPTION = Option(
+    "storpool_retry_seconds",
+    "how long StorPool API calls are retried on transient errors and connection failures",
+    default=30.0,
+    parse=positive_float,
+    metavar="SECONDS",
+)
 KEYS = ("SP_API_HTTP_HOST", "SP_API_HTTP_PORT", "SP_AUTH_TOKEN", "SP_OURID", "SP_CLUSTER_ID")
 
 
@@ -107,4 +116,3 @@ def _client_id(value: str | None, sources: str) -> int | None:
     if not 1 <= number <= 4095:
         raise ConfigError(f"StorPool setting SP_OURID={number} is outside 1-4095 ({sources})")
     return number
-
