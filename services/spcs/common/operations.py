@@ -492,5 +492,6 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         )
         remaining = context.time_remaining()
         if remaining is not None:
-            timeout = min(timeout or remaining, max(0.0, remaining - 0.5))
+            # never 0, which the registry reads as "no timeout" (60 s, past the caller's deadline)
+            timeout = max(0.001, min(timeout or remaining, remaining - 0.5))
         return self._registry.wait(request.name, timeout)

@@ -262,7 +262,8 @@ class Pools:
         pool = self.get(uuid)
         if zone_id != pool.zone_id:
             raise errors.InvalidArgument(
-                f"pool {pool.name} was initialized for zone {pool.zone_id}, not {zone_id}"
+                f"zone_id {zone_id} does not match: pool {pool.name} was initialized for zone "
+                f"{pool.zone_id}"
             )
         if hypervisor and hypervisor.upper() != "KVM":
             raise errors.InvalidArgument(f"hypervisor {hypervisor!r} is not supported; KVM only")

@@ -123,8 +123,10 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
 
     def DeleteData(self, request, context):
         validate.require(request, "object", "pool.pool_uuid")
-        pool = self._pools.get(request.pool.pool_uuid)
         kind = request.object.WhichOneof("object")
+        if kind is None:
+            raise errors.InvalidArgument("object must be a volume, a snapshot or a template")
+        pool = self._pools.get(request.pool.pool_uuid)
         if kind == "volume":
             deleted = self._volumes.delete(pool, request.object.volume)
         elif kind == "snapshot":

@@ -89,6 +89,8 @@ class Snapshots:
         self, request: strategies_pb2.CanHandleSnapshotRequest
     ) -> strategies_pb2.CanHandleResponse:
         validate.require(request, "snapshot")
+        if not request.snapshot.uuid and not request.snapshot.path:
+            raise errors.InvalidArgument("the snapshot needs a path or a uuid")
         if request.operation not in CLAIMED:
             return strategies_pb2.CanHandleResponse(
                 priority=CANT_HANDLE,

@@ -54,6 +54,8 @@ class Volumes:
 
     def _tags(self, pool: PoolRecord, volume: types_pb2.Volume) -> tuple[str, dict[str, str]]:
         template, extra = placement(pool, volume)
+        for field in ("vm_uuid", "vc_policy"):  # named as the caller sent them, not as tags
+            names.tag_value(getattr(volume, field), f"volume.{field}")
         device = volume.device_id if volume.HasField("device_id") else None
         tags = names.volume_tags(
             volume.uuid,
@@ -214,6 +216,9 @@ class Volumes:
 
     def revert(self, request: driver_pb2.RevertSnapshotRequest) -> types_pb2.Volume:
         validate.require(request, "pool.pool_uuid", "snapshot", "volume")
+        for what, obj in (("snapshot", request.snapshot), ("volume", request.volume)):
+            if not obj.path and not obj.uuid:  # before any lookup: a malformed request
+                raise errors.InvalidArgument(f"the {what} needs a path or a uuid")
         pool = self.pools.get(request.pool.pool_uuid)
         api = self.pools.api(pool)
         volume = objects.require_volume(api, request.volume)
@@ -252,6 +257,11 @@ class Volumes:
     def revoke(self, request: driver_pb2.RevokeAccessRequest) -> bool:
         validate.require(request, "object", "host_id")
         path, kind = self._disk(request.object)
+        pool = None
+        if request.clear_vm_tags and kind == node_pb2.DISK_KIND_VOLUME:
+            # checked before detaching: an invalid request must change nothing
+            validate.require(request, "object.volume.store.primary.pool_uuid")
+            pool = self.pools.get(request.object.volume.store.primary.pool_uuid)
         reply = self.nodes.adaptor(
             request.host_id,
             f"detach {path}",
@@ -260,8 +270,7 @@ class Volumes:
                 disk=node_pb2.DiskRef(path=path, kind=kind), force_allowed=request.force
             ),
         )
-        if request.clear_vm_tags and kind == node_pb2.DISK_KIND_VOLUME:
-            pool = self.pools.get(request.object.volume.store.primary.pool_uuid)
+        if pool is not None:
             self.pools.api(pool).volume_update(
                 names.api_ref(path), tags={"cvm": "", "disk": "", "vc-policy": ""}
             )
@@ -310,7 +319,7 @@ class Volumes:
         validate.require(request, "pool.pool_uuid", "vm_uuid", "volume_paths", "key")
         if request.key != "vc-policy":
             raise errors.InvalidArgument(
-                f"VM tag {request.key!r} is not propagated to StorPool; only vc-policy is"
+                f"key {request.key!r}: this VM tag is not propagated to StorPool; only vc-policy is"
             )
         value = names.tag_value(request.value, "value")
         pool = self.pools.get(request.pool.pool_uuid)

@@ -134,7 +134,8 @@ class Adaptor:
         read_only = mode == types_pb2.ACCESS_MODE_READ_ONLY or obj.snapshot
         if obj.snapshot and mode == types_pb2.ACCESS_MODE_READ_WRITE:
             raise errors.InvalidArgument(
-                f"snapshot {obj.ref} can only be attached read-only; use ACCESS_MODE_READ_ONLY"
+                f"mode ACCESS_MODE_READ_WRITE: snapshot {obj.ref} can only be attached read-only; "
+                "use ACCESS_MODE_READ_ONLY"
             )
         wait = timeout if timeout else self.wait_seconds
         current = self._attachment(obj)
