@@ -31,6 +31,7 @@ Usage: python bench/controlplane.py [--iterations 500] [--concurrency 32] [--bur
 
 from __future__ import annotations
 
+import abc
 import argparse
 import os
 import platform
@@ -226,22 +227,22 @@ def installation(workdir: Path, management_args: Sequence[str] = ()) -> Iterator
 # ---------------------------------------------------------------------------- the two paths
 
 
-class Route:
+class Route(abc.ABC):
     """One way of doing the four operations; each returns what the next one needs."""
 
     name = ""
 
-    def create(self, uuid: str, rid: str = "") -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def create(self, uuid: str, rid: str = "") -> str: ...
 
-    def snapshot(self, uuid: str, volume_path: str, rid: str = "") -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def snapshot(self, uuid: str, volume_path: str, rid: str = "") -> str: ...
 
-    def delete_snapshot(self, path: str, rid: str = "") -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def delete_snapshot(self, path: str, rid: str = "") -> None: ...
 
-    def delete_volume(self, path: str, rid: str = "") -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def delete_volume(self, path: str, rid: str = "") -> None: ...
 
 
 class Direct(Route):
@@ -260,7 +261,7 @@ class Direct(Route):
             template=TEMPLATE,
             tags=names.volume_tags(uuid),
         )
-        return names.byid_path(self.api.volume(f"~{gid}").global_id)
+        return names.byid_path(gid)
 
     def snapshot(self, uuid: str, volume_path: str, rid: str = "") -> str:
         volume = self.api.volume_or_none(names.api_ref(volume_path))
@@ -270,7 +271,7 @@ class Direct(Route):
             name=names.snapshot_name(uuid),
             tags={"uuid": uuid, "cs": names.CS_SNAPSHOT},
         )
-        return names.byid_path(self.api.snapshot(f"~{gid}").global_id)
+        return names.byid_path(gid)
 
     def delete_snapshot(self, path: str, rid: str = "") -> None:
         snap = self.api.snapshot_or_none(names.api_ref(path))

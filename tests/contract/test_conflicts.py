@@ -74,10 +74,20 @@ def test_create_volume_replayed_with_another_size(contract: Contract, res: Resou
             volume.uuid,
         )
     assert volume_size(c, pool, volume.path) == 2 * MIB
-    # only the size is compared: other arguments replayed differently return the volume as it is
-    again = c.driver.CreateVolume(
+    # other limits are other arguments too (CSI: same key, different arguments)
+    expect_error(
+        c.driver.CreateVolume,
         driver_pb2.CreateVolumeRequest(
             pool=ref(pool), volume=types_pb2.Volume(uuid=volume.uuid, size_bytes=2 * MIB)
+        ),
+        ALREADY_EXISTS,
+        volume.uuid,
+    )
+    # the exact replay answers exactly what the first call did
+    again = c.driver.CreateVolume(
+        driver_pb2.CreateVolumeRequest(
+            pool=ref(pool),
+            volume=types_pb2.Volume(uuid=volume.uuid, size_bytes=2 * MIB, max_iops=500),
         )
     )
     assert (again.path, again.max_iops) == (volume.path, 500)
@@ -178,13 +188,6 @@ def test_node_operation_id_replayed_with_other_arguments(
     expect_error(c.commands(1).BackupSnapshot, other, ALREADY_EXISTS, first.name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Snapshots.vm_take treats a replay whose volume list differs as an interrupted attempt: "
-    "it deletes the existing snapshots (StorPool only marks them deleted: the volumes are their "
-    "children), then the group snapshot meets objectExists; the VM snapshot is lost and even "
-    "the exact replay fails ALREADY_EXISTS from then on",
-)
 def test_vm_snapshot_replayed_with_other_volumes_keeps_the_original(
     contract: Contract, res: Resources, objects: Objects
 ):
@@ -284,12 +287,6 @@ def test_pool_states_gate_placement(
     assert c.driver.CreateVolume(create).size_bytes == MIB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Pools.usable refuses only Maintenance and Disabled: a pool that was initialized but "
-    "never attached to a zone (POOL_STATE_INITIALIZED) accepts CreateVolume, although "
-    "lifecycle.proto says AttachZone is what makes the pool usable",
-)
 def test_a_pool_not_attached_to_its_zone_takes_no_volumes(contract: Contract, res: Resources):
     c, pool = contract, new_id("pool")
     c.lifecycle.InitializePool(c.initialize_request(pool, LIFECYCLE_TEMPLATE))
@@ -301,11 +298,6 @@ def test_a_pool_not_attached_to_its_zone_takes_no_volumes(contract: Contract, re
     expect_error(c.driver.CreateVolume, create, FAILED_PRECONDITION, "AttachZone")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Pools.change_state refuses Initialized -> Up, but Initialized -> Maintenance -> Up "
-    "(MaintainPool, then CancelMaintainPool) makes a pool that was never attached to a zone Up",
-)
 def test_maintenance_does_not_skip_attach_zone(contract: Contract, res: Resources):
     c, pool = contract, new_id("pool")
     c.lifecycle.InitializePool(c.initialize_request(pool, LIFECYCLE_TEMPLATE))

@@ -956,13 +956,7 @@ INVALID: list[Row] = [
     ),
 ]
 
-# A malformed device path is refused, but the message quotes only the value (it comes from
-# spcs.storpool.names.api_ref, which does not know which request field it checks).
-PATH_NOT_NAMED = pytest.mark.xfail(
-    strict=True,
-    reason="INVALID_ARGUMENT for a path that is not a StorPool device path quotes the value but "
-    "does not name the field (spcs.storpool.names.api_ref has no field name)",
-)
+# A malformed device path is refused naming the request field it came in.
 INVALID_PATHS: list[Row] = [
     Row(
         "node",
@@ -1008,7 +1002,7 @@ def test_deleting_or_detaching_what_is_not_there_is_ok(ctx: Ctx, row: Row):
     "row",
     [
         *INVALID,
-        *[pytest.param(r, marks=PATH_NOT_NAMED) for r in INVALID_PATHS],
+        *INVALID_PATHS,
     ],
     ids=_ids([*INVALID, *INVALID_PATHS]),
 )

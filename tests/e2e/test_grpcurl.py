@@ -180,7 +180,7 @@ def test_request_id_reaches_the_log(env: Env):
         "spcs.v1.Identity/GetInfo",
         flags=("-v", "-H", "x-request-id: e2e-grpcurl-1"),
     )
-    assert "x-request-id: e2e-grpcurl-1" in out.split("Response headers received:", 1)[1]
+    assert "x-request-id: e2e-grpcurl-1" in out.split("Response trailers received:", 1)[1]
     assert env.stack.management is not None
     log = env.stack.management.log_path.read_text()
     assert "[e2e-grpcurl-1] rpc=/spcs.v1.Identity/GetInfo key=- status=OK" in log

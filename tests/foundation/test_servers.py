@@ -277,12 +277,14 @@ def test_one_log_line_per_rpc_with_request_id(tmp_path, services):
         _, call = stub.GetInfo.with_call(
             identity_pb2.GetInfoRequest(), metadata=(("x-request-id", "req-abc123"),)
         )
-        assert ("x-request-id", "req-abc123") in call.initial_metadata()
-        with pytest.raises(grpc.RpcError):
+        assert ("x-request-id", "req-abc123") in call.trailing_metadata()
+        with pytest.raises(grpc.RpcError) as bad_call:
             hosts_pb2_grpc.NodeRegistryStub(channel).RegisterNode(
                 hosts_pb2.RegisterNodeRequest(host_id="bad id!"),
                 metadata=(("x-request-id", "req-bad"),),
             )
+        # errors carry it too, next to the rich status details
+        assert ("x-request-id", "req-bad") in bad_call.value.trailing_metadata()
     assert mgmt.terminate() == 0
     lines = mgmt.log().splitlines()
     info = [line for line in lines if "[req-abc123]" in line]

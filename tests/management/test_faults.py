@@ -111,3 +111,22 @@ def test_management_killed_mid_job_then_restarted(fresh: Mgmt):
     result = driver_pb2.CopyDataResult()
     done.response.Unpack(result)
     assert fresh.read(result.result.volume.path) == raw
+
+
+def test_probe_checks_the_pools_storpool(mgmt: Mgmt):
+    from spcs.v1 import identity_pb2, identity_pb2_grpc
+
+    identity = identity_pb2_grpc.IdentityStub(mgmt.channel)
+    reply = identity.Probe(identity_pb2.ProbeRequest())
+    assert reply.ready and mgmt.pool_uuid in reply.message
+    emu = mgmt.stack.emulator
+    port = emu.port
+    emu.stop()
+    try:
+        started = time.monotonic()
+        down = rpc_error(identity.Probe, identity_pb2.ProbeRequest(), timeout=60)
+        assert down.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert mgmt.pool_uuid in down.details() and "unreachable" in down.details()
+        assert time.monotonic() - started < 10  # a probe answers quickly
+    finally:
+        emu.start(port=port)

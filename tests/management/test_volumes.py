@@ -41,8 +41,19 @@ def test_create_data_volume_tags_limits_and_replay(mgmt: Mgmt):
         "disk": "1",
         "vc-policy": "daily",
     }
-    again = mgmt.create_volume(64 * MIB, uuid=uuid, vm_uuid="vm-1", device_id=1, max_iops=500)
-    assert again.path == volume.path  # the same volume, not a second one
+    again = mgmt.create_volume(
+        64 * MIB,
+        uuid=uuid,
+        vm_uuid="vm-1",
+        device_id=1,
+        max_iops=500,
+        max_bandwidth_bytes_per_second=10 * MIB,
+        vc_policy="daily",
+        type=types_pb2.VOLUME_TYPE_DATA,
+    )
+    assert again == volume  # the same volume, and the same answer
+    other_limits = rpc_error(mgmt.create_volume, 64 * MIB, uuid=uuid, max_iops=500)
+    assert other_limits.code() == grpc.StatusCode.ALREADY_EXISTS
     clash = rpc_error(mgmt.create_volume, 128 * MIB, uuid=uuid)
     assert clash.code() == grpc.StatusCode.ALREADY_EXISTS and "size" in clash.details()
     assert [v.name for v in mgmt.api.volumes()].count(f"cs-vol-{uuid}") == 1

@@ -196,9 +196,12 @@ def test_probe_reports_readiness(node: NodeStack):
     port = node.emu.port
     node.emu.stop()
     try:
+        started = time.monotonic()
         with pytest.raises(grpc.RpcError) as down:
             identity.Probe(identity_pb2.ProbeRequest(), timeout=60)
-        assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert down.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "unreachable" in down.value.details()
+        assert time.monotonic() - started < 10  # a probe answers quickly
     finally:
         node.emu.start(port=port)
     assert qemu_img("--version") and pattern(1, 4)

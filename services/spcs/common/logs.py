@@ -2,13 +2,20 @@
 
 Logs go to stderr by default (systemd's journal collects them) or to a file when configured.
 Each record gets `request_id`: the id of the RPC being served on this thread (or "-").
+
+Every RPC writes a line, so records are written by a logging thread (the standard library's
+QueueHandler/QueueListener): the serving thread only stamps the request id and enqueues the
+record; formatting, the file's rotation check and the write happen off the RPC's path. The
+queue is drained when the process exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
 import logging.handlers
+import queue
 import sys
 from pathlib import Path
 
@@ -17,31 +24,62 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("spcs_request_i
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
+_listener: logging.handlers.QueueListener | None = None
+
 
 class RequestIdFilter(logging.Filter):
-    """Stamps the current RPC's request id on every record."""
+    """Stamps the current RPC's request id on every record (in the thread that logs it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = REQUEST_ID.get()
         return True
 
 
+class _Enqueue(logging.handlers.QueueHandler):
+    """Hands the record over as it is: the writer thread formats it (QueueHandler.prepare would
+    format it here, on the RPC's thread)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+def _stop_listener() -> None:
+    global _listener
+    if _listener is not None:
+        _listener.stop()  # writes what is still queued
+        _listener = None
+
+
 def setup(level: str = "INFO", log_file: Path | None = None) -> None:
     """Configure the root logger once for this process (idempotent)."""
+    global _listener
+    # Skip what FORMAT never prints (the switches the logging HOWTO's "Optimization" documents).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # no caller frame lookup (no %(filename)s / %(lineno)d)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_spcs", False):
             root.removeHandler(handler)
             handler.close()
+    _stop_listener()
     if log_file is not None:
         # WatchedFileHandler reopens the file after logrotate moves it.
-        handler: logging.Handler = logging.handlers.WatchedFileHandler(log_file)
+        writer: logging.Handler = logging.handlers.WatchedFileHandler(log_file)
     else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler._spcs = True  # type: ignore[attr-defined]
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter(FORMAT))
-    root.addHandler(handler)
+        writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(logging.Formatter(FORMAT))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, writer, respect_handler_level=False)
+    _listener.start()
+    enqueue = _Enqueue(records)
+    enqueue._spcs = True  # type: ignore[attr-defined]
+    enqueue.addFilter(RequestIdFilter())
+    root.addHandler(enqueue)
     root.setLevel(level)
     # grpc's own chatter at INFO is not useful to operators.
     logging.getLogger("grpc").setLevel(max(logging.WARNING, root.level))
+
+
+atexit.register(_stop_listener)

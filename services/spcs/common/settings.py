@@ -152,7 +152,7 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option(
         "max_concurrent_rpcs",
         "RPCs in flight before new ones get RESOURCE_EXHAUSTED",
-        default=256,
+        default=1024,
         parse=positive_int,
         metavar="N",
     ),

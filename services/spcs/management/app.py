@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from spcs.common import errors
 from spcs.common.identity import IdentityInfo, IdentityServicer
 from spcs.common.journal import SqliteJournal
 from spcs.common.locks import KeyedLocks
@@ -108,11 +109,27 @@ def build(settings: ManagementSettings) -> Server:
         bind(hosts_pb2, hosts_pb2_grpc, "NodeRegistry", NodeRegistryServicer(nodes)),
         bind_operations(OperationsServicer(registry)),
     ]
+
+    def probe() -> tuple[bool, str]:
+        """Ready when the database answers and every pool's StorPool API takes our token."""
+        db.query("SELECT 1")
+        checked = []
+        for pool in pools.all():
+            try:
+                pools.api(pool).for_probes().template(pool.template)
+            except errors.SpcsError as error:
+                raise errors.FailedPrecondition(
+                    f"pool {pool.name} ({pool.uuid}): StorPool is not usable: {error.message}"
+                ) from None
+            checked.append(pool.name)
+        return True, f"database ok; StorPool reachable for pools: {', '.join(checked) or 'none'}"
+
     identity = IdentityInfo(
         name=NAME,
         services=[],
         features=FEATURES,
         storpool_cluster_id=settings.storpool.cluster_id or "",
+        probe=probe,
     )
     bindings.insert(
         0, bind(identity_pb2, identity_pb2_grpc, "Identity", IdentityServicer(identity))

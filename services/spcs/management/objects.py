@@ -30,26 +30,32 @@ def _by_tag(objects: list[Volume], uuid: str, kinds: tuple[str, ...]) -> Volume 
     return None
 
 
-def find_volume(api: StorPoolApi, *, path: str = "", uuid: str = "") -> Volume | None:
+def find_volume(
+    api: StorPoolApi, *, path: str = "", uuid: str = "", field: str = "volume.path"
+) -> Volume | None:
     if path:
-        return api.volume_or_none(names.api_ref(path))
+        return api.volume_or_none(names.api_ref(path, field))
     if not uuid:
         raise errors.InvalidArgument("the volume needs a path or a uuid")
     found = api.volume_or_none(names.volume_name(uuid))
     return found or _by_tag(api.volumes(), uuid, (names.CS_VOLUME,))
 
 
-def find_snapshot(api: StorPoolApi, *, path: str = "", uuid: str = "") -> Volume | None:
+def find_snapshot(
+    api: StorPoolApi, *, path: str = "", uuid: str = "", field: str = "snapshot.path"
+) -> Volume | None:
     if path:
-        return api.snapshot_or_none(names.api_ref(path))
+        return api.snapshot_or_none(names.api_ref(path, field))
     if not uuid:
         raise errors.InvalidArgument("the snapshot needs a path or a uuid")
     found = api.snapshot_or_none(names.snapshot_name(uuid))
     return found or _by_tag(api.snapshots(), uuid, (names.CS_SNAPSHOT, names.CS_GROUP))
 
 
-def require_volume(api: StorPoolApi, volume: types_pb2.Volume) -> Volume:
-    found = find_volume(api, path=volume.path, uuid=volume.uuid)
+def require_volume(
+    api: StorPoolApi, volume: types_pb2.Volume, field: str = "volume.path"
+) -> Volume:
+    found = find_volume(api, path=volume.path, uuid=volume.uuid, field=field)
     if found is None:
         raise errors.NotFound(
             f"volume {volume.path or volume.uuid} does not exist in StorPool at {api.endpoint}"
@@ -57,8 +63,10 @@ def require_volume(api: StorPoolApi, volume: types_pb2.Volume) -> Volume:
     return found
 
 
-def require_snapshot(api: StorPoolApi, snapshot: types_pb2.Snapshot) -> Volume:
-    found = find_snapshot(api, path=snapshot.path, uuid=snapshot.uuid)
+def require_snapshot(
+    api: StorPoolApi, snapshot: types_pb2.Snapshot, field: str = "snapshot.path"
+) -> Volume:
+    found = find_snapshot(api, path=snapshot.path, uuid=snapshot.uuid, field=field)
     if found is None:
         raise errors.NotFound(
             f"snapshot {snapshot.path or snapshot.uuid} does not exist in StorPool at "

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from spcs.common import errors, validate
@@ -101,6 +103,19 @@ class Pools:
         self._retry = retry
         self._apis: dict[tuple[str, int, str], StorPoolApi] = {}
         self._apis_lock = threading.Lock()
+        # Pools are read on every call and change rarely: kept in memory, dropped on any write
+        # (all writes go through _write; one management service owns the database).
+        self._cache: dict[str, PoolRecord] = {}
+        self._generation = 0  # bumped by every write: a read that raced one is not cached
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._db.transaction() as tx:
+                yield tx
+        finally:
+            self._generation += 1
+            self._cache.clear()
 
     # ---- connections ---------------------------------------------------------------------
 
@@ -150,8 +165,17 @@ class Pools:
         )
 
     def find(self, uuid: str) -> PoolRecord | None:
+        cached = self._cache.get(uuid)
+        if cached is not None:
+            return cached
+        generation = self._generation
         rows = self._db.query("SELECT * FROM pools WHERE uuid = ?", (uuid,))
-        return self._record(rows[0]) if rows else None
+        if not rows:
+            return None
+        record = self._record(rows[0])
+        if generation == self._generation:
+            self._cache[uuid] = record
+        return record
 
     def get(self, uuid: str) -> PoolRecord:
         validate.identifier(uuid, "pool_uuid")
@@ -169,6 +193,11 @@ class Pools:
     def usable(self, uuid: str) -> PoolRecord:
         """A pool new objects may be placed on."""
         pool = self.get(uuid)
+        if pool.state == INITIALIZED:
+            raise errors.FailedPrecondition(
+                f"pool {pool.name} ({uuid}) is not attached to its zone yet; call AttachZone "
+                "before placing volumes on it"
+            )
         if pool.state in (MAINTENANCE, DISABLED):
             raise errors.FailedPrecondition(
                 f"pool {pool.name} ({uuid}) is in state {STATE_NAMES[pool.state]}; new volumes "
@@ -221,7 +250,7 @@ class Pools:
                 "it in StorPool (placement and replication) or fix the URL"
             ) from None
         tags = list(request.tags) or [request.name]
-        with self._db.transaction() as tx:
+        with self._write() as tx:
             tx.execute(
                 "INSERT INTO pools(uuid, name, zone_id, scope, state, sp_template, api_host, "
                 "api_port, api_token, url_form, capacity_bytes, capacity_iops, tags, details, "
@@ -280,7 +309,8 @@ class Pools:
 
     def change_state(self, uuid: str, state: int) -> PoolRecord:
         pool = self.get(uuid)
-        if pool.state == INITIALIZED and state == UP:
+        if pool.state == INITIALIZED:
+            # every state past Initialized comes through AttachZone (maintenance is no shortcut)
             raise errors.FailedPrecondition(
                 f"pool {pool.name} is not attached to a zone yet; call AttachZone first"
             )
@@ -296,7 +326,7 @@ class Pools:
         return self.get(uuid)
 
     def _set_state(self, uuid: str, state: int) -> None:
-        with self._db.transaction() as tx:
+        with self._write() as tx:
             tx.execute("UPDATE pools SET state = ? WHERE uuid = ?", (state, uuid))
 
     def update(self, request: lifecycle_pb2.UpdatePoolRequest) -> PoolRecord:
@@ -317,7 +347,7 @@ class Pools:
             else:
                 details.pop(key, None)
         tags = list(request.tags) if request.update_tags else pool.tags
-        with self._db.transaction() as tx:
+        with self._write() as tx:
             tx.execute(
                 "UPDATE pools SET capacity_bytes = ?, capacity_iops = ?, tags = ?, details = ?, "
                 "api_host = ?, api_port = ?, api_token = ?, url_form = ? WHERE uuid = ?",
@@ -336,17 +366,17 @@ class Pools:
         return self.get(pool.uuid)
 
     def remove(self, uuid: str) -> None:
-        with self._db.transaction() as tx:
+        with self._write() as tx:
             tx.execute("DELETE FROM pools WHERE uuid = ?", (uuid,))
 
     def set_used(self, uuid: str, used: int) -> None:
-        with self._db.transaction() as tx:
+        with self._write() as tx:
             tx.execute("UPDATE pools SET used_bytes = ? WHERE uuid = ?", (used, uuid))
 
     # ---- hosts ---------------------------------------------------------------------------
 
     def connect_host(self, uuid: str, host_id: str, client_id: int) -> None:
-        with self._db.transaction() as tx:
+        with self._write() as tx:
             tx.execute(
                 "INSERT INTO pool_hosts(pool_uuid, host_id, client_id, connected) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(pool_uuid, host_id) DO UPDATE SET "
@@ -355,7 +385,7 @@ class Pools:
             )
 
     def disconnect_host(self, host_id: str, pool_uuids: Iterable[str] | None = None) -> int:
-        with self._db.transaction() as tx:
+        with self._write() as tx:
             if pool_uuids is None:
                 cursor = tx.execute("DELETE FROM pool_hosts WHERE host_id = ?", (host_id,))
             else:
@@ -378,7 +408,7 @@ class Pools:
     def cache_entry(
         self, uuid: str, template_uuid: str, snapshot_name: str, global_id: str, size: int
     ) -> None:
-        with self._db.transaction() as tx:
+        with self._write() as tx:
             tx.execute(
                 "INSERT INTO template_cache(pool_uuid, template_uuid, snapshot_name, global_id, "
                 "size, created) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(pool_uuid, template_uuid) "
@@ -388,7 +418,7 @@ class Pools:
             )
 
     def drop_cache_entry(self, uuid: str, template_uuid: str) -> None:
-        with self._db.transaction() as tx:
+        with self._write() as tx:
             tx.execute(
                 "DELETE FROM template_cache WHERE pool_uuid = ? AND template_uuid = ?",
                 (uuid, template_uuid),

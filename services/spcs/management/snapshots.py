@@ -40,15 +40,18 @@ class Snapshots:
         validate.identifier(snapshot.uuid, "snapshot.uuid")
         pool = self.pools.get(pool_uuid)
         api = self.pools.api(pool)
-        volume = objects.require_volume(api, types_pb2.Volume(path=snapshot.volume_path))
+        volume = objects.require_volume(
+            api, types_pb2.Volume(path=snapshot.volume_path), "snapshot.volume_path"
+        )
         name = names.snapshot_name(snapshot.uuid)
         tags = {"uuid": snapshot.uuid, "cs": names.CS_SNAPSHOT}
         if snapshot.vm_uuid:
             tags["cvm"] = names.tag_value(snapshot.vm_uuid, "vm_uuid")
-        with self.locks.hold(snapshot_key(snapshot), operation="TakeSnapshot"):
+        # the volume's lock too: no resize, revert or delete while its snapshot is cut
+        keys = (snapshot_key(snapshot), objects.object_key(volume))
+        with self.locks.hold(*keys, operation="TakeSnapshot"):
             try:
                 gid = api.snapshot_create(volume.ref, name=name, tags=tags)
-                taken = api.snapshot(f"~{gid}")
             except errors.AlreadyExists:
                 # a replay: the snapshot exists; it must be of the same volume
                 taken = api.snapshot(name)
@@ -57,8 +60,16 @@ class Snapshots:
                         f"snapshot {snapshot.uuid} already exists as {taken.ref} of another "
                         f"volume ({taken.on_volume}); use another uuid"
                     ) from None
-        log.info("snapshot %s of %s is %s", snapshot.uuid, volume.ref, taken.ref)
-        return objects.snapshot_message(taken, pool.uuid, snapshot.uuid)
+                gid, size = taken.global_id, taken.size
+            else:
+                size = volume.size  # a snapshot has its volume's size at this moment
+                log.info("snapshot %s of %s is ~%s", snapshot.uuid, volume.ref, gid)
+        # The reply is what StorPool was told, the same for a replay (no read-back).
+        reply = types_pb2.Snapshot()
+        reply.CopyFrom(snapshot)
+        reply.path, reply.global_id, reply.size_bytes = names.byid_path(gid), gid, size
+        reply.store.primary.pool_uuid, reply.format = pool.uuid, types_pb2.IMAGE_FORMAT_RAW
+        return reply
 
     @staticmethod
     def _of_volume(api: StorPoolApi, snap: Volume, volume: Volume) -> bool:
@@ -149,17 +160,28 @@ class Snapshots:
         wanted = []
         for ref in request.volumes:
             validate.require(ref, "volume_uuid", "volume_path")
-            volume = objects.require_volume(api, types_pb2.Volume(path=ref.volume_path))
+            volume = objects.require_volume(
+                api, types_pb2.Volume(path=ref.volume_path), "volumes.volume_path"
+            )
             wanted.append(
                 (ref, volume, names.vm_snapshot_name(request.vm_snapshot_uuid, ref.volume_uuid))
             )
         with self.locks.hold(f"vmsnapshot:{request.vm_snapshot_uuid}", operation="TakeVMSnapshot"):
-            existing = [api.snapshot_or_none(name) for _, _, name in wanted]
-            if not all(existing):
-                if any(existing):
-                    # an interrupted earlier attempt: drop its part, then snapshot all again
-                    for snap in filter(None, existing):
-                        api.snapshot_delete(snap.ref)
+            # StorPool's group snapshot is all or nothing, so what exists is one earlier take
+            existing = sorted(
+                s.name
+                for s in api.snapshots()
+                if s.tags.get("uuid") == request.vm_snapshot_uuid
+                and s.tags.get("cs") == names.CS_GROUP
+                and not s.deleted
+            )
+            if existing and existing != sorted(name for _, _, name in wanted):
+                # never delete what exists: those snapshots may be all that is left of the VM
+                raise errors.AlreadyExists(
+                    f"VM snapshot {request.vm_snapshot_uuid} already exists with other volumes "
+                    f"({', '.join(existing)}); use another vm_snapshot_uuid"
+                )
+            if not existing:
                 api.group_snapshot(
                     [(v.ref, name) for _, v, name in wanted],
                     tags={
@@ -201,8 +223,12 @@ class Snapshots:
             validate.require(ref, "volume_path", "snapshot_path")
             pairs.append(
                 (
-                    objects.require_volume(api, types_pb2.Volume(path=ref.volume_path)),
-                    objects.require_snapshot(api, types_pb2.Snapshot(path=ref.snapshot_path)),
+                    objects.require_volume(
+                        api, types_pb2.Volume(path=ref.volume_path), "volumes.volume_path"
+                    ),
+                    objects.require_snapshot(
+                        api, types_pb2.Snapshot(path=ref.snapshot_path), "volumes.snapshot_path"
+                    ),
                     ref.max_iops,
                 )
             )
@@ -225,7 +251,7 @@ class Snapshots:
         ):
             for ref in request.volumes:
                 validate.require(ref, "snapshot_path")
-                target = names.api_ref(ref.snapshot_path)
+                target = names.api_ref(ref.snapshot_path, "volumes.snapshot_path")
                 # a snapshot with children (a reverted volume) is only marked deleted: a replay
                 # must not count it again
                 if api.snapshot_or_none(target) is not None and api.snapshot_delete(target):

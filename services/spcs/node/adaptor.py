@@ -92,9 +92,9 @@ class Adaptor:
 
     # ---- lookups ------------------------------------------------------------------------
 
-    def lookup(self, path: str, kind: int) -> Volume:
+    def lookup(self, path: str, kind: int, field: str = "disk.path") -> Volume:
         """The volume or snapshot a path/name refers to; NOT_FOUND naming it if neither."""
-        ref = names.api_ref(path)
+        ref = names.api_ref(path, field)
         if kind == node_pb2.DISK_KIND_SNAPSHOT:
             snap = self.api.snapshot_or_none(ref)
             if snap is None:

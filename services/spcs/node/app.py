@@ -63,10 +63,15 @@ def build(settings: NodeSettings) -> Server:
     stores = SecondaryStorage(settings.mount_root)
     commands = AgentCommands(adaptor, stores, registry)
 
+    probe_api = api.for_probes()
+
     def probe() -> tuple[bool, str]:
-        if not (settings.device_root / "storpool-byid").parent.is_dir():
+        if not settings.device_root.is_dir():
             raise errors.FailedPrecondition(f"device root {settings.device_root} is missing")
-        running = api.client_running(client_id)
+        try:
+            running = probe_api.client_running(client_id)
+        except (errors.Unavailable, errors.PermissionDenied) as error:
+            raise errors.FailedPrecondition(f"StorPool is not usable: {error.message}") from None
         if not running:
             return False, f"StorPool client {client_id} is not running on this host"
         return True, f"StorPool API {api.endpoint} reachable, client {client_id} running"

@@ -128,7 +128,9 @@ class AgentCommands:
         check_relative(request.source_path, "source_path")
         if request.source_file_name:
             check_relative(request.source_file_name, "source_file_name")
-        volume = self.adaptor.lookup(request.destination_path, node_pb2.DISK_KIND_VOLUME)
+        volume = self.adaptor.lookup(
+            request.destination_path, node_pb2.DISK_KIND_VOLUME, "destination_path"
+        )
 
         def run(ctx: JobContext) -> node_pb2.DownloadResult:
             with self.stores.open(request.source.url) as store:
@@ -150,7 +152,9 @@ class AgentCommands:
     def download_volume(self, request: node_pb2.DownloadVolumeRequest) -> operations_pb2.Operation:
         validate.require(request, "operation_id", "source.url", "source_path", "destination_path")
         check_relative(request.source_path, "source_path")
-        volume = self.adaptor.lookup(request.destination_path, node_pb2.DISK_KIND_VOLUME)
+        volume = self.adaptor.lookup(
+            request.destination_path, node_pb2.DISK_KIND_VOLUME, "destination_path"
+        )
 
         def run(ctx: JobContext) -> node_pb2.DownloadResult:
             with self.stores.open(request.source.url) as store:
@@ -250,7 +254,9 @@ class AgentCommands:
             request, "operation_id", "snapshot_path", "destination.url", "destination_path"
         )
         check_relative(request.destination_path, "destination_path")
-        snapshot = self.adaptor.lookup(request.snapshot_path, node_pb2.DISK_KIND_SNAPSHOT)
+        snapshot = self.adaptor.lookup(
+            request.snapshot_path, node_pb2.DISK_KIND_SNAPSHOT, "snapshot_path"
+        )
         fmt = output_format(request.format)
         algorithm = compression(fmt, request.compression)
 
@@ -282,7 +288,7 @@ class AgentCommands:
         )
         validate.identifier(request.volume_uuid, "volume_uuid")
         check_relative(request.destination_dir, "destination_dir")
-        source = self.adaptor.lookup(request.source.path, request.source.kind)
+        source = self.adaptor.lookup(request.source.path, request.source.kind, "source.path")
         fmt = output_format(request.format)
         algorithm = compression(fmt, request.compression)
         relative = f"{request.destination_dir.rstrip('/')}/{request.volume_uuid}.{fmt}"
@@ -346,7 +352,7 @@ class AgentCommands:
         )
         validate.identifier(request.template.uuid, "template.uuid")
         check_relative(request.destination_dir, "destination_dir")
-        source = self.adaptor.lookup(request.source.path, request.source.kind)
+        source = self.adaptor.lookup(request.source.path, request.source.kind, "source.path")
         fmt = output_format(request.format)
         algorithm = compression(fmt, request.compression)
         file_name = f"{request.template.uuid}.{template_properties.EXTENSIONS[fmt]}"

@@ -101,6 +101,11 @@ class RetryPolicy:
     sleep: Callable[[float], None] = field(default=time.sleep)
 
 
+# Health probes must answer quickly: a short timeout and next to no retrying.
+PROBE_TIMEOUT = 5.0
+PROBE_RETRY = RetryPolicy(total_seconds=1.0, max_wait=0.5)
+
+
 def _limit(value: object) -> int | None:
     return value if isinstance(value, int) else None
 
@@ -133,8 +138,24 @@ class StorPoolApi:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
     ) -> None:
+        self._connection = (host, port, token)
+        # built once (it is reused across calls and threads); `what` arrives as the call's
+        # first argument, for the log line
+        policy = retry or RetryPolicy()
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=policy.max_wait),
+            stop=tenacity.stop_after_delay(policy.total_seconds),
+            sleep=policy.sleep,
+            before_sleep=lambda state: log.warning(
+                "StorPool API %s: %s (attempt %d), retrying",
+                state.args[0],
+                state.outcome.exception() if state.outcome else "?",
+                state.attempt_number,
+            ),
+            reraise=True,
+        )
         self.endpoint = f"{host}:{port}"
-        self._retry = retry or RetryPolicy()
         self._api = spapi.Api(
             host=host, port=port, auth=token, timeout=timeout, transientRetries=0, multiCluster=True
         )
@@ -143,39 +164,8 @@ class StorPoolApi:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one API call with retries; `what` names the object for error messages."""
-
-        def attempt() -> T:
-            try:
-                return fn()
-            except spapi.ApiError as error:
-                if error.transient:
-                    raise _Transient(error) from error
-                raise self._domain_error(what, error) from None
-            except spcatch.InvalidArgumentError as error:
-                raise errors.InvalidArgument(f"{what}: {error}") from None
-            except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as error:
-                raise _Transient(error) from error
-            except ValueError as error:  # a reply that is not JSON
-                raise errors.Internal(
-                    f"StorPool API at {self.endpoint} sent a reply that is not JSON for {what}: "
-                    f"{error}"
-                ) from None
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Transient),
-            wait=tenacity.wait_random_exponential(multiplier=0.1, max=self._retry.max_wait),
-            stop=tenacity.stop_after_delay(self._retry.total_seconds),
-            sleep=self._retry.sleep,
-            before_sleep=lambda state: log.warning(
-                "StorPool API %s: %s (attempt %d), retrying",
-                what,
-                state.outcome.exception() if state.outcome else "?",
-                state.attempt_number,
-            ),
-            reraise=True,
-        )
         try:
-            return retrying(attempt)
+            return self._retrying(self._attempt, what, fn)
         except _Transient as failure:
             cause = failure.cause
             if isinstance(cause, spapi.ApiError):
@@ -187,6 +177,22 @@ class StorPoolApi:
                 f"StorPool API at {self.endpoint} is unreachable for {what}: {cause}; check "
                 "SP_API_HTTP_HOST/SP_API_HTTP_PORT and that the StorPool management service "
                 "runs"
+            ) from None
+
+    def _attempt(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except spapi.ApiError as error:
+            if error.transient:
+                raise _Transient(error) from error
+            raise self._domain_error(what, error) from None
+        except spcatch.InvalidArgumentError as error:
+            raise errors.InvalidArgument(f"{what}: {error}") from None
+        except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as error:
+            raise _Transient(error) from error
+        except ValueError as error:  # a reply that is not JSON
+            raise errors.Internal(
+                f"StorPool API at {self.endpoint} sent a reply that is not JSON for {what}: {error}"
             ) from None
 
     def _domain_error(self, what: str, error: spapi.ApiError) -> errors.SpcsError:
@@ -422,6 +428,11 @@ class StorPoolApi:
         """name → (size, spaceUsed) for every volume."""
         data = self._call("volume space", lambda: self._api.volumesSpace(returnRawAPIData=True))
         return {str(r["name"]): (int(r.get("size", 0)), int(r.get("spaceUsed", 0))) for r in data}
+
+    def for_probes(self) -> StorPoolApi:
+        """The same endpoint with the short timeout and retries a health probe needs."""
+        host, port, token = self._connection
+        return StorPoolApi(host, port, token, timeout=PROBE_TIMEOUT, retry=PROBE_RETRY)
 
     def client_running(self, client_id: int) -> bool:
         data = self._call("list services", lambda: self._api.servicesList(returnRawAPIData=True))

@@ -82,16 +82,16 @@ def byid_path(global_id: str) -> str:
     return f"{BYID_DIR}/{global_id}"
 
 
-def api_ref(path_or_name: str) -> str:
+def api_ref(path_or_name: str, field: str = "path") -> str:
     """The API name of an object from a CloudStack path or a name.
 
     `/dev/storpool-byid/<gid>` → `~<gid>`; `/dev/storpool/<name>` → `<name>`; `~<gid>` and plain
-    names pass through. Anything else is INVALID_ARGUMENT naming the path.
+    names pass through. Anything else is INVALID_ARGUMENT naming the request `field`.
     """
     ref = ref_or_none(path_or_name)
     if ref is None:
         raise InvalidArgument(
-            f"{path_or_name!r} is not a StorPool device path: expected "
+            f"{field} {path_or_name!r} is not a StorPool device path: expected "
             f"{BYID_DIR}/<globalId>, {NAME_DIR}/<name> or a StorPool name"
         )
     return ref

@@ -113,8 +113,8 @@ class PrimaryDataStoreLifeCycleServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AttachCluster(self, request, context):
-        """attachCluster(DataStore, ClusterScope): always FAILED_PRECONDITION, StorPool pools are
-        zone-wide only (as in the Java plugin).
+        """attachCluster(DataStore, ClusterScope): FAILED_PRECONDITION for any known pool (StorPool
+        pools are zone-wide only, as in the Java plugin); NOT_FOUND for an unknown one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
