@@ -46,9 +46,16 @@ test *ARGS: setup
     cargo test --manifest-path datamover/Cargo.toml --release -q
     "{{py}}" -m pytest {{ARGS}}
 
-# Benchmarks: data mover vs qemu-img, control plane vs direct StorPool calls
-bench *ARGS: setup
+# Benchmarks: data mover vs qemu-img, then control plane vs direct StorPool calls
+bench: bench-datamover bench-controlplane
+
+# Data mover vs qemu-img convert, same inputs, alternating runs (`--quick` for a short run)
+bench-datamover *ARGS: setup
     "{{py}}" bench/datamover.py {{ARGS}}
+
+# Management service vs the same StorPool calls made directly (`--quick` for a short run)
+bench-controlplane *ARGS: setup
+    "{{py}}" bench/controlplane.py {{ARGS}}
 
 # The end-to-end demo on this machine
 demo: setup
