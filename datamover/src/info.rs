@@ -1,0 +1,73 @@
+//! `qemu-img info`-like inspection, optionally with a digest of the virtual disk.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::digest::DigestKind;
+use crate::error::{Error, Result};
+use crate::pipeline::{convert, default_threads, Control, Request};
+use crate::source::{open_source, Format};
+use crate::target::TargetOptions;
+
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub format: Format,
+    pub virtual_size: u64,
+    pub actual_size: u64,
+    pub cluster_size: Option<u64>,
+    pub compression: Option<&'static str>,
+    pub backing_file: Option<String>,
+    pub backing_format: Option<String>,
+    pub compat: Option<String>,
+    pub extended_l2: bool,
+    pub dirty: bool,
+    pub checksum: Option<String>,
+}
+
+pub fn info(
+    path: &Path,
+    format: Option<Format>,
+    checksum: Option<DigestKind>,
+    chain_limit: u32,
+    ctl: &Control,
+) -> Result<Info> {
+    let source = open_source(path, format, chain_limit)?;
+    let top = &source.files[0];
+    let meta = top.file.metadata().map_err(|e| Error::source_io(path, "cannot stat", None, &e))?;
+    let actual_size = if top.is_block { top.len } else { meta.blocks() * 512 };
+    let d = source.description.clone();
+    let mut out = Info {
+        format: source.format,
+        virtual_size: source.virtual_size,
+        actual_size,
+        cluster_size: d.cluster_size,
+        compression: d.compression.map(|c| c.name()),
+        backing_file: d.backing_file,
+        backing_format: d.backing_format,
+        compat: d.compat,
+        extended_l2: d.extended_l2,
+        dirty: d.dirty,
+        checksum: None,
+    };
+    drop(source);
+    if checksum.is_some() {
+        let req = Request {
+            src: path.to_path_buf(),
+            dst: None,
+            src_format: Some(out.format),
+            target: TargetOptions {
+                format: Format::Raw,
+                compression: None,
+                target_is_zero: true,
+                direct: Some(false),
+                cluster_size: 65536,
+                overwrite: false,
+            },
+            checksum,
+            chain_limit,
+            threads: default_threads(),
+        };
+        out.checksum = convert(&req, ctl)?.checksum;
+    }
+    Ok(out)
+}

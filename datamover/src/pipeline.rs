@@ -1,0 +1,563 @@
+//! The copy engine.
+//!
+//! One planner (the calling thread) walks the source map in 2 MiB chunks and queues tasks;
+//! N workers read (or decompress) a chunk into a pooled aligned buffer, find zero blocks,
+//! (compress and) write it, out of order. With a digest requested, a digest thread hashes
+//! the chunks back in order; buffers return to the pool only after that, so memory stays
+//! bounded by the pool. Progress and cancellation are atomics: nothing calls into Python.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::codec::{Codec, Compressor, Decompressor};
+use crate::digest::{DigestKind, Hasher};
+use crate::error::{Error, Kind, Result};
+use crate::qcow2::writer::Qcow2Writer;
+use crate::source::{open_source, Format, ImageFile, Piece, Source};
+use crate::sys::{self, AlignedBuf};
+use crate::target::{Destination, RawTarget, Target, TargetOptions, ZERO_STEP};
+
+/// Virtual bytes per task; a multiple of every qcow2 cluster size, so clusters never straddle tasks.
+pub const CHUNK: u64 = 2 << 20;
+/// Zero-detection granularity for raw targets (QEMU's default -S 4k).
+const ZERO_BLOCK: usize = 4096;
+/// Long zero runs are queued in pieces so progress moves and cancel stays prompt.
+const MAX_ZERO_TASK: u64 = 1 << 30;
+
+/// Shared with the Python side: progress and cancellation.
+#[derive(Default)]
+pub struct Control {
+    pub cancel: AtomicBool,
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counters {
+    read: AtomicU64,
+    written: AtomicU64,
+    skipped: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub bytes_skipped: u64,
+    pub virtual_size: u64,
+    pub seconds: f64,
+    pub checksum: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub src: PathBuf,
+    /// None: read only (digest pass for `info`).
+    pub dst: Option<PathBuf>,
+    pub src_format: Option<Format>,
+    pub target: TargetOptions,
+    pub checksum: Option<DigestKind>,
+    pub chain_limit: u32,
+    pub threads: usize,
+}
+
+pub fn default_threads() -> usize {
+    // Two more than the cores: workers also block on I/O, and the buffer pool bounds memory.
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2) + 2
+}
+
+enum Task {
+    Data { offset: u64, len: u64, pieces: Vec<Piece> },
+    Zero { offset: u64, len: u64 },
+}
+
+/// Reusable aligned buffers; `get` waits for one, giving up when the copy stops.
+struct Pool {
+    bufs: Mutex<Vec<AlignedBuf>>,
+    cv: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pool {
+    fn new(count: usize, size: usize) -> Pool {
+        Pool { bufs: Mutex::new((0..count).map(|_| AlignedBuf::new(size)).collect()), cv: Condvar::new() }
+    }
+
+    fn get(&self, stop: &dyn Fn() -> bool) -> Option<AlignedBuf> {
+        let mut g = lock(&self.bufs);
+        loop {
+            if stop() {
+                return None;
+            }
+            if let Some(b) = g.pop() {
+                return Some(b);
+            }
+            g = self.cv.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    fn put(&self, b: AlignedBuf) {
+        lock(&self.bufs).push(b);
+        self.cv.notify_one();
+    }
+}
+
+/// Finished chunks by offset: (length, buffer; None for zero ranges).
+type Finished = BTreeMap<u64, (u64, Option<AlignedBuf>)>;
+
+/// Puts finished chunks back in order for the digest.
+struct Reorder {
+    state: Mutex<(Finished, bool)>,
+    cv: Condvar,
+}
+
+impl Reorder {
+    fn push(&self, offset: u64, len: u64, buf: Option<AlignedBuf>) {
+        lock(&self.state).0.insert(offset, (len, buf));
+        self.cv.notify_all();
+    }
+
+    fn close(&self) {
+        lock(&self.state).1 = true;
+        self.cv.notify_all();
+    }
+
+    /// The chunk at `next`, or None once closed without it (or stopped).
+    fn take(&self, next: u64, stop: &dyn Fn() -> bool) -> Option<(u64, Option<AlignedBuf>)> {
+        let mut g = lock(&self.state);
+        loop {
+            if let Some(v) = g.0.remove(&next) {
+                return Some(v);
+            }
+            if g.1 || stop() {
+                return None;
+            }
+            g = self.cv.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+#[derive(Default)]
+struct WorkerCtx {
+    decomp: Decompressor,
+    comp: Compressor,
+    stored: Vec<u8>,
+    cluster: Vec<u8>,
+    out: Vec<u8>,
+}
+
+struct Engine<'a> {
+    ctl: &'a Control,
+    files: &'a [ImageFile],
+    target: &'a Target,
+    compression: Option<Codec>,
+    counters: &'a Counters,
+    pool: Pool,
+    reorder: Option<Reorder>,
+    rx: Mutex<Receiver<Task>>,
+    abort: AtomicBool,
+    error: Mutex<Option<Error>>,
+}
+
+impl Engine<'_> {
+    fn stopped(&self) -> bool {
+        self.ctl.cancel.load(Ordering::Relaxed) || self.abort.load(Ordering::Relaxed)
+    }
+
+    fn fail(&self, e: Error) {
+        let mut g = lock(&self.error);
+        if g.is_none() {
+            *g = Some(e);
+        }
+        self.abort.store(true, Ordering::Relaxed);
+    }
+
+    fn worker(&self) {
+        let mut ctx = WorkerCtx::default();
+        loop {
+            if self.stopped() {
+                // Keep receiving so a planner blocked on a full queue can see the stop.
+                while lock(&self.rx).recv().is_ok() {}
+                return;
+            }
+            let Some(mut buf) = self.pool.get(&|| self.stopped()) else { continue };
+            let task = lock(&self.rx).recv();
+            let Ok(task) = task else {
+                self.pool.put(buf);
+                return;
+            };
+            if self.stopped() {
+                self.pool.put(buf);
+                continue;
+            }
+            let (offset, len, used) = match &task {
+                Task::Zero { offset, len } => (*offset, *len, false),
+                Task::Data { offset, len, .. } => (*offset, *len, true),
+            };
+            let r = match &task {
+                Task::Zero { offset, len } => self.zero_task(*offset, *len),
+                Task::Data { offset, len, pieces } => self.data_task(*offset, *len, pieces, &mut buf, &mut ctx),
+            };
+            if let Err(e) = r {
+                self.fail(e);
+                self.pool.put(buf);
+                continue;
+            }
+            self.ctl.done.fetch_add(len, Ordering::Relaxed);
+            match &self.reorder {
+                Some(r) if used => r.push(offset, len, Some(buf)),
+                Some(r) => {
+                    self.pool.put(buf);
+                    r.push(offset, len, None);
+                }
+                None => self.pool.put(buf),
+            }
+        }
+    }
+
+    fn zero_task(&self, offset: u64, len: u64) -> Result<()> {
+        self.counters.skipped.fetch_add(len, Ordering::Relaxed);
+        match self.target {
+            Target::Raw(t) => {
+                let mut at = offset;
+                while at < offset + len {
+                    if self.stopped() {
+                        return Ok(());
+                    }
+                    let n = (offset + len - at).min(ZERO_STEP);
+                    t.zero(at, n)?;
+                    at += n;
+                }
+                Ok(())
+            }
+            Target::Qcow2(w) => w.complete(offset, len),
+            Target::Null => Ok(()),
+        }
+    }
+
+    fn data_task(
+        &self,
+        offset: u64,
+        len: u64,
+        pieces: &[Piece],
+        buf: &mut AlignedBuf,
+        ctx: &mut WorkerCtx,
+    ) -> Result<()> {
+        self.fill(pieces, &mut buf[..len as usize], ctx)?;
+        match self.target {
+            Target::Raw(t) => self.write_raw(t, &buf[..len as usize], offset),
+            Target::Qcow2(w) => self.write_qcow2(w, buf, offset, len as usize, ctx),
+            Target::Null => Ok(()),
+        }
+    }
+
+    /// Produces the virtual bytes of a chunk from its pieces.
+    fn fill(&self, pieces: &[Piece], buf: &mut [u8], ctx: &mut WorkerCtx) -> Result<()> {
+        let mut at = 0usize;
+        for p in pieces {
+            let n = p.len() as usize;
+            let dst = &mut buf[at..at + n];
+            match *p {
+                Piece::Zero { .. } => dst.fill(0),
+                Piece::Data { file, host, pad, .. } => {
+                    let img = &self.files[file];
+                    let got = sys::pread_full(&img.file, dst, host)
+                        .map_err(|e| Error::source_io(&img.path, "read failed", Some(host), &e))?;
+                    self.counters.read.fetch_add(got as u64, Ordering::Relaxed);
+                    if got < n {
+                        if !pad {
+                            return Err(Error::new(Kind::Source, "unexpected end of file (did the source shrink?)")
+                                .at(&img.path)
+                                .offset(host + got as u64));
+                        }
+                        dst[got..].fill(0);
+                    }
+                }
+                Piece::Compressed { file, host, stored, codec, cluster, skip, .. } => {
+                    let img = &self.files[file];
+                    ctx.stored.resize(stored as usize, 0);
+                    let got = sys::pread_full(&img.file, &mut ctx.stored, host)
+                        .map_err(|e| Error::source_io(&img.path, "read failed", Some(host), &e))?;
+                    self.counters.read.fetch_add(got as u64, Ordering::Relaxed);
+                    let input = &ctx.stored[..got];
+                    let whole = skip == 0 && n as u64 == cluster;
+                    let r = if whole {
+                        ctx.decomp.decompress(codec, input, dst)
+                    } else {
+                        ctx.cluster.resize(cluster as usize, 0);
+                        let r = ctx.decomp.decompress(codec, input, &mut ctx.cluster);
+                        if r.is_ok() {
+                            dst.copy_from_slice(&ctx.cluster[skip as usize..skip as usize + n]);
+                        }
+                        r
+                    };
+                    r.map_err(|m| Error::format(&img.path, format!("compressed cluster: {m}")).offset(host))?;
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Writes the non-zero 4 KiB runs of a chunk; zero runs are skipped or zeroed.
+    fn write_raw(&self, t: &RawTarget, buf: &[u8], offset: u64) -> Result<()> {
+        let len = buf.len();
+        let mut i = 0;
+        while i < len {
+            let zero = sys::is_zero(&buf[i..(i + ZERO_BLOCK).min(len)]);
+            let mut j = (i + ZERO_BLOCK).min(len);
+            while j < len {
+                let e = (j + ZERO_BLOCK).min(len);
+                if sys::is_zero(&buf[j..e]) != zero {
+                    break;
+                }
+                j = e;
+            }
+            if zero {
+                t.zero(offset + i as u64, (j - i) as u64)?;
+                self.counters.skipped.fetch_add((j - i) as u64, Ordering::Relaxed);
+            } else {
+                t.write(&buf[i..j], offset + i as u64)?;
+                self.counters.written.fetch_add((j - i) as u64, Ordering::Relaxed);
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Writes the non-zero clusters of a chunk, compressed when asked; zero clusters stay
+    /// unallocated.
+    fn write_qcow2(&self, w: &Qcow2Writer, buf: &mut [u8], offset: u64, len: usize, ctx: &mut WorkerCtx) -> Result<()> {
+        let cs = w.cluster_size() as usize;
+        let padded = len.next_multiple_of(cs);
+        buf[len..padded].fill(0);
+        let first = offset / cs as u64;
+        let n = padded / cs;
+        let real_len = |i: usize| ((i + 1) * cs).min(len) - i * cs;
+        let mut written = 0u64;
+        match self.compression {
+            None => {
+                let mut i = 0;
+                while i < n {
+                    if sys::is_zero(&buf[i * cs..(i + 1) * cs]) {
+                        self.counters.skipped.fetch_add(real_len(i) as u64, Ordering::Relaxed);
+                        i += 1;
+                        continue;
+                    }
+                    let mut j = i + 1;
+                    while j < n && !sys::is_zero(&buf[j * cs..(j + 1) * cs]) {
+                        j += 1;
+                    }
+                    w.write_clusters(first + i as u64, &buf[i * cs..j * cs])?;
+                    written += ((j - i) * cs) as u64;
+                    i = j;
+                }
+            }
+            Some(codec) => {
+                ctx.out.resize(padded + cs, 0);
+                let min_len = w.min_compressed_len();
+                let mut items = Vec::with_capacity(n);
+                let mut at = 0usize;
+                for i in 0..n {
+                    let c = &buf[i * cs..(i + 1) * cs];
+                    if sys::is_zero(c) {
+                        self.counters.skipped.fetch_add(real_len(i) as u64, Ordering::Relaxed);
+                        continue;
+                    }
+                    let got = ctx
+                        .comp
+                        .compress(codec, c, &mut ctx.out[at..at + cs - 1])
+                        .map_err(|m| Error::new(Kind::Internal, m))?;
+                    match got {
+                        Some(m) => {
+                            let m2 = m.max(min_len);
+                            ctx.out[at + m..at + m2].fill(0);
+                            items.push((first + i as u64, m2));
+                            at += m2;
+                        }
+                        None => {
+                            w.write_clusters(first + i as u64, c)?;
+                            written += cs as u64;
+                        }
+                    }
+                }
+                w.write_compressed(&items, &ctx.out[..at])?;
+                written += at as u64;
+            }
+        }
+        self.counters.written.fetch_add(written, Ordering::Relaxed);
+        w.complete(offset, len as u64)
+    }
+
+    fn digest(&self, kind: DigestKind, size: u64) -> Option<String> {
+        let reorder = self.reorder.as_ref()?;
+        let mut h = Hasher::new(kind);
+        let zeros = vec![0u8; 1 << 20];
+        let mut next = 0u64;
+        while next < size {
+            let (len, buf) = reorder.take(next, &|| self.stopped())?;
+            match buf {
+                Some(b) => {
+                    h.update(&b[..len as usize]);
+                    self.pool.put(b);
+                }
+                None => {
+                    let mut left = len;
+                    while left > 0 {
+                        if self.stopped() {
+                            return None;
+                        }
+                        let n = left.min(zeros.len() as u64);
+                        h.update(&zeros[..n as usize]);
+                        left -= n;
+                    }
+                }
+            }
+            next += len;
+        }
+        Some(h.hex())
+    }
+}
+
+fn plan(source: &mut Source, tx: &SyncSender<Task>, stopped: &dyn Fn() -> bool) -> Result<()> {
+    let size = source.virtual_size;
+    let mut off = 0u64;
+    let mut zero_from: Option<u64> = None;
+    let mut pieces = Vec::new();
+    let send = |t: Task| tx.send(t).is_ok();
+    while off < size {
+        if stopped() {
+            return Ok(());
+        }
+        let len = (CHUNK - off % CHUNK).min(size - off);
+        pieces.clear();
+        source.top.map(off, len, &mut pieces)?;
+        debug_assert_eq!(pieces.iter().map(Piece::len).sum::<u64>(), len);
+        if pieces.iter().all(|p| matches!(p, Piece::Zero { .. })) {
+            let z = *zero_from.get_or_insert(off);
+            if off + len - z >= MAX_ZERO_TASK {
+                zero_from = None;
+                if !send(Task::Zero { offset: z, len: off + len - z }) {
+                    return Ok(());
+                }
+            }
+        } else {
+            if let Some(z) = zero_from.take() {
+                if !send(Task::Zero { offset: z, len: off - z }) {
+                    return Ok(());
+                }
+            }
+            if !send(Task::Data { offset: off, len, pieces: std::mem::take(&mut pieces) }) {
+                return Ok(());
+            }
+        }
+        off += len;
+    }
+    if let Some(z) = zero_from {
+        send(Task::Zero { offset: z, len: size - z });
+    }
+    Ok(())
+}
+
+/// Runs the planner, workers and digest over an opened source and target.
+fn run_engine(
+    source: &mut Source,
+    target: &Target,
+    req: &Request,
+    ctl: &Control,
+    counters: &Counters,
+) -> Result<Option<String>> {
+    let threads = req.threads.max(1);
+    let (tx, rx) = sync_channel::<Task>(threads * 2);
+    let files = source.files.clone();
+    let engine = Engine {
+        ctl,
+        files: &files,
+        target,
+        compression: req.target.compression,
+        counters,
+        pool: Pool::new(threads + 2, CHUNK as usize),
+        reorder: req.checksum.map(|_| Reorder { state: Mutex::new((BTreeMap::new(), false)), cv: Condvar::new() }),
+        rx: Mutex::new(rx),
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+    };
+    let size = source.virtual_size;
+    let eng = &engine;
+    let digest = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads).map(|_| s.spawn(move || eng.worker())).collect();
+        let digest = req.checksum.map(|k| s.spawn(move || eng.digest(k, size)));
+        let planned = plan(source, &tx, &|| engine.stopped());
+        drop(tx);
+        if let Err(e) = planned {
+            engine.fail(e);
+        }
+        for w in workers {
+            if w.join().is_err() {
+                engine.fail(Error::new(Kind::Internal, "a copy worker panicked"));
+            }
+        }
+        if let Some(r) = &engine.reorder {
+            r.close();
+        }
+        digest.map(|d| d.join().unwrap_or(None))
+    });
+    if let Some(e) = lock(&engine.error).take() {
+        return Err(e);
+    }
+    if ctl.cancel.load(Ordering::Relaxed) {
+        return Err(Error::cancelled());
+    }
+    if req.checksum.is_some() && digest.as_ref().is_none_or(|d| d.is_none()) {
+        return Err(Error::new(Kind::Internal, "digest stage ended early"));
+    }
+    Ok(digest.flatten())
+}
+
+/// Opens the source, prepares the destination, copies, and commits or cleans up.
+pub fn convert(req: &Request, ctl: &Control) -> Result<Stats> {
+    let start = Instant::now();
+    let mut source = open_source(&req.src, req.src_format, req.chain_limit)?;
+    let size = source.virtual_size;
+    ctl.total.store(size, Ordering::Relaxed);
+    let dest = match &req.dst {
+        Some(d) => {
+            let ids: Vec<(u64, u64)> = source
+                .files
+                .iter()
+                .filter_map(|f| f.file.metadata().ok())
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    (m.dev(), m.ino())
+                })
+                .collect();
+            Destination::prepare(d, &req.target, size, &ids)?
+        }
+        None => Destination::null(),
+    };
+    if ctl.cancel.load(Ordering::Relaxed) {
+        return Err(dest.abandon(Error::cancelled()));
+    }
+    let counters = Counters::default();
+    let checksum = match run_engine(&mut source, &dest.target, req, ctl, &counters) {
+        Ok(c) => c,
+        Err(e) => return Err(dest.abandon(e)),
+    };
+    let meta = dest.commit()?;
+    ctl.done.store(size, Ordering::Relaxed);
+    Ok(Stats {
+        bytes_read: counters.read.load(Ordering::Relaxed),
+        bytes_written: counters.written.load(Ordering::Relaxed) + meta,
+        bytes_skipped: counters.skipped.load(Ordering::Relaxed),
+        virtual_size: size,
+        seconds: start.elapsed().as_secs_f64(),
+        checksum,
+    })
+}

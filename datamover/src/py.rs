@@ -1,0 +1,410 @@
+//! Python bindings: `spcs._datamover`. Long work runs with the GIL released; waiting polls
+//! for signals so Ctrl-C reaches Python.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+
+use crate::codec::Codec;
+use crate::digest::DigestKind;
+use crate::error::{Error, Kind};
+use crate::info as inspect;
+use crate::job;
+use crate::pipeline::{default_threads, Control, Request, Stats};
+use crate::source::Format;
+use crate::target::TargetOptions;
+
+create_exception!(spcs.datamover, DataMoverError, PyException, "Base class of data mover errors.");
+create_exception!(spcs.datamover, SourceError, DataMoverError, "The source cannot be opened or read.");
+create_exception!(
+    spcs.datamover,
+    FormatError,
+    DataMoverError,
+    "The source image is malformed or uses an unsupported feature."
+);
+create_exception!(
+    spcs.datamover,
+    TargetTooSmall,
+    DataMoverError,
+    "The existing target is smaller than the virtual size."
+);
+create_exception!(spcs.datamover, TargetExists, DataMoverError, "The destination exists and may not be replaced.");
+create_exception!(spcs.datamover, Cancelled, DataMoverError, "The copy was cancelled.");
+create_exception!(spcs.datamover, IoError, DataMoverError, "Writing or flushing the target failed.");
+create_exception!(spcs.datamover, NoSpace, IoError, "The target ran out of space.");
+
+/// Builds the Python exception for `e`, with `path`, `offset`, `errno` and `target_partial`.
+fn to_pyerr(py: Python<'_>, e: &Error) -> PyErr {
+    let msg = e.to_string();
+    let err = match e.kind {
+        Kind::Source => SourceError::new_err(msg),
+        Kind::Format => FormatError::new_err(msg),
+        Kind::TargetTooSmall => TargetTooSmall::new_err(msg),
+        Kind::TargetExists => TargetExists::new_err(msg),
+        Kind::Cancelled => Cancelled::new_err(msg),
+        Kind::Io => IoError::new_err(msg),
+        Kind::NoSpace => NoSpace::new_err(msg),
+        Kind::InvalidArgument => return PyValueError::new_err(msg),
+        Kind::Internal => DataMoverError::new_err(msg),
+    };
+    let v = err.value(py);
+    let path = e.path.as_ref().map(|p| p.to_string_lossy().into_owned());
+    // Attribute setting on a fresh exception instance cannot fail in practice; if it does, the
+    // message still carries everything.
+    let _ = v.setattr("path", path);
+    let _ = v.setattr("offset", e.offset);
+    let _ = v.setattr("errno", e.errno);
+    let _ = v.setattr("target_partial", e.target_partial);
+    err
+}
+
+/// Result of a finished copy.
+#[pyclass(frozen, get_all, module = "spcs.datamover")]
+#[derive(Clone)]
+pub struct ConvertStats {
+    bytes_read: u64,
+    bytes_written: u64,
+    bytes_skipped: u64,
+    virtual_size: u64,
+    seconds: f64,
+    checksum: Option<String>,
+}
+
+#[pymethods]
+impl ConvertStats {
+    fn __repr__(&self) -> String {
+        format!(
+            "ConvertStats(bytes_read={}, bytes_written={}, bytes_skipped={}, virtual_size={}, seconds={:.3}, checksum={:?})",
+            self.bytes_read, self.bytes_written, self.bytes_skipped, self.virtual_size, self.seconds, self.checksum
+        )
+    }
+}
+
+impl From<&Stats> for ConvertStats {
+    fn from(s: &Stats) -> Self {
+        ConvertStats {
+            bytes_read: s.bytes_read,
+            bytes_written: s.bytes_written,
+            bytes_skipped: s.bytes_skipped,
+            virtual_size: s.virtual_size,
+            seconds: s.seconds,
+            checksum: s.checksum.clone(),
+        }
+    }
+}
+
+/// A snapshot of a running copy.
+#[pyclass(frozen, get_all, module = "spcs.datamover")]
+pub struct Progress {
+    done_bytes: u64,
+    total_bytes: u64,
+    rate_bytes_per_sec: f64,
+    elapsed_seconds: f64,
+}
+
+#[pymethods]
+impl Progress {
+    fn __repr__(&self) -> String {
+        format!(
+            "Progress(done_bytes={}, total_bytes={}, rate_bytes_per_sec={:.0}, elapsed_seconds={:.3})",
+            self.done_bytes, self.total_bytes, self.rate_bytes_per_sec, self.elapsed_seconds
+        )
+    }
+}
+
+/// What `info()` found.
+#[pyclass(frozen, get_all, module = "spcs.datamover")]
+pub struct ImageInfo {
+    format: String,
+    virtual_size: u64,
+    actual_size: u64,
+    cluster_size: Option<u64>,
+    compression: Option<String>,
+    backing_file: Option<String>,
+    backing_format: Option<String>,
+    compat: Option<String>,
+    extended_l2: bool,
+    dirty: bool,
+    checksum: Option<String>,
+}
+
+#[pymethods]
+impl ImageInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "ImageInfo(format={:?}, virtual_size={}, actual_size={}, cluster_size={:?}, compression={:?}, backing_file={:?}, checksum={:?})",
+            self.format, self.virtual_size, self.actual_size, self.cluster_size, self.compression, self.backing_file, self.checksum
+        )
+    }
+}
+
+/// A copy running in the background.
+#[pyclass(frozen, module = "spcs.datamover")]
+pub struct Job {
+    inner: Arc<job::Job>,
+}
+
+impl Job {
+    /// Waits with the GIL released, in slices, checking for signals between them.
+    fn wait_inner(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        loop {
+            let slice = match deadline {
+                None => Duration::from_millis(100),
+                Some(d) => d.saturating_duration_since(std::time::Instant::now()).min(Duration::from_millis(100)),
+            };
+            let inner = self.inner.clone();
+            if py.detach(move || inner.wait(Some(slice))) {
+                return Ok(true);
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn outcome(&self, py: Python<'_>) -> PyResult<Option<ConvertStats>> {
+        self.inner.with_result(|r| match r {
+            None => Ok(None),
+            Some(Ok(s)) => Ok(Some(ConvertStats::from(s))),
+            Some(Err(e)) => Err(to_pyerr(py, e)),
+        })
+    }
+}
+
+#[pymethods]
+impl Job {
+    /// Bytes of the virtual disk processed so far, the total, and the average rate.
+    fn progress(&self) -> Progress {
+        let p = self.inner.progress();
+        Progress {
+            done_bytes: p.done_bytes,
+            total_bytes: p.total_bytes,
+            rate_bytes_per_sec: p.rate_bytes_per_sec,
+            elapsed_seconds: p.elapsed_seconds,
+        }
+    }
+
+    /// Asks the copy to stop; `wait()` then raises `Cancelled` (unless it had already finished).
+    fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    /// Waits for the copy; returns its stats, None if still running after `timeout` seconds,
+    /// or raises the copy's error.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<ConvertStats>> {
+        if !self.wait_inner(py, timeout)? {
+            return Ok(None);
+        }
+        self.outcome(py)
+    }
+
+    #[getter]
+    fn done(&self) -> bool {
+        self.inner.finished()
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // A copy nobody can wait for any more is stopped; its thread cleans up.
+        if !self.inner.finished() {
+            self.inner.cancel();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_request(
+    src: PathBuf,
+    dst: PathBuf,
+    src_format: Option<String>,
+    dst_format: String,
+    compression: Option<String>,
+    target_is_zero: bool,
+    direct: Option<bool>,
+    checksum: Option<String>,
+    cluster_size: u64,
+    backing_chain_limit: u32,
+    overwrite: bool,
+    threads: Option<usize>,
+) -> PyResult<Request> {
+    let verr = |e: Error| PyValueError::new_err(e.to_string());
+    let src_format = src_format.as_deref().map(Format::parse).transpose().map_err(verr)?;
+    let format = Format::parse(&dst_format).map_err(verr)?;
+    let compression = match compression.as_deref() {
+        None => None,
+        Some(c) => Some(Codec::parse(c).ok_or_else(|| {
+            PyValueError::new_err(format!("unknown compression {c:?} (expected \"zlib\" or \"zstd\")"))
+        })?),
+    };
+    if compression.is_some() && format != Format::Qcow2 {
+        return Err(PyValueError::new_err("compression needs dst_format=\"qcow2\""));
+    }
+    let checksum = parse_checksum(checksum)?;
+    if !cluster_size.is_power_of_two() || !(512..=2 << 20).contains(&cluster_size) {
+        return Err(PyValueError::new_err(format!(
+            "cluster_size {cluster_size} must be a power of two from 512 to 2097152"
+        )));
+    }
+    if threads == Some(0) {
+        return Err(PyValueError::new_err("threads must be at least 1"));
+    }
+    Ok(Request {
+        src,
+        dst: Some(dst),
+        src_format,
+        target: TargetOptions { format, compression, target_is_zero, direct, cluster_size, overwrite },
+        checksum,
+        chain_limit: backing_chain_limit,
+        threads: threads.unwrap_or_else(default_threads),
+    })
+}
+
+fn parse_checksum(checksum: Option<String>) -> PyResult<Option<DigestKind>> {
+    match checksum.as_deref() {
+        None => Ok(None),
+        Some(c) => Ok(Some(DigestKind::parse(c).ok_or_else(|| {
+            PyValueError::new_err(format!("unknown checksum {c:?} (expected \"sha256\" or \"blake3\")"))
+        })?)),
+    }
+}
+
+/// Starts a copy in the background and returns its `Job`.
+#[pyfunction]
+#[pyo3(signature = (src, dst, *, src_format=None, dst_format="raw".to_string(), compression=None, target_is_zero=false,
+                    direct=None, checksum=None, cluster_size=65536, backing_chain_limit=16, overwrite=false, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn start_convert(
+    src: PathBuf,
+    dst: PathBuf,
+    src_format: Option<String>,
+    dst_format: String,
+    compression: Option<String>,
+    target_is_zero: bool,
+    direct: Option<bool>,
+    checksum: Option<String>,
+    cluster_size: u64,
+    backing_chain_limit: u32,
+    overwrite: bool,
+    threads: Option<usize>,
+) -> PyResult<Job> {
+    let req = build_request(
+        src,
+        dst,
+        src_format,
+        dst_format,
+        compression,
+        target_is_zero,
+        direct,
+        checksum,
+        cluster_size,
+        backing_chain_limit,
+        overwrite,
+        threads,
+    )?;
+    let inner =
+        job::Job::start(req).map_err(|e| DataMoverError::new_err(format!("cannot start the copy thread: {e}")))?;
+    Ok(Job { inner })
+}
+
+/// Copies/converts `src` to `dst` and returns the stats. Ctrl-C cancels the copy cleanly.
+#[pyfunction]
+#[pyo3(signature = (src, dst, *, src_format=None, dst_format="raw".to_string(), compression=None, target_is_zero=false,
+                    direct=None, checksum=None, cluster_size=65536, backing_chain_limit=16, overwrite=false, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn convert(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    src_format: Option<String>,
+    dst_format: String,
+    compression: Option<String>,
+    target_is_zero: bool,
+    direct: Option<bool>,
+    checksum: Option<String>,
+    cluster_size: u64,
+    backing_chain_limit: u32,
+    overwrite: bool,
+    threads: Option<usize>,
+) -> PyResult<ConvertStats> {
+    let job = start_convert(
+        src,
+        dst,
+        src_format,
+        dst_format,
+        compression,
+        target_is_zero,
+        direct,
+        checksum,
+        cluster_size,
+        backing_chain_limit,
+        overwrite,
+        threads,
+    )?;
+    if let Err(interrupt) = job.wait_inner(py, None) {
+        job.inner.cancel();
+        let inner = job.inner.clone();
+        py.detach(move || inner.wait(None));
+        return Err(interrupt);
+    }
+    job.outcome(py)?.ok_or_else(|| DataMoverError::new_err("copy finished without a result"))
+}
+
+/// Describes an image like `qemu-img info`; with `checksum`, also digests the virtual disk.
+#[pyfunction]
+#[pyo3(signature = (path, *, checksum=None, src_format=None, backing_chain_limit=16))]
+fn info(
+    py: Python<'_>,
+    path: PathBuf,
+    checksum: Option<String>,
+    src_format: Option<String>,
+    backing_chain_limit: u32,
+) -> PyResult<ImageInfo> {
+    let checksum = parse_checksum(checksum)?;
+    let format =
+        src_format.as_deref().map(Format::parse).transpose().map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let ctl = Control::default();
+    let r = py.detach(|| inspect::info(&path, format, checksum, backing_chain_limit, &ctl));
+    let i = r.map_err(|e| to_pyerr(py, &e))?;
+    Ok(ImageInfo {
+        format: i.format.name().to_string(),
+        virtual_size: i.virtual_size,
+        actual_size: i.actual_size,
+        cluster_size: i.cluster_size,
+        compression: i.compression.map(str::to_string),
+        backing_file: i.backing_file,
+        backing_format: i.backing_format,
+        compat: i.compat,
+        extended_l2: i.extended_l2,
+        dirty: i.dirty,
+        checksum: i.checksum,
+    })
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<ConvertStats>()?;
+    m.add_class::<Progress>()?;
+    m.add_class::<ImageInfo>()?;
+    m.add_class::<Job>()?;
+    m.add_function(wrap_pyfunction!(convert, m)?)?;
+    m.add_function(wrap_pyfunction!(start_convert, m)?)?;
+    m.add_function(wrap_pyfunction!(info, m)?)?;
+    m.add("DataMoverError", py.get_type::<DataMoverError>())?;
+    m.add("SourceError", py.get_type::<SourceError>())?;
+    m.add("FormatError", py.get_type::<FormatError>())?;
+    m.add("TargetTooSmall", py.get_type::<TargetTooSmall>())?;
+    m.add("TargetExists", py.get_type::<TargetExists>())?;
+    m.add("Cancelled", py.get_type::<Cancelled>())?;
+    m.add("IoError", py.get_type::<IoError>())?;
+    m.add("NoSpace", py.get_type::<NoSpace>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

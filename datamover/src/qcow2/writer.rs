@@ -1,0 +1,369 @@
+//! Streaming qcow2 (version 3) writer.
+//!
+//! Host space is handed out append-only under a short lock, so workers write their clusters
+//! in parallel and out of order while the file stays compact. L2 tables live in memory only
+//! until every cluster they map has been written (a completion watermark), then go to disk;
+//! the L1 table, refcount table and blocks and the header are written by `finish`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::{l1_entries_for, MAGIC, OFLAG_COMPRESSED, OFLAG_COPIED};
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// 16-bit refcounts (refcount_order 4), as `qemu-img create` writes.
+const REFCOUNT_ORDER: u32 = 4;
+const HEADER_LENGTH: usize = 112;
+
+/// Tracks which virtual ranges are finished; `next` is the end of the finished prefix.
+#[derive(Default)]
+pub struct Watermark {
+    next: u64,
+    pending: BTreeMap<u64, u64>,
+}
+
+impl Watermark {
+    pub fn complete(&mut self, offset: u64, len: u64) -> u64 {
+        self.pending.insert(offset, offset + len);
+        while let Some(end) = self.pending.remove(&self.next) {
+            self.next = end;
+        }
+        self.next
+    }
+}
+
+struct State {
+    /// First free host cluster (the file's allocated end, in clusters).
+    next_cluster: u64,
+    /// Next free byte of the compressed stream, if it still ends inside the last cluster.
+    cfree: Option<u64>,
+    refcounts: Vec<u16>,
+    l1: Vec<u64>,
+    l2: HashMap<u64, Box<[u64]>>,
+    done: Watermark,
+    meta_bytes: u64,
+}
+
+pub struct Qcow2Writer {
+    file: File,
+    /// O_DIRECT descriptor for whole-cluster data writes, when enabled and supported.
+    direct: Option<File>,
+    path: PathBuf,
+    cluster_bits: u32,
+    cluster_size: u64,
+    size: u64,
+    l2_entries: u64,
+    compression: Option<Codec>,
+    state: Mutex<State>,
+    /// Buffered bytes written since writeback was last started.
+    unflushed: AtomicU64,
+}
+
+impl State {
+    fn bump(&mut self, cluster: u64, by: u16) {
+        let i = cluster as usize;
+        if self.refcounts.len() <= i {
+            self.refcounts.resize(i + 1, 0);
+        }
+        self.refcounts[i] = self.refcounts[i].saturating_add(by);
+    }
+
+    fn take_clusters(&mut self, count: u64) -> u64 {
+        let first = self.next_cluster;
+        for c in first..first + count {
+            self.bump(c, 1);
+        }
+        self.next_cluster += count;
+        first
+    }
+}
+
+impl Qcow2Writer {
+    pub fn new(
+        file: File,
+        direct: Option<File>,
+        path: &Path,
+        size: u64,
+        cluster_size: u64,
+        compression: Option<Codec>,
+    ) -> Result<Self> {
+        if !cluster_size.is_power_of_two() || !(512..=2 << 20).contains(&cluster_size) {
+            return Err(Error::invalid(format!(
+                "cluster size {cluster_size} must be a power of two from 512 to 2097152"
+            )));
+        }
+        if size > super::MAX_VIRTUAL_SIZE {
+            return Err(Error::invalid(format!("virtual size {size} is too large for qcow2")));
+        }
+        // QEMU sees qcow2 sizes in whole sectors (rounding down), so round up: the tail reads as zeros.
+        let size = size.next_multiple_of(512);
+        let cluster_bits = cluster_size.trailing_zeros();
+        // Sub-page clusters would mix O_DIRECT and buffered writes within one page.
+        let direct = direct.filter(|_| cluster_size >= sys::ALIGN as u64);
+        let l1_size = l1_entries_for(size, cluster_bits, false);
+        if l1_size * 8 > super::MAX_L1_BYTES {
+            return Err(Error::invalid(format!(
+                "virtual size {size} needs too large an L1 table with {cluster_size}-byte clusters"
+            )));
+        }
+        let mut st = State {
+            next_cluster: 0,
+            cfree: None,
+            refcounts: Vec::new(),
+            l1: vec![0; l1_size as usize],
+            l2: HashMap::new(),
+            done: Watermark::default(),
+            meta_bytes: 0,
+        };
+        // Cluster 0: header; then the L1 table.
+        st.take_clusters(1 + (l1_size * 8).div_ceil(cluster_size));
+        Ok(Qcow2Writer {
+            file,
+            direct,
+            path: path.to_path_buf(),
+            cluster_bits,
+            cluster_size,
+            size,
+            l2_entries: cluster_size / 8,
+            compression,
+            state: Mutex::new(st),
+            unflushed: AtomicU64::new(0),
+        })
+    }
+
+    pub fn cluster_size(&self) -> u64 {
+        self.cluster_size
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock is already a failed copy; keep going to report it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_l2(&self, st: &mut State, vcluster: u64, entry: u64) {
+        let l1i = vcluster / self.l2_entries;
+        let t = st.l2.entry(l1i).or_insert_with(|| vec![0u64; self.l2_entries as usize].into_boxed_slice());
+        t[(vcluster % self.l2_entries) as usize] = entry;
+    }
+
+    /// Starts writeback every few MiB of buffered writes, so dirty pages stay few (no
+    /// throttling stalls) and the final fsync has little left to do.
+    fn wrote_buffered(&self, n: usize) {
+        let pending = self.unflushed.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if pending >= 8 << 20 {
+            self.unflushed.store(0, Ordering::Relaxed);
+            sys::start_writeback(&self.file, 0, 0);
+        }
+    }
+
+    fn io_err(&self, what: &str, offset: u64, e: &std::io::Error) -> Error {
+        Error::target_io(&self.path, what, Some(offset), e)
+    }
+
+    /// Writes `data` (whole clusters) for virtual clusters starting at `vcluster`.
+    pub fn write_clusters(&self, vcluster: u64, data: &[u8]) -> Result<()> {
+        let count = data.len() as u64 / self.cluster_size;
+        let host = {
+            let mut st = self.lock();
+            // The compressed stream cannot grow past clusters allocated after it.
+            st.cfree = None;
+            let first = st.take_clusters(count);
+            for i in 0..count {
+                let h = (first + i) << self.cluster_bits;
+                self.set_l2(&mut st, vcluster + i, h | OFLAG_COPIED);
+            }
+            first << self.cluster_bits
+        };
+        if let Some(d) = self.direct.as_ref().filter(|_| data.len() >= crate::target::file_direct_min()) {
+            match sys::pwrite_all(d, data, host) {
+                Ok(()) => return Ok(()),
+                // The filesystem took O_DIRECT at open but not this request: write it buffered.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(self.io_err("write failed", host, &e)),
+            }
+        }
+        sys::pwrite_all(&self.file, data, host).map_err(|e| self.io_err("write failed", host, &e))?;
+        self.wrote_buffered(data.len());
+        Ok(())
+    }
+
+    /// Writes compressed clusters packed back to back. `items` are (virtual cluster, length)
+    /// of consecutive slices of `data`.
+    pub fn write_compressed(&self, items: &[(u64, usize)], data: &[u8]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let x = 62 - (self.cluster_bits - 8);
+        let start = {
+            let mut st = self.lock();
+            let total = data.len() as u64;
+            let start = match st.cfree {
+                Some(c) => c,
+                None => st.next_cluster << self.cluster_bits,
+            };
+            let end_cluster = (start + total).div_ceil(self.cluster_size);
+            let first_new = st.next_cluster;
+            for c in first_new..end_cluster {
+                st.bump(c, 0);
+            }
+            st.next_cluster = st.next_cluster.max(end_cluster);
+            let mut at = start;
+            for &(vc, len) in items {
+                let len = len as u64;
+                let sectors = ((at + len - 1) >> 9) - (at >> 9);
+                // Each compressed cluster counts once in every host cluster its sectors touch.
+                let (c0, c1) = ((at & !511) >> self.cluster_bits, ((at + len - 1) | 511) >> self.cluster_bits);
+                for c in c0..=c1 {
+                    st.bump(c, 1);
+                }
+                self.set_l2(&mut st, vc, OFLAG_COMPRESSED | sectors << x | at);
+                at += len;
+            }
+            // The stream may continue in the same cluster only while nothing is allocated after it.
+            st.cfree = if at.is_multiple_of(self.cluster_size) { None } else { Some(at) };
+            start
+        };
+        sys::pwrite_all(&self.file, data, start).map_err(|e| self.io_err("write failed", start, &e))?;
+        self.wrote_buffered(data.len());
+        Ok(())
+    }
+
+    /// Compressed clusters are padded to this length so that no host cluster can be shared by
+    /// more compressed clusters than a 16-bit refcount counts (trailing bytes are ignored).
+    pub fn min_compressed_len(&self) -> usize {
+        (self.cluster_size >> 15).max(1) as usize
+    }
+
+    /// Marks a virtual range as finished; L2 tables wholly below the finished prefix are written.
+    pub fn complete(&self, offset: u64, len: u64) -> Result<()> {
+        let mut st = self.lock();
+        let mark = st.done.complete(offset, len);
+        let per_table = self.l2_entries << self.cluster_bits;
+        let ready: Vec<u64> = st.l2.keys().copied().filter(|&i| (i + 1) * per_table <= mark).collect();
+        for i in ready {
+            self.flush_l2(&mut st, i)?;
+        }
+        Ok(())
+    }
+
+    fn flush_l2(&self, st: &mut State, l1i: u64) -> Result<()> {
+        let Some(table) = st.l2.remove(&l1i) else { return Ok(()) };
+        st.cfree = None;
+        let host = st.take_clusters(1) << self.cluster_bits;
+        let mut buf = Vec::with_capacity(self.cluster_size as usize);
+        for e in table.iter() {
+            buf.extend_from_slice(&e.to_be_bytes());
+        }
+        sys::pwrite_all(&self.file, &buf, host).map_err(|e| self.io_err("cannot write L2 table", host, &e))?;
+        st.meta_bytes += buf.len() as u64;
+        st.l1[l1i as usize] = host | OFLAG_COPIED;
+        Ok(())
+    }
+
+    /// Writes the remaining L2 tables, the L1 table, the refcount structures and the header,
+    /// then flushes. Returns the metadata bytes written.
+    pub fn finish(&self) -> Result<u64> {
+        let mut st = self.lock();
+        let mut rest: Vec<u64> = st.l2.keys().copied().collect();
+        rest.sort_unstable();
+        for i in rest {
+            self.flush_l2(&mut st, i)?;
+        }
+        let cs = self.cluster_size;
+
+        // L1 table at cluster 1.
+        let l1_offset = cs;
+        if !st.l1.is_empty() {
+            let mut buf = Vec::with_capacity(st.l1.len() * 8);
+            for e in &st.l1 {
+                buf.extend_from_slice(&e.to_be_bytes());
+            }
+            sys::pwrite_all(&self.file, &buf, l1_offset)
+                .map_err(|e| self.io_err("cannot write L1 table", l1_offset, &e))?;
+            st.meta_bytes += buf.len() as u64;
+        }
+
+        // Refcount table and blocks go at the end and must also count themselves.
+        let per_block = cs * 8 / (1 << REFCOUNT_ORDER);
+        let base = st.next_cluster;
+        let (mut blocks, mut table) = (0u64, 1u64);
+        loop {
+            let total = base + table + blocks;
+            let nb = total.div_ceil(per_block);
+            let nt = (nb * 8).div_ceil(cs).max(1);
+            if nb == blocks && nt == table {
+                break;
+            }
+            blocks = nb.max(blocks);
+            table = nt.max(table);
+        }
+        let table_first = st.take_clusters(table);
+        let blocks_first = st.take_clusters(blocks);
+        let total_clusters = st.next_cluster;
+        st.refcounts.resize(total_clusters as usize, 0);
+
+        let mut tbuf = vec![0u8; (table * cs) as usize];
+        let mut bbuf = vec![0u8; cs as usize];
+        for b in 0..blocks {
+            bbuf.fill(0);
+            let lo = b * per_block;
+            let hi = ((b + 1) * per_block).min(total_clusters);
+            for c in lo..hi {
+                let at = ((c - lo) * 2) as usize;
+                bbuf[at..at + 2].copy_from_slice(&st.refcounts[c as usize].to_be_bytes());
+            }
+            let host = (blocks_first + b) << self.cluster_bits;
+            sys::pwrite_all(&self.file, &bbuf, host)
+                .map_err(|e| self.io_err("cannot write refcount block", host, &e))?;
+            tbuf[(b * 8) as usize..(b * 8 + 8) as usize].copy_from_slice(&host.to_be_bytes());
+        }
+        let table_offset = table_first << self.cluster_bits;
+        sys::pwrite_all(&self.file, &tbuf, table_offset)
+            .map_err(|e| self.io_err("cannot write refcount table", table_offset, &e))?;
+        st.meta_bytes += tbuf.len() as u64 + blocks * cs;
+
+        let mut h = vec![0u8; cs.min(4096) as usize];
+        h[0..4].copy_from_slice(&MAGIC);
+        h[4..8].copy_from_slice(&3u32.to_be_bytes());
+        h[20..24].copy_from_slice(&self.cluster_bits.to_be_bytes());
+        h[24..32].copy_from_slice(&self.size.to_be_bytes());
+        h[36..40].copy_from_slice(&(st.l1.len() as u32).to_be_bytes());
+        h[40..48].copy_from_slice(&(if st.l1.is_empty() { 0 } else { l1_offset }).to_be_bytes());
+        h[48..56].copy_from_slice(&table_offset.to_be_bytes());
+        h[56..60].copy_from_slice(&(table as u32).to_be_bytes());
+        let zstd = self.compression == Some(Codec::Zstd);
+        let incompat: u64 = if zstd { super::INCOMPAT_COMPRESSION } else { 0 };
+        h[72..80].copy_from_slice(&incompat.to_be_bytes());
+        h[96..100].copy_from_slice(&REFCOUNT_ORDER.to_be_bytes());
+        h[100..104].copy_from_slice(&(HEADER_LENGTH as u32).to_be_bytes());
+        h[104] = u8::from(zstd);
+        // Bytes 112..120 stay zero: the end-of-extensions marker.
+        // The file must span every allocated cluster, even if the last one was only partly written.
+        self.file
+            .set_len(total_clusters << self.cluster_bits)
+            .map_err(|e| self.io_err("cannot set file length", total_clusters << self.cluster_bits, &e))?;
+        sys::pwrite_all(&self.file, &h, 0).map_err(|e| self.io_err("cannot write header", 0, &e))?;
+        st.meta_bytes += h.len() as u64;
+        self.file.sync_all().map_err(|e| self.io_err("fsync failed", 0, &e))?;
+        Ok(st.meta_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_advances_only_over_a_finished_prefix() {
+        let mut w = Watermark::default();
+        assert_eq!(w.complete(10, 5), 0);
+        assert_eq!(w.complete(0, 10), 15);
+        assert_eq!(w.complete(20, 5), 15);
+        assert_eq!(w.complete(15, 5), 25);
+    }
+}

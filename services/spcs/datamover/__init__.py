@@ -1,0 +1,82 @@
+"""RAW/QCOW2 data mover: the Rust extension `spcs._datamover`, re-exported.
+
+Typical use::
+
+    from spcs import datamover
+
+    stats = datamover.convert("tpl.qcow2", "/dev/storpool-byid/abc", dst_format="raw",
+                              checksum="sha256")
+    job = datamover.start_convert(src, dst, dst_format="qcow2", compression="zstd")
+    while (stats := job.wait(timeout=1.0)) is None:
+        print(job.progress().done_bytes)
+
+Destination rules: an existing block device or regular file (symlinks followed) receiving
+raw output is written in place and must hold the virtual size (else `TargetTooSmall`, before
+any write); zero regions of the source are zeroed on it unless ``target_is_zero=True``. A
+new destination is written to a temporary file in the same directory and renamed into
+place after a successful flush, so a failed or cancelled copy leaves nothing behind. Any
+other existing destination raises `TargetExists` unless ``overwrite=True``.
+
+I/O: ``direct=None`` uses O_DIRECT where the target supports it (every aligned write on a
+block device; runs of at least 1 MiB on a regular file, shorter ones through the page cache
+with early writeback); ``direct=True`` requires O_DIRECT, ``direct=False`` never uses it.
+Every copy ends with fdatasync. ``threads`` sets the worker count (default: cores + 2).
+
+Raw images keep their exact byte size (qemu pads odd sizes to whole sectors); QCOW2 output
+sizes are rounded up to 512 bytes, as QEMU addresses them. ``checksum`` is the hex digest of
+the virtual disk contents (zeros included), computed in the same pass.
+
+Every error is a `DataMoverError` subclass with ``path``, ``offset``, ``errno`` and
+``target_partial`` attributes (``target_partial`` is true when an in-place target was
+written to before the failure). Invalid arguments raise `ValueError`.
+"""
+
+from __future__ import annotations
+
+from spcs._datamover import (
+    Cancelled,
+    ConvertStats,
+    DataMoverError,
+    FormatError,
+    ImageInfo,
+    IoError,
+    Job,
+    NoSpace,
+    Progress,
+    SourceError,
+    TargetExists,
+    TargetTooSmall,
+    __version__,
+    convert,
+    info,
+    start_convert,
+)
+
+#: Accepted values of ``compression``.
+COMPRESSIONS = ("zlib", "zstd")
+#: Accepted values of ``checksum``.
+CHECKSUMS = ("sha256", "blake3")
+#: Image formats read and written.
+FORMATS = ("raw", "qcow2")
+
+__all__ = [
+    "CHECKSUMS",
+    "COMPRESSIONS",
+    "FORMATS",
+    "Cancelled",
+    "ConvertStats",
+    "DataMoverError",
+    "FormatError",
+    "ImageInfo",
+    "IoError",
+    "Job",
+    "NoSpace",
+    "Progress",
+    "SourceError",
+    "TargetExists",
+    "TargetTooSmall",
+    "__version__",
+    "convert",
+    "info",
+    "start_convert",
+]
