@@ -234,7 +234,7 @@ def _wait_serving(process: Process) -> None:
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
-                pass
+                pass  # not listening yet
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{process.name} is not SERVING; see {process.log_path}")
             time.sleep(0.05)

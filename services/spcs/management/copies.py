@@ -281,22 +281,18 @@ class Copies:
     def _secondary_snapshot_to_volume(
         self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
     ) -> types_pb2.DataObject:
-        source = request.source.snapshot
-        validate.require(source, "path")
-        return self._download_into_new_volume(
-            ctx,
-            request,
-            source.store.secondary.url,
-            source.path,
-            source.format,
-            source.size_bytes,
-            written,
-        )
+        return self._file_into_new_volume(ctx, request, written)
 
     def _volume_from_secondary(
         self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
     ) -> types_pb2.DataObject:
-        source = request.source.volume
+        return self._file_into_new_volume(ctx, request, written)
+
+    def _file_into_new_volume(
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
+    ) -> types_pb2.DataObject:
+        """A snapshot backup or a volume file on secondary storage, into a new volume."""
+        _, source = _part(request.source)
         validate.require(source, "path")
         return self._download_into_new_volume(
             ctx,
