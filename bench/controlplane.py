@@ -9,7 +9,9 @@ Starts `spcs emulator` and `spcs management` as processes on loopback (free port
    calls for each operation (the direct path is StorPoolApi, the client the service uses);
 2. latency: --iterations rounds of create volume, take snapshot, delete snapshot, delete volume
    by one caller, the two paths alternating each round (after --warmup rounds); p50/p99 per
-   operation, the time the service's handler took (from its log, matched by request id), a
+   operation, the time the service's handler took and the part of it spent in StorPool API
+   calls (from its log, matched by request id), hence where the service path's time goes
+   (gRPC and loopback, spcs's own code, the StorPool calls), a
    no-op RPC (Identity/GetInfo) for the cost of gRPC alone, and the CPU time each process
    (bench client, management, emulator) spent per call on each path;
 3. throughput: --concurrency callers creating, then deleting, --per-caller volumes each, on
@@ -52,6 +54,7 @@ from pathlib import Path
 import grpc
 
 from spcs import __version__
+from spcs.common.settings import SERVER_OPTIONS
 from spcs.storpool import names
 from spcs.storpool.api import StorPoolApi
 from spcs.v1 import (
@@ -388,6 +391,7 @@ def check_same_calls(inst: Installation, direct: Direct, service: Service) -> di
 class Latency:
     samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (path, op) → ms
     handler: dict[str, list[float]] = field(default_factory=dict)  # op → service handler ms
+    storpool: dict[str, list[float]] = field(default_factory=dict)  # op → of which StorPool ms
     # route → process → CPU seconds over the measured rounds (the no-op calls not included)
     cpu: dict[str, Counter[str]] = field(default_factory=dict)
     rounds: int = 0
@@ -416,7 +420,8 @@ def one_round(path: Route, tag: str, latency: Latency | None) -> None:
 
 
 RPC_LINE = re.compile(
-    r"\[(bench-r\d+-service-(cv|ts|ds|dv|gi))\] rpc=(\S+) key=\S+ status=OK ms=([\d.]+)"
+    r"\[(bench-r\d+-service-(cv|ts|ds|dv|gi))\] rpc=(\S+) key=\S+ status=OK "
+    r"ms=([\d.]+) storpool_ms=([\d.]+)"
 )
 SHORT = {
     "cv": "create volume",
@@ -427,14 +432,17 @@ SHORT = {
 }
 
 
-def handler_times(log_path: Path) -> dict[str, list[float]]:
-    """Time the service's handler took for each measured call, from its one log line per RPC."""
-    out: dict[str, list[float]] = {}
-    for _, short, rpc, ms in RPC_LINE.findall(log_path.read_text(errors="replace")):
+def handler_times(log_path: Path) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Time the service's handler took for each measured call, and the part of it spent in
+    StorPool API calls, from its one log line per RPC."""
+    handler: dict[str, list[float]] = {}
+    storpool: dict[str, list[float]] = {}
+    for _, short, rpc, ms, sp_ms in RPC_LINE.findall(log_path.read_text(errors="replace")):
         operation = SHORT[short]
         assert rpc == RPC_OF[operation], (rpc, operation)
-        out.setdefault(operation, []).append(float(ms))
-    return out
+        handler.setdefault(operation, []).append(float(ms))
+        storpool.setdefault(operation, []).append(float(sp_ms))
+    return handler, storpool
 
 
 def measure_latency(
@@ -464,7 +472,7 @@ def measure_latency(
                     used[process] += seconds - before[process]
     latency.rounds = rounds
     time.sleep(0.2)
-    latency.handler = handler_times(inst.management.log_path)
+    latency.handler, latency.storpool = handler_times(inst.management.log_path)
     return latency
 
 
@@ -675,6 +683,30 @@ def report(
         "for an RPC that makes no StorPool call"
     )
     print()
+    print("Where the service path's time goes (p50 of each part, ms):")
+    header = (
+        f"{'operation':16s} {'gRPC+loopback':>13s} {'spcs code':>9s} {'StorPool calls':>14s} "
+        f"{'same calls direct':>17s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for operation in OPERATIONS:
+        handler = latency.handler.get(operation, [])
+        in_storpool = latency.storpool.get(operation, [])
+        service = latency.samples[("service", operation)]
+        own = [h - sp for h, sp in zip(handler, in_storpool, strict=True)]
+        transport = percentile(service, 50) - percentile(handler, 50)
+        print(
+            f"{operation:16s} {transport:13.2f} {percentile(own, 50):9.2f} "
+            f"{percentile(in_storpool, 50):14.2f} "
+            f"{percentile(latency.samples[('direct', operation)], 50):17.2f}"
+        )
+    print(
+        "spcs code: handler time minus the time its StorPool API calls took (validation, locks, "
+        "names, replies, log);\nStorPool calls: the same API calls as the direct path, made "
+        "from the service"
+    )
+    print()
     print("CPU time per call, one caller (the four operations above on average), ms:")
     print(f"{'route':16s} {'client':>7s} {'mgmt':>7s} {'emulator':>8s} {'total':>7s}")
     totals = {}
@@ -741,7 +773,11 @@ def report(
 
 def environment(management_args: Sequence[str]) -> str:
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    settings = " ".join(management_args) or "its default settings (16 workers, 256 concurrent RPCs)"
+    defaults = {opt.name: opt.default for opt in SERVER_OPTIONS}
+    settings = " ".join(management_args) or (
+        f"its default settings ({defaults['workers']} workers, "
+        f"{defaults['max_concurrent_rpcs']} concurrent RPCs)"
+    )
     return (
         f"spcs {__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"load average {load}; management with {settings}"

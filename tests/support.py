@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parent.parent
 SPCS = [sys.executable, "-m", "spcs.cli"]
 
 
+def log_containing(path: Path, text: str, timeout: float = 5.0) -> str:
+    """A service's log once `text` is in it (or the timeout passed): a service writes its log
+    from a queue, up to spcs.common.logs.WRITE_INTERVAL after the line was logged."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = path.read_text(errors="replace") if path.exists() else ""
+        if text in log or time.monotonic() > deadline:
+            return log
+        time.sleep(0.02)
+
+
 @dataclass
 class Service:
     """A spcs server process started by a test."""
@@ -30,6 +41,9 @@ class Service:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_with(self, text: str) -> str:
+        return log_containing(self.log_path, text)
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)

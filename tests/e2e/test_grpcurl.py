@@ -21,6 +21,7 @@ import pytest
 from spcs.demo.stack import TEMPLATE, Stack
 from spcs.storpool.api import StorPoolApi
 from tests.e2e.helpers import MISSING, find_grpcurl
+from tests.support import log_containing
 
 MIB = 1 << 20
 MANAGEMENT_SERVICES = {
@@ -182,8 +183,8 @@ def test_request_id_reaches_the_log(env: Env):
     )
     assert "x-request-id: e2e-grpcurl-1" in out.split("Response trailers received:", 1)[1]
     assert env.stack.management is not None
-    log = env.stack.management.log_path.read_text()
-    assert "[e2e-grpcurl-1] rpc=/spcs.v1.Identity/GetInfo key=- status=OK" in log
+    line = "[e2e-grpcurl-1] rpc=/spcs.v1.Identity/GetInfo key=- status=OK"
+    assert line in log_containing(env.stack.management.log_path, line)
 
 
 def test_error_as_json(env: Env):

@@ -8,6 +8,7 @@ import pytest
 from spcs.demo.stack import TEMPLATE
 from spcs.v1 import driver_pb2, hosts_pb2, lifecycle_pb2, types_pb2
 from tests.management.conftest import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error
+from tests.support import log_containing
 
 
 def init_request(mgmt: Mgmt, url: str, **fields) -> lifecycle_pb2.InitializePoolRequest:
@@ -51,7 +52,10 @@ def test_initialize_forms_replay_and_no_token_echo(mgmt: Mgmt):
     assert duplicate.code() == grpc.StatusCode.ALREADY_EXISTS
     assert mgmt.pool_uuid in duplicate.details()
     assert mgmt.lifecycle.DeletePool(lifecycle_pb2.DeletePoolRequest(pool_uuid=pool.uuid)).deleted
-    log = mgmt.stack.management.log_path.read_text()
+    # every call above is in the log (the last one too) and the token in none of them
+    deleted = f"DeletePool key={pool.uuid} status=OK"
+    log = log_containing(mgmt.stack.management.log_path, deleted)
+    assert deleted in log and f"InitializePool key={pool.uuid}" in log
     assert emu.token not in log
 
 

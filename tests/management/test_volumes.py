@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import grpc
 import pytest
 
-from spcs.v1 import driver_pb2, types_pb2
+from spcs.v1 import driver_pb2, lifecycle_pb2, types_pb2
 from tests.management.conftest import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error
 from tests.node.conftest import pattern
+from tests.support import log_containing
 
 
 def test_create_data_volume_tags_limits_and_replay(mgmt: Mgmt):
@@ -344,3 +346,29 @@ def test_conflicting_operations_on_one_volume_are_aborted(mgmt: Mgmt):
     assert clash.code() == grpc.StatusCode.ABORTED
     assert "ResizeVolume" in clash.details() and "retry" in clash.details()
     assert results["resize"].size_bytes == 16 * MIB
+
+
+def test_rpc_log_line_shows_the_time_spent_in_storpool(mgmt: Mgmt):
+    """The per-RPC line splits the call's time: all of it vs. the StorPool API calls in it."""
+    uuid = new_id("vol")
+    mgmt.driver.CreateVolume(
+        driver_pb2.CreateVolumeRequest(
+            pool=mgmt.pool_ref(), volume=types_pb2.Volume(uuid=uuid, size_bytes=64 * MIB)
+        ),
+        metadata=(("x-request-id", f"sp-time-{uuid}"),),
+    )
+    mgmt.lifecycle.GetPool(
+        lifecycle_pb2.PoolRef(pool_uuid=mgmt.pool_uuid),
+        metadata=(("x-request-id", f"no-sp-{uuid}"),),  # answered from the database
+    )
+    log = log_containing(mgmt.stack.management.log_path, f"[no-sp-{uuid}] rpc=")
+    times = {}
+    for rid in (f"sp-time-{uuid}", f"no-sp-{uuid}"):
+        found = re.search(
+            rf"\[{rid}\] rpc=\S+ key=\S+ status=OK ms=([\d.]+) storpool_ms=([\d.]+)", log
+        )
+        assert found, f"no RPC line for {rid}"
+        times[rid] = (float(found[1]), float(found[2]))
+    total, in_storpool = times[f"sp-time-{uuid}"]
+    assert 0 < in_storpool <= total
+    assert times[f"no-sp-{uuid}"][1] == 0

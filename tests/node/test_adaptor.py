@@ -160,7 +160,7 @@ def test_busy_device_then_force(node: NodeStack):
         assert node.attachments() == []
     finally:
         holder.close()
-    assert "forcing the detach" in node.node.log()
+    assert "forcing the detach" in node.node.log_with("forcing the detach")
 
 
 def test_device_wait_timeout_names_the_device(stack: NodeStack):

@@ -98,7 +98,7 @@ def test_transient_storpool_errors_are_ridden_out(node: NodeStack):
     )
     node.emu.set_faults({})
     assert disk.attached and same_content(raw, node.device(volume))
-    assert "retrying" in node.node.log()
+    assert "retrying" in node.node.log_with("retrying")
 
 
 def test_storpool_unreachable_is_unavailable(stack: NodeStack):

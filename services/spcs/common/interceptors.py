@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from spcs.common import upstream_time
 from spcs.common.errors import SpcsError, status_code
 from spcs.common.logs import REQUEST_ID
 from spcs.v1 import types_pb2
@@ -191,6 +192,7 @@ class CallInterceptor(grpc.ServerInterceptor):
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             rid = _request_id(context)
             token = REQUEST_ID.set(rid)
+            storpool, tally = upstream_time.open_tally()
             started = time.monotonic()
             code = grpc.StatusCode.OK
             try:
@@ -227,12 +229,14 @@ class CallInterceptor(grpc.ServerInterceptor):
                     level = logging.WARNING
                 log.log(
                     level,
-                    "rpc=%s key=%s status=%s ms=%.1f",
+                    "rpc=%s key=%s status=%s ms=%.2f storpool_ms=%.2f",
                     method,
                     request_key(request),
                     code.name,
                     elapsed * 1000,
+                    storpool[0] * 1000,
                 )
+                upstream_time.close_tally(tally)
                 REQUEST_ID.reset(token)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from spcs.common import errors
+from spcs.common import errors, upstream_time
 from spcs.storpool.bindings import spapi, spcatch
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ class StorPoolApi:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one API call with retries; `what` names the object for error messages."""
+        started = time.monotonic()
         try:
             return self._retrying(self._attempt, what, fn)
         except _Transient as failure:
@@ -178,6 +179,8 @@ class StorPoolApi:
                 "SP_API_HTTP_HOST/SP_API_HTTP_PORT and that the StorPool management service "
                 "runs"
             ) from None
+        finally:
+            upstream_time.add(time.monotonic() - started)
 
     def _attempt(self, what: str, fn: Callable[[], T]) -> T:
         try:

@@ -1,0 +1,59 @@
+"""The log writer: records reach the file from a queue, promptly, and none is lost at exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.support import log_containing
+
+CHILD = textwrap.dedent(
+    """
+    import logging, sys, time
+    from pathlib import Path
+    from spcs.common import logs
+
+    logs.setup("INFO", Path(sys.argv[1]))
+    log = logging.getLogger("spcs.test")
+    log.info("first line")
+    # the writer drains its queue on its own, while the process runs
+    deadline = time.monotonic() + 5
+    while "first line" not in Path(sys.argv[1]).read_text():
+        assert time.monotonic() < deadline, "the first line was not written within 5 s"
+        time.sleep(0.01)
+    for n in range(int(sys.argv[2])):
+        log.info("line %d", n)
+    # exit at once: what is still queued is written at exit
+    """
+)
+
+
+def test_every_record_is_written_even_when_the_process_exits_at_once(tmp_path: Path):
+    log_file = tmp_path / "service.log"
+    count = 20000
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(log_file), str(count)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == count + 1
+    assert lines[-1].endswith(f"INFO spcs.test [-] line {count - 1}")
+    assert [line.rsplit(" ", 1)[1] for line in lines[1:]] == [str(n) for n in range(count)]
+
+
+def test_log_containing_waits_for_the_text(tmp_path: Path):
+    path = tmp_path / "later.log"
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import time; time.sleep(0.3); open({str(path)!r}, 'w').write('ok')",
+        ]
+    )
+    try:
+        assert log_containing(path, "ok", timeout=10) == "ok"
+    finally:
+        writer.wait()
+    assert log_containing(path, "missing", timeout=0.1) == "ok"
