@@ -43,6 +43,36 @@ def test_every_record_is_written_even_when_the_process_exits_at_once(tmp_path: P
     assert [line.rsplit(" ", 1)[1] for line in lines[1:]] == [str(n) for n in range(count)]
 
 
+SHUTDOWN_CHILD = textwrap.dedent(
+    """
+    import logging, shutil, sys
+    from pathlib import Path
+    from spcs.common import logs
+
+    folder = Path(sys.argv[1])
+    logs.setup("INFO", folder / "service.log")
+    for n in range(1000):
+        logging.getLogger("spcs.test").info("line %d", n)
+    logs.shutdown()  # what the demo does before removing its temporary directory
+    shutil.copy(folder / "service.log", folder.parent / "copy.log")
+    shutil.rmtree(folder)
+    logging.getLogger("spcs.test").info("after shutdown: not written anywhere")
+    """
+)
+
+
+def test_shutdown_writes_the_queue_and_lets_the_directory_go(tmp_path: Path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", SHUTDOWN_CHILD, str(folder)], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = (tmp_path / "copy.log").read_text().splitlines()
+    assert len(lines) == 1000 and lines[-1].endswith("line 999")
+    assert not folder.exists()
+
+
 def test_log_containing_waits_for_the_text(tmp_path: Path):
     path = tmp_path / "later.log"
     writer = subprocess.Popen(

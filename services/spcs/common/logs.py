@@ -67,7 +67,20 @@ def _stop_listener() -> None:
     global _listener
     if _listener is not None:
         _listener.stop()  # writes what is still queued
+        for writer in _listener.handlers:
+            writer.close()
         _listener = None
+
+
+def shutdown() -> None:
+    """Write what is still queued and stop logging through spcs's handler (call it before
+    removing the log file's directory; later records go to Python's last-resort stderr)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_spcs", False):
+            root.removeHandler(handler)
+            handler.close()
+    _stop_listener()
 
 
 def setup(level: str = "INFO", log_file: Path | None = None) -> None:
@@ -78,12 +91,8 @@ def setup(level: str = "INFO", log_file: Path | None = None) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None  # no caller frame lookup (no %(filename)s / %(lineno)d)
+    shutdown()
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_spcs", False):
-            root.removeHandler(handler)
-            handler.close()
-    _stop_listener()
     if log_file is not None:
         # WatchedFileHandler reopens the file after logrotate moves it.
         writer: logging.Handler = logging.handlers.WatchedFileHandler(log_file)

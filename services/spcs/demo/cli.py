@@ -63,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"\nall steps passed in {elapsed:.1f}s; every service stopped cleanly")
     if temporary:
+        logs.shutdown()  # the emulator's last lines are still queued for the log file
         stack.remove()
     return 0
