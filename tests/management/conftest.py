@@ -113,6 +113,14 @@ class Mgmt:
             driver_pb2.CreateVolumeRequest(pool=self.pool_ref(), volume=volume)
         )
 
+    def take_snapshot(self, volume_path: str, **fields) -> types_pb2.Snapshot:
+        snapshot = types_pb2.Snapshot(
+            uuid=fields.pop("uuid", new_id("snap")), volume_path=volume_path, **fields
+        )
+        return self.driver.TakeSnapshot(
+            driver_pb2.TakeSnapshotRequest(pool=self.pool_ref(), snapshot=snapshot)
+        )
+
     def copy(
         self, source: types_pb2.DataObject, destination: types_pb2.DataObject, **options
     ) -> driver_pb2.CopyDataResult:

@@ -122,12 +122,7 @@ def test_template_to_primary_and_concurrent_first_uses_download_once(mgmt: Mgmt)
 def test_snapshot_backup_and_volume_from_the_backup(mgmt: Mgmt):
     volume = mgmt.create_volume(24 * MIB)
     mgmt.write(volume.path, {MIB: pattern(21, 2 * MIB)})
-    snapshot = mgmt.driver.TakeSnapshot(
-        driver_pb2.TakeSnapshotRequest(
-            pool=mgmt.pool_ref(),
-            snapshot=types_pb2.Snapshot(uuid=new_id("snap"), volume_path=volume.path),
-        )
-    )
+    snapshot = mgmt.take_snapshot(volume.path)
     snapshot.store.CopyFrom(mgmt.primary())
     backup = mgmt.copy(
         types_pb2.DataObject(snapshot=snapshot),
@@ -155,12 +150,7 @@ def test_snapshot_backup_and_volume_from_the_backup(mgmt: Mgmt):
 
 def test_failed_backup_deletes_the_storpool_snapshot(mgmt: Mgmt):
     volume = mgmt.create_volume(4 * MIB)
-    snapshot = mgmt.driver.TakeSnapshot(
-        driver_pb2.TakeSnapshotRequest(
-            pool=mgmt.pool_ref(),
-            snapshot=types_pb2.Snapshot(uuid=new_id("snap"), volume_path=volume.path),
-        )
-    )
+    snapshot = mgmt.take_snapshot(volume.path)
     snapshot.store.CopyFrom(mgmt.primary())
     op = mgmt.driver.CopyData(
         driver_pb2.CopyDataRequest(
@@ -192,12 +182,7 @@ def test_bypass_keeps_snapshots_on_primary(mgmt: Mgmt):
     )
     try:
         volume = mgmt.create_volume(4 * MIB)
-        snapshot = mgmt.driver.TakeSnapshot(
-            driver_pb2.TakeSnapshotRequest(
-                pool=mgmt.pool_ref(),
-                snapshot=types_pb2.Snapshot(uuid=new_id("snap"), volume_path=volume.path),
-            )
-        )
+        snapshot = mgmt.take_snapshot(volume.path)
         snapshot.store.CopyFrom(mgmt.primary())
         kept = mgmt.copy(
             types_pb2.DataObject(snapshot=snapshot),
@@ -242,12 +227,7 @@ def test_template_from_volume_and_from_snapshot(mgmt: Mgmt):
     assert deployed.bytes_written == 0
     assert mgmt.read(deployed.result.volume.path)[2 * MIB : 6 * MIB] == pattern(31, 4 * MIB)
     # and from a snapshot
-    snapshot = mgmt.driver.TakeSnapshot(
-        driver_pb2.TakeSnapshotRequest(
-            pool=mgmt.pool_ref(),
-            snapshot=types_pb2.Snapshot(uuid=new_id("snap"), volume_path=volume.path),
-        )
-    )
+    snapshot = mgmt.take_snapshot(volume.path)
     snapshot.store.CopyFrom(mgmt.primary())
     second = types_pb2.Template(
         uuid=new_id("tmpl"),

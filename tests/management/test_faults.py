@@ -16,12 +16,7 @@ def test_storpool_hiccups_are_ridden_out_and_outages_reported(mgmt: Mgmt):
     emu.set_faults({"transientRate": 0.3, "seed": 3})
     try:
         volume = mgmt.create_volume(4 * MIB)
-        snapshot = mgmt.driver.TakeSnapshot(
-            driver_pb2.TakeSnapshotRequest(
-                pool=mgmt.pool_ref(),
-                snapshot=types_pb2.Snapshot(uuid=new_id("snap"), volume_path=volume.path),
-            )
-        )
+        snapshot = mgmt.take_snapshot(volume.path)
     finally:
         emu.set_faults({})
     assert mgmt.api.snapshot(f"~{snapshot.global_id}").on_volume == f"cs-vol-{volume.uuid}"

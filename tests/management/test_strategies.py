@@ -15,12 +15,7 @@ DELETE = strategies_pb2.SNAPSHOT_OPERATION_DELETE
 
 def test_can_handle_and_delete_by_asking_storpool(mgmt: Mgmt):
     volume = mgmt.create_volume(4 * MIB)
-    snapshot = mgmt.driver.TakeSnapshot(
-        driver_pb2.TakeSnapshotRequest(
-            pool=mgmt.pool_ref(),
-            snapshot=types_pb2.Snapshot(uuid=new_id("snap"), volume_path=volume.path),
-        )
-    )
+    snapshot = mgmt.take_snapshot(volume.path)
     by_uuid = types_pb2.Snapshot(uuid=snapshot.uuid)  # CloudStack lost the path: still found
     answer = mgmt.snapshots.CanHandleSnapshot(
         strategies_pb2.CanHandleSnapshotRequest(snapshot=by_uuid, operation=DELETE)
@@ -81,12 +76,7 @@ def test_java_plugin_objects_are_found_by_tags(mgmt: Mgmt):
 def test_backup_snapshot_operation(mgmt: Mgmt):
     volume = mgmt.create_volume(4 * MIB)
     mgmt.write(volume.path, {0: pattern(51, 4096)})
-    snapshot = mgmt.driver.TakeSnapshot(
-        driver_pb2.TakeSnapshotRequest(
-            pool=mgmt.pool_ref(),
-            snapshot=types_pb2.Snapshot(uuid=new_id("snap"), volume_path=volume.path),
-        )
-    )
+    snapshot = mgmt.take_snapshot(volume.path)
     op = mgmt.snapshots.BackupSnapshot(
         strategies_pb2.BackupSnapshotRequest(
             operation_id=new_id("op"),

@@ -115,18 +115,7 @@ impl Qcow2Layer {
                 format!("data cluster at host offset {host} lies past the end of the file ({} bytes)", self.file_len),
             ));
         }
-        let (mut h, end) = (host, host + len);
-        while h < end {
-            let (is_data, ext_end) = self.holes.extent(h)?;
-            let n = ext_end.min(end) - h;
-            if is_data {
-                push_piece(out, Piece::Data { file: self.index, host: h, len: n, pad: true });
-            } else {
-                push_piece(out, Piece::Zero { len: n });
-            }
-            h += n;
-        }
-        Ok(())
+        self.holes.pieces(self.index, host, len, true, out)
     }
 
     fn emit(&mut self, status: Status, virt: u64, len: u64, out: &mut Vec<Piece>) -> Result<()> {

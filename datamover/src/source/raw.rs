@@ -51,6 +51,22 @@ impl HoleMap {
         self.cached = Some(ext);
         Ok((ext.2, ext.1))
     }
+
+    /// Pushes the data and zero pieces of `[start, start + len)` of file `file` (host offsets).
+    pub fn pieces(&mut self, file: usize, start: u64, len: u64, pad: bool, out: &mut Vec<Piece>) -> Result<()> {
+        let (mut pos, end) = (start, start + len);
+        while pos < end {
+            let (data, ext_end) = self.extent(pos)?;
+            let n = ext_end.min(end) - pos;
+            if data {
+                push_piece(out, Piece::Data { file, host: pos, len: n, pad });
+            } else {
+                push_piece(out, Piece::Zero { len: n });
+            }
+            pos += n;
+        }
+        Ok(())
+    }
 }
 
 pub struct RawLayer {
@@ -71,18 +87,6 @@ impl Layer for RawLayer {
     }
 
     fn map(&mut self, offset: u64, len: u64, out: &mut Vec<Piece>) -> Result<()> {
-        let end = offset + len;
-        let mut pos = offset;
-        while pos < end {
-            let (data, ext_end) = self.holes.extent(pos)?;
-            let n = ext_end.min(end) - pos;
-            if data {
-                push_piece(out, Piece::Data { file: self.index, host: pos, len: n, pad: false });
-            } else {
-                push_piece(out, Piece::Zero { len: n });
-            }
-            pos += n;
-        }
-        Ok(())
+        self.holes.pieces(self.index, offset, len, false, out)
     }
 }
