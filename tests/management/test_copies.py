@@ -148,8 +148,9 @@ def test_snapshot_backup_and_volume_from_the_backup(mgmt: Mgmt):
     assert clone_obj.parent == f"cs-snap-{snapshot.uuid}" and clone_obj.size == 32 * MIB
 
 
-def test_failed_backup_deletes_the_storpool_snapshot(mgmt: Mgmt):
+def test_failed_backup_keeps_the_snapshot_and_a_retry_succeeds(mgmt: Mgmt):
     volume = mgmt.create_volume(4 * MIB)
+    mgmt.write(volume.path, {0: pattern(5, MIB)})
     snapshot = mgmt.take_snapshot(volume.path)
     snapshot.store.CopyFrom(mgmt.primary())
     op = mgmt.driver.CopyData(
@@ -171,7 +172,16 @@ def test_failed_backup_deletes_the_storpool_snapshot(mgmt: Mgmt):
     failed = mgmt.wait(op.name)
     assert failed.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert "no-such-store" in failed.error.message
-    assert mgmt.api.snapshot_or_none(f"~{snapshot.global_id}") is None
+    # the snapshot is the caller's: still there, and the retry the message asks for works
+    assert mgmt.api.snapshot_or_none(f"~{snapshot.global_id}") is not None
+    backup = mgmt.copy(
+        types_pb2.DataObject(snapshot=snapshot),
+        types_pb2.DataObject(
+            snapshot=types_pb2.Snapshot(path="snapshots/x", store=mgmt.secondary())
+        ),
+    )
+    file = mgmt.stack.secondary / backup.result.snapshot.path
+    assert "No errors" in qemu_img("check", str(file))
 
 
 def test_bypass_keeps_snapshots_on_primary(mgmt: Mgmt):

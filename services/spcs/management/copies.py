@@ -345,32 +345,26 @@ class Copies:
         file_path: str,
         fmt: int,
         compression: int,
-        delete_on_failure: bool,
         host_id: str,
         written: dict,
     ) -> types_pb2.Snapshot:
-        try:
-            node = self.nodes.pick(pool, host_id)
-            result = self.nodes.run_job(
-                ctx,
-                node.host_id,
-                "BackupSnapshot",
-                node_pb2.NodeBackupSnapshotRequest(
-                    operation_id=node_operation_id(ctx, "backup", snap.global_id),
-                    snapshot_path=names.byid_path(snap.global_id),
-                    destination=types_pb2.SecondaryStore(url=url),
-                    destination_path=file_path,
-                    format=fmt,
-                    compression=compression,
-                ),
-                node_pb2.BackupResult(),
-                "backing up the snapshot",
-            )
-        except errors.SpcsError:
-            if delete_on_failure:
-                log.info("backup of %s failed: deleting the StorPool snapshot", snap.ref)
-                self.pools.api(pool).snapshot_delete(snap.ref)
-            raise
+        # The snapshot is the caller's: a failed or cancelled backup leaves it as it was.
+        node = self.nodes.pick(pool, host_id)
+        result = self.nodes.run_job(
+            ctx,
+            node.host_id,
+            "BackupSnapshot",
+            node_pb2.NodeBackupSnapshotRequest(
+                operation_id=node_operation_id(ctx, "backup", snap.global_id),
+                snapshot_path=names.byid_path(snap.global_id),
+                destination=types_pb2.SecondaryStore(url=url),
+                destination_path=file_path,
+                format=fmt,
+                compression=compression,
+            ),
+            node_pb2.BackupResult(),
+            "backing up the snapshot",
+        )
         written.update(bytes=result.bytes_written, host=node.host_id)
         return types_pb2.Snapshot(
             uuid=uuid,
@@ -406,7 +400,6 @@ class Copies:
             f"{destination.path.rstrip('/')}/{uuid}",
             fmt,
             request.options.compression,
-            True,
             request.options.host_id,
             written,
         )
@@ -426,7 +419,6 @@ class Copies:
             request.destination_path,
             request.format or types_pb2.IMAGE_FORMAT_QCOW2,
             request.compression,
-            request.delete_on_failure,
             "",
             written,
         )

@@ -197,6 +197,32 @@ class GetVolumeStatsResponse(_message.Message):
     used_bytes: int
     def __init__(self, size_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ...) -> None: ...
 
+class GetVolumesStatsRequest(_message.Message):
+    __slots__ = ("pool", "volume_paths")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_PATHS_FIELD_NUMBER: _ClassVar[int]
+    pool: _types_pb2.PrimaryStore
+    volume_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pool: _Optional[_Union[_types_pb2.PrimaryStore, _Mapping]] = ..., volume_paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VolumeStats(_message.Message):
+    __slots__ = ("volume_path", "found", "size_bytes", "used_bytes")
+    VOLUME_PATH_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    volume_path: str
+    found: bool
+    size_bytes: int
+    used_bytes: int
+    def __init__(self, volume_path: _Optional[str] = ..., found: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ...) -> None: ...
+
+class GetVolumesStatsResponse(_message.Message):
+    __slots__ = ("volumes",)
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    volumes: _containers.RepeatedCompositeFieldContainer[VolumeStats]
+    def __init__(self, volumes: _Optional[_Iterable[_Union[VolumeStats, _Mapping]]] = ...) -> None: ...
+
 class DetachVolumeFromAllStorageNodesRequest(_message.Message):
     __slots__ = ("pool", "volume_path")
     POOL_FIELD_NUMBER: _ClassVar[int]

@@ -96,6 +96,11 @@ class PrimaryDataStoreDriverStub:
                 request_serializer=spcs_dot_v1_dot_driver__pb2.GetVolumeStatsRequest.SerializeToString,
                 response_deserializer=spcs_dot_v1_dot_driver__pb2.GetVolumeStatsResponse.FromString,
                 _registered_method=True)
+        self.GetVolumesStats = channel.unary_unary(
+                '/spcs.v1.PrimaryDataStoreDriver/GetVolumesStats',
+                request_serializer=spcs_dot_v1_dot_driver__pb2.GetVolumesStatsRequest.SerializeToString,
+                response_deserializer=spcs_dot_v1_dot_driver__pb2.GetVolumesStatsResponse.FromString,
+                _registered_method=True)
         self.DetachVolumeFromAllStorageNodes = channel.unary_unary(
                 '/spcs.v1.PrimaryDataStoreDriver/DetachVolumeFromAllStorageNodes',
                 request_serializer=spcs_dot_v1_dot_driver__pb2.DetachVolumeFromAllStorageNodesRequest.SerializeToString,
@@ -209,7 +214,15 @@ class PrimaryDataStoreDriverServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetVolumeStats(self, request, context):
-        """getVolumeStats: virtual size and used bytes of one volume.
+        """getVolumeStats: virtual size and used bytes of one volume (one small StorPool call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVolumesStats(self, request, context):
+        """The batch form of getVolumeStats for a stats cycle: many volumes of one pool answered from
+        one StorPool space query, however many volumes are asked for.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -314,6 +327,11 @@ def add_PrimaryDataStoreDriverServicer_to_server(servicer, server):
                     servicer.GetVolumeStats,
                     request_deserializer=spcs_dot_v1_dot_driver__pb2.GetVolumeStatsRequest.FromString,
                     response_serializer=spcs_dot_v1_dot_driver__pb2.GetVolumeStatsResponse.SerializeToString,
+            ),
+            'GetVolumesStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVolumesStats,
+                    request_deserializer=spcs_dot_v1_dot_driver__pb2.GetVolumesStatsRequest.FromString,
+                    response_serializer=spcs_dot_v1_dot_driver__pb2.GetVolumesStatsResponse.SerializeToString,
             ),
             'DetachVolumeFromAllStorageNodes': grpc.unary_unary_rpc_method_handler(
                     servicer.DetachVolumeFromAllStorageNodes,
@@ -665,6 +683,33 @@ class PrimaryDataStoreDriver:
             '/spcs.v1.PrimaryDataStoreDriver/GetVolumeStats',
             spcs_dot_v1_dot_driver__pb2.GetVolumeStatsRequest.SerializeToString,
             spcs_dot_v1_dot_driver__pb2.GetVolumeStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVolumesStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.PrimaryDataStoreDriver/GetVolumesStats',
+            spcs_dot_v1_dot_driver__pb2.GetVolumesStatsRequest.SerializeToString,
+            spcs_dot_v1_dot_driver__pb2.GetVolumesStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

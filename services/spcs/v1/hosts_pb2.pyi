@@ -46,18 +46,20 @@ class HostEventResponse(_message.Message):
     def __init__(self, message: _Optional[str] = ...) -> None: ...
 
 class RegisterNodeRequest(_message.Message):
-    __slots__ = ("host_id", "address", "storpool_client_id", "storpool_cluster_id", "version")
+    __slots__ = ("host_id", "address", "storpool_client_id", "storpool_cluster_id", "version", "max_copies")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STORPOOL_CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     STORPOOL_CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_COPIES_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     address: str
     storpool_client_id: int
     storpool_cluster_id: str
     version: str
-    def __init__(self, host_id: _Optional[str] = ..., address: _Optional[str] = ..., storpool_client_id: _Optional[int] = ..., storpool_cluster_id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    max_copies: int
+    def __init__(self, host_id: _Optional[str] = ..., address: _Optional[str] = ..., storpool_client_id: _Optional[int] = ..., storpool_cluster_id: _Optional[str] = ..., version: _Optional[str] = ..., max_copies: _Optional[int] = ...) -> None: ...
 
 class RegisterNodeResponse(_message.Message):
     __slots__ = ("refresh_seconds",)
@@ -66,7 +68,7 @@ class RegisterNodeResponse(_message.Message):
     def __init__(self, refresh_seconds: _Optional[int] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("host_id", "address", "storpool_client_id", "storpool_cluster_id", "version", "last_seen", "healthy", "storpool_client_running", "pool_uuids")
+    __slots__ = ("host_id", "address", "storpool_client_id", "storpool_cluster_id", "version", "last_seen", "healthy", "storpool_client_running", "pool_uuids", "max_copies", "copies_running")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STORPOOL_CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,8 @@ class Node(_message.Message):
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     STORPOOL_CLIENT_RUNNING_FIELD_NUMBER: _ClassVar[int]
     POOL_UUIDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COPIES_FIELD_NUMBER: _ClassVar[int]
+    COPIES_RUNNING_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     address: str
     storpool_client_id: int
@@ -85,7 +89,9 @@ class Node(_message.Message):
     healthy: bool
     storpool_client_running: bool
     pool_uuids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, host_id: _Optional[str] = ..., address: _Optional[str] = ..., storpool_client_id: _Optional[int] = ..., storpool_cluster_id: _Optional[str] = ..., version: _Optional[str] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., healthy: _Optional[bool] = ..., storpool_client_running: _Optional[bool] = ..., pool_uuids: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_copies: int
+    copies_running: int
+    def __init__(self, host_id: _Optional[str] = ..., address: _Optional[str] = ..., storpool_client_id: _Optional[int] = ..., storpool_cluster_id: _Optional[str] = ..., version: _Optional[str] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., healthy: _Optional[bool] = ..., storpool_client_running: _Optional[bool] = ..., pool_uuids: _Optional[_Iterable[str]] = ..., max_copies: _Optional[int] = ..., copies_running: _Optional[int] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -70,7 +70,7 @@ class DeleteSnapshotResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class BackupSnapshotRequest(_message.Message):
-    __slots__ = ("operation_id", "snapshot", "pool", "destination", "destination_path", "format", "compression", "delete_on_failure")
+    __slots__ = ("operation_id", "snapshot", "pool", "destination", "destination_path", "format", "compression")
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -78,7 +78,6 @@ class BackupSnapshotRequest(_message.Message):
     DESTINATION_PATH_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
-    DELETE_ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
     operation_id: str
     snapshot: _types_pb2.Snapshot
     pool: _types_pb2.PrimaryStore
@@ -86,8 +85,7 @@ class BackupSnapshotRequest(_message.Message):
     destination_path: str
     format: _types_pb2.ImageFormat
     compression: _types_pb2.Compression
-    delete_on_failure: bool
-    def __init__(self, operation_id: _Optional[str] = ..., snapshot: _Optional[_Union[_types_pb2.Snapshot, _Mapping]] = ..., pool: _Optional[_Union[_types_pb2.PrimaryStore, _Mapping]] = ..., destination: _Optional[_Union[_types_pb2.SecondaryStore, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., compression: _Optional[_Union[_types_pb2.Compression, str]] = ..., delete_on_failure: _Optional[bool] = ...) -> None: ...
+    def __init__(self, operation_id: _Optional[str] = ..., snapshot: _Optional[_Union[_types_pb2.Snapshot, _Mapping]] = ..., pool: _Optional[_Union[_types_pb2.PrimaryStore, _Mapping]] = ..., destination: _Optional[_Union[_types_pb2.SecondaryStore, _Mapping]] = ..., destination_path: _Optional[str] = ..., format: _Optional[_Union[_types_pb2.ImageFormat, str]] = ..., compression: _Optional[_Union[_types_pb2.Compression, str]] = ...) -> None: ...
 
 class VolumeSnapshotRef(_message.Message):
     __slots__ = ("volume_uuid", "volume_path", "snapshot_path", "size_bytes", "max_iops")

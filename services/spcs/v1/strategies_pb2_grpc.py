@@ -73,8 +73,9 @@ class SnapshotStrategyServicer:
 
     def BackupSnapshot(self, request, context):
         """backupSnapshot: copy the snapshot to secondary (QCOW2 by default) as a long-running
-        operation (response CopyDataResult). On failure the StorPool snapshot is cleaned up when
-        delete_on_failure is set (the Java plugin's behaviour).
+        operation (response CopyDataResult). A failed or cancelled backup never deletes the
+        StorPool snapshot (the Java plugin does): only its partial file is removed, and a retry
+        with the same or a new operation id can succeed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -184,7 +184,7 @@ class DataObject(_message.Message):
     def __init__(self, volume: _Optional[_Union[Volume, _Mapping]] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., template: _Optional[_Union[Template, _Mapping]] = ...) -> None: ...
 
 class OperationMetadata(_message.Message):
-    __slots__ = ("kind", "state", "bytes_done", "bytes_total", "rate_bytes_per_second", "create_time", "update_time", "end_time", "host_id", "stage", "target", "bytes_written")
+    __slots__ = ("kind", "state", "bytes_done", "bytes_total", "rate_bytes_per_second", "create_time", "update_time", "end_time", "host_id", "stage", "target", "bytes_written", "waiting_for")
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,7 @@ class OperationMetadata(_message.Message):
     STAGE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
     kind: str
     state: JobState
     bytes_done: int
@@ -209,4 +210,5 @@ class OperationMetadata(_message.Message):
     stage: str
     target: str
     bytes_written: int
-    def __init__(self, kind: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., rate_bytes_per_second: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host_id: _Optional[str] = ..., stage: _Optional[str] = ..., target: _Optional[str] = ..., bytes_written: _Optional[int] = ...) -> None: ...
+    waiting_for: str
+    def __init__(self, kind: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., rate_bytes_per_second: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host_id: _Optional[str] = ..., stage: _Optional[str] = ..., target: _Optional[str] = ..., bytes_written: _Optional[int] = ..., waiting_for: _Optional[str] = ...) -> None: ...
