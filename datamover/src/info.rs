@@ -29,9 +29,10 @@ pub fn info(
     format: Option<Format>,
     checksum: Option<DigestKind>,
     chain_limit: u32,
+    confine_to: Option<&Path>,
     ctl: &Control,
 ) -> Result<Info> {
-    let source = open_source(path, format, chain_limit)?;
+    let source = open_source(path, format, chain_limit, confine_to)?;
     let top = &source.files[0];
     let meta = top.file.metadata().map_err(|e| Error::source_io(path, "cannot stat", None, &e))?;
     let actual_size = if top.is_block { top.len } else { meta.blocks() * 512 };
@@ -65,6 +66,7 @@ pub fn info(
             },
             checksum,
             chain_limit,
+            confine_to: confine_to.map(Path::to_path_buf),
             threads: default_threads(),
         };
         out.checksum = convert(&req, ctl)?.checksum;

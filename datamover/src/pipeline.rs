@@ -62,6 +62,8 @@ pub struct Request {
     pub target: TargetOptions,
     pub checksum: Option<DigestKind>,
     pub chain_limit: u32,
+    /// Every file of the source chain must lie in this directory (see `source::Confine`).
+    pub confine_to: Option<PathBuf>,
     pub threads: usize,
 }
 
@@ -524,7 +526,7 @@ fn run_engine(
 /// Opens the source, prepares the destination, copies, and commits or cleans up.
 pub fn convert(req: &Request, ctl: &Control) -> Result<Stats> {
     let start = Instant::now();
-    let mut source = open_source(&req.src, req.src_format, req.chain_limit)?;
+    let mut source = open_source(&req.src, req.src_format, req.chain_limit, req.confine_to.as_deref())?;
     let size = source.virtual_size;
     ctl.total.store(size, Ordering::Relaxed);
     let dest = match &req.dst {

@@ -15,7 +15,7 @@ use crate::error::{Error, Kind};
 use crate::info as inspect;
 use crate::job;
 use crate::pipeline::{default_threads, Control, Request, Stats};
-use crate::source::Format;
+use crate::source::{Confine, Format};
 use crate::target::TargetOptions;
 
 create_exception!(spcs.datamover, DataMoverError, PyException, "Base class of data mover errors.");
@@ -234,6 +234,7 @@ fn build_request(
     backing_chain_limit: u32,
     overwrite: bool,
     threads: Option<usize>,
+    confine_to: Option<PathBuf>,
 ) -> PyResult<Request> {
     let verr = |e: Error| PyValueError::new_err(e.to_string());
     let src_format = src_format.as_deref().map(Format::parse).transpose().map_err(verr)?;
@@ -256,6 +257,11 @@ fn build_request(
     if threads == Some(0) {
         return Err(PyValueError::new_err("threads must be at least 1"));
     }
+    // Checked here too so that a bad directory is a ValueError of start_convert itself, not
+    // of the job's wait().
+    if let Some(dir) = &confine_to {
+        Confine::new(dir).map_err(verr)?;
+    }
     Ok(Request {
         src,
         dst: Some(dst),
@@ -263,6 +269,7 @@ fn build_request(
         target: TargetOptions { format, compression, target_is_zero, direct, cluster_size, overwrite },
         checksum,
         chain_limit: backing_chain_limit,
+        confine_to,
         threads: threads.unwrap_or_else(default_threads),
     })
 }
@@ -276,10 +283,12 @@ fn parse_checksum(checksum: Option<String>) -> PyResult<Option<DigestKind>> {
     }
 }
 
-/// Starts a copy in the background and returns its `Job`.
+/// Starts a copy in the background and returns its `Job`. With `confine_to`, the source and
+/// every file of its backing chain must lie in that directory (else `FormatError`).
 #[pyfunction]
 #[pyo3(signature = (src, dst, *, src_format=None, dst_format="raw".to_string(), compression=None, target_is_zero=false,
-                    direct=None, checksum=None, cluster_size=65536, backing_chain_limit=16, overwrite=false, threads=None))]
+                    direct=None, checksum=None, cluster_size=65536, backing_chain_limit=16, overwrite=false, threads=None,
+                    confine_to=None))]
 #[allow(clippy::too_many_arguments)]
 fn start_convert(
     src: PathBuf,
@@ -294,6 +303,7 @@ fn start_convert(
     backing_chain_limit: u32,
     overwrite: bool,
     threads: Option<usize>,
+    confine_to: Option<PathBuf>,
 ) -> PyResult<Job> {
     let req = build_request(
         src,
@@ -308,6 +318,7 @@ fn start_convert(
         backing_chain_limit,
         overwrite,
         threads,
+        confine_to,
     )?;
     let inner =
         job::Job::start(req).map_err(|e| DataMoverError::new_err(format!("cannot start the copy thread: {e}")))?;
@@ -317,7 +328,8 @@ fn start_convert(
 /// Copies/converts `src` to `dst` and returns the stats. Ctrl-C cancels the copy cleanly.
 #[pyfunction]
 #[pyo3(signature = (src, dst, *, src_format=None, dst_format="raw".to_string(), compression=None, target_is_zero=false,
-                    direct=None, checksum=None, cluster_size=65536, backing_chain_limit=16, overwrite=false, threads=None))]
+                    direct=None, checksum=None, cluster_size=65536, backing_chain_limit=16, overwrite=false, threads=None,
+                    confine_to=None))]
 #[allow(clippy::too_many_arguments)]
 fn convert(
     py: Python<'_>,
@@ -333,6 +345,7 @@ fn convert(
     backing_chain_limit: u32,
     overwrite: bool,
     threads: Option<usize>,
+    confine_to: Option<PathBuf>,
 ) -> PyResult<ConvertStats> {
     let job = start_convert(
         src,
@@ -347,6 +360,7 @@ fn convert(
         backing_chain_limit,
         overwrite,
         threads,
+        confine_to,
     )?;
     if let Err(interrupt) = job.wait_inner(py, None) {
         job.inner.cancel();
@@ -358,20 +372,22 @@ fn convert(
 }
 
 /// Describes an image like `qemu-img info`; with `checksum`, also digests the virtual disk.
+/// `confine_to` as for `start_convert`.
 #[pyfunction]
-#[pyo3(signature = (path, *, checksum=None, src_format=None, backing_chain_limit=16))]
+#[pyo3(signature = (path, *, checksum=None, src_format=None, backing_chain_limit=16, confine_to=None))]
 fn info(
     py: Python<'_>,
     path: PathBuf,
     checksum: Option<String>,
     src_format: Option<String>,
     backing_chain_limit: u32,
+    confine_to: Option<PathBuf>,
 ) -> PyResult<ImageInfo> {
     let checksum = parse_checksum(checksum)?;
     let format =
         src_format.as_deref().map(Format::parse).transpose().map_err(|e| PyValueError::new_err(e.to_string()))?;
     let ctl = Control::default();
-    let r = py.detach(|| inspect::info(&path, format, checksum, backing_chain_limit, &ctl));
+    let r = py.detach(|| inspect::info(&path, format, checksum, backing_chain_limit, confine_to.as_deref(), &ctl));
     let i = r.map_err(|e| to_pyerr(py, &e))?;
     Ok(ImageInfo {
         format: i.format.name().to_string(),

@@ -7,7 +7,7 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
 /// Alignment of buffers, offsets and lengths for O_DIRECT (covers 512 B and 4 KiB devices).
@@ -129,6 +129,11 @@ pub fn advise_sequential(f: &File) {
     unsafe {
         libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     }
+}
+
+/// Where an open file really is, as the kernel resolved it (symlinks and all), via /proc.
+pub fn fd_path(f: &File) -> io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }
 
 /// Size of a regular file or block device.

@@ -146,7 +146,8 @@ fn corrupted_images_give_typed_errors() {
         let out = TempDir::new("fuzz-out");
         let dst = out.path("dst.img");
         cases += 1;
-        let info = catch_unwind(AssertUnwindSafe(|| _datamover::info::info(&src, None, None, 4, &Control::default())));
+        let info =
+            catch_unwind(AssertUnwindSafe(|| _datamover::info::info(&src, None, None, 4, None, &Control::default())));
         let info = info.unwrap_or_else(|_| {
             panic!("info panicked on a mutant of {} (seed {seed}, case {cases})", seed_path.display())
         });

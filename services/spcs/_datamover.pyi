@@ -97,6 +97,7 @@ def convert(
     backing_chain_limit: int = 16,
     overwrite: bool = False,
     threads: int | None = None,
+    confine_to: _Path | None = None,
 ) -> ConvertStats: ...
 def start_convert(
     src: _Path,
@@ -112,6 +113,7 @@ def start_convert(
     backing_chain_limit: int = 16,
     overwrite: bool = False,
     threads: int | None = None,
+    confine_to: _Path | None = None,
 ) -> Job: ...
 def info(
     path: _Path,
@@ -119,4 +121,5 @@ def info(
     checksum: _Checksum | None = None,
     src_format: _Format | None = None,
     backing_chain_limit: int = 16,
+    confine_to: _Path | None = None,
 ) -> ImageInfo: ...

@@ -112,6 +112,7 @@ pub fn request(src: &Path, dst: &Path, format: Format, compression: Option<Codec
         },
         checksum: Some(DigestKind::Sha256),
         chain_limit: 16,
+        confine_to: None,
         threads: 3,
     }
 }

@@ -26,6 +26,16 @@ Raw images keep their exact byte size (qemu pads odd sizes to whole sectors); QC
 sizes are rounded up to 512 bytes, as QEMU addresses them. ``checksum`` is the hex digest of
 the virtual disk contents (zeros included), computed in the same pass.
 
+Backing files: by default a QCOW2 backing file name is followed as qemu-img does (absolute
+names, and relative ones from the directory of the image naming them). With
+``confine_to=DIR`` (on `info`, `convert` and `start_convert`) the source and every file of
+its backing chain must really lie inside DIR (symlinks followed), and backing names may be
+neither absolute nor contain ``..``; otherwise `FormatError`, before the file is read, e.g.
+``/srv/sec/t.qcow2: backing file "/etc/passwd" is outside /srv/sec (absolute backing file
+names are not allowed here)``. A missing backing file is still a `SourceError`; DIR must be
+an existing directory (else `ValueError`). Use it for images from untrusted hands.
+External data files are always refused (`FormatError`).
+
 Every error is a `DataMoverError` subclass with ``path``, ``offset``, ``errno`` and
 ``target_partial`` attributes (``target_partial`` is true when an in-place target was
 written to before the failure). Invalid arguments raise `ValueError`.

@@ -59,6 +59,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backing-chain-limit", type=int, default=16, metavar="N", help="longest backing chain"
     )
+    parser.add_argument(
+        "--confine-to",
+        metavar="DIR",
+        help="refuse the image unless it and its whole backing chain lie in DIR (no absolute"
+        " or '..' backing names); default: follow backing names like qemu-img",
+    )
     parser.add_argument("-m", dest="threads", type=int, metavar="N", help="worker threads")
     parser.add_argument("--json", action="store_true", help="print the copy's statistics as JSON")
 
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             backing_chain_limit=args.backing_chain_limit,
             overwrite=args.overwrite,
             threads=args.threads,
+            confine_to=args.confine_to,
         )
     except (ValueError, datamover.DataMoverError) as e:
         print(f"spcs convert: error: {e}", file=sys.stderr)
@@ -141,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         except datamover.DataMoverError as e:
             print(f"\nspcs convert: {e}", file=sys.stderr)
         return 130
-    except datamover.DataMoverError as e:
+    except (ValueError, datamover.DataMoverError) as e:
         if args.progress:
             sys.stderr.write("\n")
         print(f"spcs convert: error: {e}", file=sys.stderr)

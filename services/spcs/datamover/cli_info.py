@@ -37,6 +37,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backing-chain-limit", type=int, default=16, metavar="N", help="longest backing chain"
     )
+    parser.add_argument(
+        "--confine-to",
+        metavar="DIR",
+        help="refuse the image unless it and its whole backing chain lie in DIR (no absolute"
+        " or '..' backing names); default: follow backing names like qemu-img",
+    )
 
 
 def as_dict(path: str, info: datamover.ImageInfo) -> dict[str, Any]:
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             checksum=args.checksum,
             src_format=args.src_format,
             backing_chain_limit=args.backing_chain_limit,
+            confine_to=args.confine_to,
         )
     except (ValueError, datamover.DataMoverError) as e:
         print(f"spcs info: error: {e}", file=sys.stderr)
