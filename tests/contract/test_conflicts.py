@@ -439,9 +439,10 @@ def overlapping(
 
 
 def test_conflicting_calls_while_a_backup_runs(contract: Contract, res: Resources, objects):
-    """While BackupSnapshot reads a snapshot, whatever would change or remove it is ABORTED
-    at once (retry with backoff); a replay of the same operation is not a conflict; a running
-    operation cannot be deleted. Once the backup ended, the same calls go through."""
+    """While BackupSnapshot reads a snapshot, whatever would remove it is ABORTED at once
+    (retry with backoff); other readers of the snapshot (another backup, a clone, a revert of a
+    volume to it) run beside it; a replay of the same operation is not a conflict; a running
+    operation cannot be deleted. Once the backup ended, the deletes go through."""
     c, pool = contract, objects.pool
     for _attempt in range(ATTEMPTS):
         volume = create_volume(c, res, pool, 8 * MIB)
@@ -516,11 +517,16 @@ def test_conflicting_calls_while_a_backup_runs(contract: Contract, res: Resource
     replay, deletion = outcomes.pop("BackupSnapshot (replay)"), outcomes.pop("DeleteOperation")
     assert replay[0] == grpc.StatusCode.OK, replay
     assert deletion[0] == FAILED_PRECONDITION and "cancel it first" in deletion[1], deletion
+    for what in ("RevertSnapshot", "BackupSnapshot (another id)", "CopyData (a clone)"):
+        code, details = outcomes.pop(what)
+        assert code == grpc.StatusCode.OK, f"{what}: a reader of the snapshot, got {details}"
     for what, (code, details) in outcomes.items():
         assert code == ABORTED, f"{what}: expected ABORTED, got {code.name}: {details}"
         assert "BackupSnapshot" in details and "retry" in details, f"{what}: {details}"
-    # the backup ended: the same calls now work
+        assert "shared" in details and "exclusive" in details, f"{what}: {details}"
+    # the readers ended: the delete now works
     c.succeeded(c.snapshots.BackupSnapshot(other_backup).name, driver_pb2.CopyDataResult())
+    c.succeeded(c.driver.CopyData(clone).name, driver_pb2.CopyDataResult())
     assert c.snapshots.DeleteSnapshot(delete_snapshot).deleted
 
 

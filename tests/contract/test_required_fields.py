@@ -286,6 +286,11 @@ DRIVER = [
         lambda w: driver_pb2.GetStorageStatsRequest(pool=pool(w)),
         ("pool", "pool.pool_uuid"),
     ),
+    Case(
+        "PrimaryDataStoreDriver/GetVolumesStats",
+        lambda w: driver_pb2.GetVolumesStatsRequest(pool=pool(w), volume_paths=[MISSING_PATH]),
+        ("pool", "pool.pool_uuid"),
+    ),
     *[
         Case(
             f"PrimaryDataStoreDriver/{name}",

@@ -117,8 +117,12 @@ def root(tmp_path: Path) -> Path:
     directories, /etc/spcs/tls with a CA and this host's certificate, StorPool configs."""
     tls = tmp_path / "etc" / "spcs" / "tls"
     make_certs(tls, "ca")
-    make_certs(tls, "host", "127.0.0.1", "DNS:localhost")
-    make_certs(tls, "client", "operator")
+    # management and the node share this host and so /etc/spcs/tls/host.pem: one certificate
+    # with both roles, management and the node of host kvm-host-1 (node.env's SPCS_HOST_ID)
+    make_certs(
+        tls, "management", "127.0.0.1", "DNS:localhost", "URI:spiffe://spcs/spcs/node/kvm-host-1"
+    )
+    make_certs(tls, "operator", "operator")
     shutil.copy(tls / "127.0.0.1.pem", tls / "host.pem")
     shutil.copy(tls / "127.0.0.1.key", tls / "host.key")
     for directory in ("var/lib/spcs/management", "var/lib/spcs/node", "var/log/spcs/management"):
@@ -258,6 +262,7 @@ def test_services_run_from_the_example_configs_with_mutual_tls(
         "SP_API_HTTP_PORT": str(emulator.port),
         "SP_AUTH_TOKEN": TOKEN,
         "SP_OURID": "1",
+        "SP_CLUSTER_ID": emulator.cluster_id,
     }
     node = start_service(
         [

@@ -94,7 +94,7 @@ def test_secret_fields_are_redacted_and_keys_found():
 def test_settings_precedence(tmp_path: Path):
     options = (
         Option("listen", "l", default="127.0.0.1:1", parse=parse_listen),
-        Option("workers", "w", default=4, parse=int),
+        Option("workers", "w", default="4", parse=int),
     )
     parser = argparse.ArgumentParser()
     add_options(parser, options)
@@ -133,7 +133,9 @@ def test_storpool_conf_sections_dropins_and_environment(tmp_path: Path):
     )
     assert (env.auth_token, env.our_id) == ("env", 3)
     other = storpool_conf.load(conf, section="other", environ={})
-    with pytest.raises(ConfigError, match=r"SP_OURID is missing.*section \[other\]"):
+    with pytest.raises(
+        ConfigError, match=r"^SP_OURID: StorPool setting SP_OURID is missing.*section \[other\]"
+    ):
         other.require("SP_OURID")
     with pytest.raises(ConfigError, match="does not exist"):
         storpool_conf.load(tmp_path / "nope.conf", environ={})

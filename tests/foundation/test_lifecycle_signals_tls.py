@@ -1,4 +1,4 @@
-"""SIGTERM drains in-flight calls; TLS and mutual TLS with a self-made CA."""
+"""SIGTERM drains in-flight calls; TLS and mutual TLS with a CA from deploy/tls/make-certs.sh."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import pytest
 from spcs.common.identity import IdentityInfo, IdentityServicer
 from spcs.common.server import Server, bind
 from spcs.common.settings import ServerSettings
-from spcs.v1 import identity_pb2, identity_pb2_grpc
-from tests.support import Service, start_service
+from spcs.v1 import identity_pb2, identity_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
+from tests.support import REPO, Service, start_service
+
+MAKE_CERTS = REPO / "deploy" / "tls" / "make-certs.sh"
 
 
 def server_settings(**overrides) -> ServerSettings:
@@ -90,57 +92,22 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def _make_certs(directory: Path, *args: str) -> None:
+    subprocess.run(["sh", str(MAKE_CERTS), str(directory), *args], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
-    """A throw-away CA with a server certificate (localhost) and a client certificate."""
+    """A throw-away CA (deploy/tls/make-certs.sh) with the management service's certificate for
+    localhost (server.pem) and an operator's (client.pem), and a CA the server does not trust."""
     d = tmp_path_factory.mktemp("pki")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=spcs test CA",
-        cwd=d,
-    )
-    for name, san in (("server", "DNS:localhost,IP:127.0.0.1"), ("client", "DNS:client")):
-        _openssl(
-            "req",
-            *ec,
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-            cwd=d,
-        )
-        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-            cwd=d,
-        )
+    _make_certs(d, "ca")
+    _make_certs(d, "management", "localhost", "IP:127.0.0.1")
+    _make_certs(d, "operator", "client")
+    for ext in ("pem", "key"):
+        (d / f"localhost.{ext}").rename(d / f"server.{ext}")
     # a second CA the server does not trust
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _openssl(
         "req",
         "-x509",
@@ -169,6 +136,14 @@ def _get_info(address: str, creds: grpc.ChannelCredentials) -> str:
         )
 
 
+def _list_pools(address: str, creds: grpc.ChannelCredentials) -> int:
+    with grpc.secure_channel(
+        address, creds, options=[("grpc.ssl_target_name_override", "localhost")]
+    ) as ch:
+        stub = lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleStub(ch)
+        return len(stub.ListPools(lifecycle_pb2.ListPoolsRequest(), timeout=5).pools)
+
+
 def _start_tls(tmp_path: Path, pki: Path, services: list[Service], mutual: bool) -> Service:
     args = [
         "management",
@@ -190,6 +165,8 @@ def test_tls_server(tmp_path, pki, services):
     service = _start_tls(tmp_path, pki, services, mutual=False)
     ca = (pki / "ca.pem").read_bytes()
     assert _get_info(service.address, grpc.ssl_channel_credentials(ca)) == "spcs-management"
+    # without client certificates there are no roles to check: every caller may call everything
+    assert _list_pools(service.address, grpc.ssl_channel_credentials(ca)) == 0
     with pytest.raises(grpc.RpcError) as plain, grpc.insecure_channel(service.address) as ch:
         identity_pb2_grpc.IdentityStub(ch).GetInfo(identity_pb2.GetInfoRequest(), timeout=3)
     assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -203,6 +180,7 @@ def test_mutual_tls_requires_a_client_certificate(tmp_path, pki, services):
         ca, (pki / "client.key").read_bytes(), (pki / "client.pem").read_bytes()
     )
     assert _get_info(service.address, good) == "spcs-management"
+    assert _list_pools(service.address, good) == 0  # the operator role
     for creds in (
         grpc.ssl_channel_credentials(ca),  # no client certificate
         grpc.ssl_channel_credentials(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,13 +218,26 @@ class Mgmt:
         }
 
 
-def _start(tmp: Path) -> Mgmt:
+MANAGEMENT_ARGS = ("--storpool-retry-seconds", "5", "--node-retry-seconds", "3")
+NODE_ARGS = ("--storpool-retry-seconds", "5", "--detach-attempts", "2")
+
+
+@contextmanager
+def running_stack(
+    tmp: Path,
+    *,
+    management_args: Sequence[str] = (),
+    node_args: Sequence[str] = (),
+    pool: bool = True,
+) -> Iterator[Mgmt]:
+    """A stack (emulator, management, two nodes) with a pool whose hosts are connected; the
+    extra arguments come after the test defaults, so they override them."""
     stack = Stack(
         tmp,
         hosts=2,
         extra_templates={OTHER_TEMPLATE: 64 << 30},
-        management_args=["--storpool-retry-seconds", "5", "--node-retry-seconds", "3"],
-        node_args=["--storpool-retry-seconds", "5", "--detach-attempts", "2"],
+        management_args=[*MANAGEMENT_ARGS, *management_args],
+        node_args=[*NODE_ARGS, *node_args],
     )
     stack.start()
     assert stack.emulator is not None and stack.management is not None
@@ -232,30 +246,27 @@ def _start(tmp: Path) -> Mgmt:
         grpc.insecure_channel(stack.management.address),
         StorPoolApi(stack.emulator.host, stack.emulator.port, stack.emulator.token),
     )
-    mgmt.pool_uuid = mgmt.add_pool()
-    return mgmt
+    try:
+        if pool:
+            mgmt.pool_uuid = mgmt.add_pool()
+        yield mgmt
+    finally:
+        mgmt.channel.close()
+        mgmt.stack.stop()
 
 
 @pytest.fixture(scope="module")
 def mgmt(tmp_path_factory) -> Iterator[Mgmt]:
     """One stack for a whole test module (tests use fresh uuids)."""
-    stack = _start(tmp_path_factory.mktemp("stack"))
-    try:
+    with running_stack(tmp_path_factory.mktemp("stack")) as stack:
         yield stack
-    finally:
-        stack.channel.close()
-        stack.stack.stop()
 
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[Mgmt]:
     """A stack of its own, for tests that kill or restart services."""
-    stack = _start(tmp_path)
-    try:
+    with running_stack(tmp_path) as stack:
         yield stack
-    finally:
-        stack.channel.close()
-        stack.stack.stop()
 
 
 def rpc_error(call, *args, **kwargs) -> grpc.RpcError:

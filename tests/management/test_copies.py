@@ -153,25 +153,21 @@ def test_failed_backup_keeps_the_snapshot_and_a_retry_succeeds(mgmt: Mgmt):
     mgmt.write(volume.path, {0: pattern(5, MIB)})
     snapshot = mgmt.take_snapshot(volume.path)
     snapshot.store.CopyFrom(mgmt.primary())
+    # a typo in the destination path: a file stands where the directory should be
+    (mgmt.stack.secondary / "snapshots").mkdir(exist_ok=True)
+    (mgmt.stack.secondary / "snapshots" / "typo").write_bytes(b"not a directory")
     op = mgmt.driver.CopyData(
         driver_pb2.CopyDataRequest(
             operation_id=new_id("op"),
             source=types_pb2.DataObject(snapshot=snapshot),
             destination=types_pb2.DataObject(
-                snapshot=types_pb2.Snapshot(
-                    path="snapshots/x",
-                    store=types_pb2.DataStore(
-                        secondary=types_pb2.SecondaryStore(
-                            url=f"file://{mgmt.stack.workdir}/no-such-store"
-                        )
-                    ),
-                )
+                snapshot=types_pb2.Snapshot(path="snapshots/typo", store=mgmt.secondary())
             ),
         )
     )
     failed = mgmt.wait(op.name)
-    assert failed.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
-    assert "no-such-store" in failed.error.message
+    assert failed.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "snapshots/typo" in failed.error.message
     # the snapshot is the caller's: still there, and the retry the message asks for works
     assert mgmt.api.snapshot_or_none(f"~{snapshot.global_id}") is not None
     backup = mgmt.copy(

@@ -73,6 +73,43 @@ def test_java_plugin_objects_are_found_by_tags(mgmt: Mgmt):
     ).deleted
 
 
+def test_java_plugin_template_cache_is_found_by_its_uuid_tag(mgmt: Mgmt):
+    """The Java plugin's template cache snapshot is anonymous, tagged uuid=<template>,
+    cs=template, in the pool's StorPool template: a deploy clones it (no download) and
+    DeleteData{template{uuid}} deletes it instead of leaking it."""
+    source = mgmt.create_volume(4 * MIB)
+    mgmt.write(source.path, {0: pattern(61, 4096)})
+    uuid = new_id("java-tmpl")
+    data = mgmt.api.raw(
+        "POST",
+        f"VolumeSnapshot/~{source.global_id}",
+        {"name": "", "tags": {"uuid": uuid, "cs": "template"}},
+        what="anonymous template snapshot",
+    )
+    gid = data["snapshotGlobalId"]
+    # a first use of the template: it is cached already, so no download (no such file here)
+    deploy = mgmt.copy(
+        types_pb2.DataObject(
+            template=types_pb2.Template(
+                uuid=uuid, path="template/tmpl/2/999", store=mgmt.secondary()
+            )
+        ),
+        types_pb2.DataObject(volume=types_pb2.Volume(uuid=new_id("vol"), store=mgmt.primary())),
+    )
+    assert deploy.bytes_written == 0
+    assert mgmt.api.volume(f"~{deploy.result.volume.global_id}").parent in (gid, f"~{gid}")
+    assert mgmt.read(deploy.result.volume.path)[:4096] == pattern(61, 4096)
+    deleted = mgmt.driver.DeleteData(
+        driver_pb2.DeleteDataRequest(
+            object=types_pb2.DataObject(template=types_pb2.Template(uuid=uuid)),
+            pool=mgmt.pool_ref(),
+        )
+    )
+    assert deleted.deleted
+    left = mgmt.api.snapshot_or_none(f"~{gid}")
+    assert left is None or left.deleted  # with the deployed clone it is only marked deleted
+
+
 def test_backup_snapshot_operation(mgmt: Mgmt):
     volume = mgmt.create_volume(4 * MIB)
     mgmt.write(volume.path, {0: pattern(51, 4096)})

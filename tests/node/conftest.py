@@ -57,6 +57,8 @@ class NodeStack:
             str(self.tmp / "state"),
             "--mount-root",
             str(self.tmp / "mnt"),
+            "--secondary-store",
+            self.url,
             "--device-wait-seconds",
             "5",
             "--detach-attempts",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.longrunning import operations_pb2
 
 from spcs.node import template_properties
 from spcs.v1 import node_pb2, types_pb2
@@ -319,17 +320,32 @@ def test_symlink_escaping_the_store_is_refused(node: NodeStack):
 
 
 def test_bad_store_urls(node: NodeStack):
+    """An unsupported URL and a store this node does not serve fail the call itself; a served
+    store that does not exist on this host fails the job."""
     volume = node.volume("cs-vol-u", 8 * MIB)
-    for url, code in (
-        ("smb://x/y", grpc.StatusCode.INVALID_ARGUMENT),
-        (f"file://{node.tmp}/missing", grpc.StatusCode.FAILED_PRECONDITION),
-    ):
-        op = node.commands.DownloadVolume(
+    before = node.device(volume).read_bytes()[:4096] if node.device(volume).exists() else b""
+
+    def download(operation_id: str, url: str, path: str) -> operations_pb2.Operation:
+        return node.commands.DownloadVolume(
             node_pb2.DownloadVolumeRequest(
-                operation_id=f"u-{code.name}",
+                operation_id=operation_id,
                 source=types_pb2.SecondaryStore(url=url),
-                source_path="a.qcow2",
+                source_path=path,
                 destination_path=volume,
             )
         )
-        assert node.wait(op.name).error.code == code.value[0]
+
+    for url, code, text in (
+        ("smb://x/y", grpc.StatusCode.INVALID_ARGUMENT, "not supported"),
+        # a host file through a store URL nobody configured
+        ("file:///etc", grpc.StatusCode.PERMISSION_DENIED, "--secondary-store"),
+        (f"file://{node.tmp}", grpc.StatusCode.PERMISSION_DENIED, "secondary_store"),
+        ("nfs://evil.example/export", grpc.StatusCode.PERMISSION_DENIED, "secondary_store"),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            download(f"u-{code.name}", url, "passwd")
+        assert refused.value.code() == code and text in refused.value.details(), url
+    if before:
+        assert node.device(volume).read_bytes()[:4096] == before
+    op = download("u-missing", f"{node.url}/missing", "a.qcow2")
+    assert node.wait(op.name).error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]

@@ -121,8 +121,8 @@ def test_storpool_unreachable_is_unavailable(stack: NodeStack):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_secondary_store_full(node: NodeStack):
-    full = node.tmp / "full"
-    full.mkdir()
+    full = node.secondary / "full"  # a store of its own below the served one
+    full.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(full)], check=True)
     try:
         snap = random_snapshot(node, "full", 32 * MIB)

@@ -6,6 +6,11 @@ ends one line is logged: method, request id, the request's key (its idempotency 
 duration and status. A `SpcsError` becomes its status code with its message and an ErrorInfo
 detail; any other exception is logged with its traceback and answered INTERNAL with the
 request id, never with a Python traceback.
+
+Before the handler runs, two checks every RPC gets: bytes that are not a valid request message
+and enum fields with a value the contract does not define are INVALID_ARGUMENT naming what is
+wrong (one log line, no traceback). Messages are cut to MAX_MESSAGE characters, so an error
+that quotes an oversized field still fits gRPC's metadata limit.
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ from typing import Any
 
 import grpc
 from google.protobuf import text_format
-from google.protobuf.descriptor import Descriptor
-from google.protobuf.message import Message
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from spcs.common import upstream_time
-from spcs.common.errors import SpcsError, status_code
+from spcs.common.errors import InvalidArgument, SpcsError, status_code
 from spcs.common.logs import REQUEST_ID
 from spcs.v1 import types_pb2
 
@@ -63,6 +68,8 @@ KEY_FIELDS = (
     "name",
 )
 SLOW_CALL_SECONDS = 30.0
+# Status messages travel in a header; gRPC refuses headers past 8 KiB (with ErrorInfo beside).
+MAX_MESSAGE = 2048
 
 
 def _paths(descriptor: Descriptor) -> tuple[tuple[str, ...], ...]:
@@ -127,6 +134,61 @@ def redacted_text(message: object) -> str:
 
 
 @dataclass(frozen=True)
+class _Malformed:
+    """What the deserializer hands on when the bytes are not a request message."""
+
+    type_name: str
+    error: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The request deserializer, answering _Malformed instead of raising (grpcio would log a
+    traceback and answer INTERNAL)."""
+    if deserializer is None:
+        return None
+    type_name = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = type_name.full_name if type_name is not None else "request"
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, ValueError, TypeError) as error:
+            return _Malformed(name, str(error) or type(error).__name__)
+
+    return deserialize
+
+
+def unknown_enum(message: Message, prefix: str = "") -> str | None:
+    """The first enum field (dotted path) whose value the contract does not define, with the
+    values it allows, or None."""
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            known = field.enum_type.values_by_number
+            for item in value if field.is_repeated else (value,):
+                if item not in known:
+                    names = ", ".join(v.name for v in field.enum_type.values)
+                    return f"{path}={item} is not a valid {field.enum_type.name} (one of {names})"
+        elif field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                entry = field.message_type.fields_by_name["value"]
+                items = value.values() if entry.message_type is not None else ()
+            else:
+                items = value if field.is_repeated else (value,)
+            for item in items:
+                found = unknown_enum(item, f"{path}.")
+                if found:
+                    return found
+    return None
+
+
+def bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return message[: MAX_MESSAGE - 40] + f"... ({len(message)} characters, cut)"
+
+
+@dataclass(frozen=True)
 class _Status(grpc.Status):
     code: grpc.StatusCode
     details: str
@@ -136,6 +198,7 @@ class _Status(grpc.Status):
 def _abort(
     context: grpc.ServicerContext, code: grpc.StatusCode, message: str, reason: str, rid: str
 ) -> None:
+    message = bounded(message)
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
     status = status_pb2.Status(code=code.value[0], message=message)
     status.details.add().Pack(info)
@@ -196,6 +259,14 @@ class CallInterceptor(grpc.ServerInterceptor):
             started = time.monotonic()
             code = grpc.StatusCode.OK
             try:
+                if isinstance(request, _Malformed):
+                    raise InvalidArgument(
+                        f"the request is not a valid {request.type_name} message "
+                        f"({request.error}); send the message the contract defines"
+                    )
+                problem = unknown_enum(request) if isinstance(request, Message) else None
+                if problem:
+                    raise InvalidArgument(problem)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s request: %s", method, redacted_text(request))
                 reply = inner(request, context)
@@ -241,6 +312,6 @@ class CallInterceptor(grpc.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             behavior,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

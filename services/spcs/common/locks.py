@@ -1,8 +1,10 @@
-"""Per-key try-locks: a second conflicting operation on the same object fails at once.
+"""Per-key try-locks with shared and exclusive holds: a conflicting operation fails at once.
 
 Handlers never wait for a lock (a blocked worker thread would turn one slow volume into a
 server-wide stall); they get `Conflict` (ABORTED) naming what holds the key, and the caller
-retries with backoff. Leases are in memory: after a restart nothing is held, and operations
+retries with backoff. Shared holds of one key are counted, so any number of readers run
+together; an exclusive hold needs the key free. Which operation takes which holds is declared
+in `spcs.common.holds`. Leases are in memory: after a restart nothing is held, and operations
 converge from the state StorPool reports.
 """
 
@@ -10,11 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from spcs.common import holds as declared
 from spcs.common.errors import Conflict
+from spcs.common.holds import EXCLUSIVE, Hold, Mode
 from spcs.common.logs import REQUEST_ID
 
 
@@ -22,45 +26,73 @@ from spcs.common.logs import REQUEST_ID
 class Lease:
     operation: str
     request_id: str
+    mode: Mode
     started: float = field(default_factory=time.monotonic)
+
+
+def _merged(wanted: Iterable[Hold]) -> dict[str, Mode]:
+    """One mode per key: exclusive wins when an operation names a key twice."""
+    modes: dict[str, Mode] = {}
+    for hold in wanted:
+        if modes.get(hold.key) is not EXCLUSIVE:
+            modes[hold.key] = hold.mode
+    return modes
 
 
 class KeyedLocks:
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._held: dict[str, Lease] = {}
+        self._held: dict[str, list[Lease]] = {}
 
     @contextmanager
-    def hold(self, *keys: str, operation: str) -> Iterator[None]:
-        """Hold every key for the block, or raise Conflict without holding any."""
-        release = self.acquire(*keys, operation=operation)
+    def hold(
+        self, operation: str, *, label: str | None = None, **objects: str | Iterable[str] | None
+    ) -> Iterator[None]:
+        """Hold what the table declares for `operation` on `objects` (role=key) for the block,
+        or raise Conflict without holding anything."""
+        release = self.acquire(declared.holds(operation, **objects), label or operation)
         try:
             yield
         finally:
             release()
 
-    def acquire(self, *keys: str, operation: str) -> Callable[[], None]:
-        """Take every key or raise Conflict; returns the function that releases them."""
-        wanted = sorted(set(keys))
+    def acquire(self, wanted: Iterable[Hold], operation: str) -> Callable[[], None]:
+        """Take every hold or raise Conflict; returns the function that releases them."""
+        modes = _merged(wanted)
         with self._guard:
-            for key in wanted:
-                lease = self._held.get(key)
-                if lease is not None:
-                    age = time.monotonic() - lease.started
-                    raise Conflict(
-                        f"{lease.operation} on {key} is already in progress (request "
-                        f"{lease.request_id}, {age:.0f}s); retry when it has finished"
-                    )
-            for key in wanted:
-                self._held[key] = Lease(operation, REQUEST_ID.get())
+            for key, mode in sorted(modes.items()):
+                blockers = [
+                    lease
+                    for lease in self._held.get(key, ())
+                    if mode is EXCLUSIVE or lease.mode is EXCLUSIVE
+                ]
+                if blockers:
+                    raise Conflict(_conflict_message(operation, key, mode, blockers))
+            leases = {key: Lease(operation, REQUEST_ID.get(), mode) for key, mode in modes.items()}
+            for key, lease in leases.items():
+                self._held.setdefault(key, []).append(lease)
 
         def release() -> None:
             with self._guard:
-                for key in wanted:
-                    self._held.pop(key, None)
+                for key, lease in leases.items():
+                    held = self._held.get(key, [])
+                    if lease in held:
+                        held.remove(lease)
+                    if not held:
+                        self._held.pop(key, None)
 
         return release
 
-    def held(self) -> dict[str, Lease]:
+    def held(self) -> dict[str, list[Lease]]:
         with self._guard:
-            return dict(self._held)
+            return {key: list(leases) for key, leases in self._held.items()}
+
+
+def _conflict_message(operation: str, key: str, mode: Mode, blockers: list[Lease]) -> str:
+    first = blockers[0]
+    age = time.monotonic() - first.started
+    more = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
+    return (
+        f"{operation} needs {key} {mode.value}, but {first.operation} holds it {first.mode.value} "
+        f"(request {first.request_id}, {age:.0f}s){more}; retry when it has finished"
+    )

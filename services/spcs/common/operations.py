@@ -20,7 +20,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,8 +30,9 @@ from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from spcs.common import errors
+from spcs.common import errors, validate
 from spcs.common.errors import SpcsError
+from spcs.common.holds import Hold
 from spcs.common.locks import KeyedLocks
 from spcs.common.logs import REQUEST_ID
 from spcs.v1 import types_pb2
@@ -47,6 +48,7 @@ JobState = types_pb2.JobState
 FINISHED = frozenset(
     {types_pb2.JOB_STATE_SUCCEEDED, types_pb2.JOB_STATE_FAILED, types_pb2.JOB_STATE_CANCELLED}
 )
+RUNNABLE = frozenset({types_pb2.JOB_STATE_PENDING, types_pb2.JOB_STATE_RUNNING})
 
 
 def fingerprint(*messages: Message) -> str:
@@ -61,7 +63,7 @@ def fingerprint(*messages: Message) -> str:
 def operation_name(operation_id: str) -> str:
     if not OPERATION_ID.match(operation_id or ""):
         raise errors.InvalidArgument(
-            f"operation_id {operation_id!r} is invalid: use 1-128 characters of "
+            f"operation_id {validate.shown(operation_id)} is invalid: use 1-128 characters of "
             "A-Z a-z 0-9 . _ : - (for example the CloudStack job uuid)"
         )
     return PREFIX + operation_id
@@ -93,6 +95,7 @@ class _Job:
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     cancel_hooks: list[Callable[[], None]] = field(default_factory=list)
+    releases: list[Callable[[], None]] = field(default_factory=list)
     rate_sample: tuple[float, int] = (0.0, 0)
 
     @property
@@ -122,6 +125,33 @@ class JobContext:
 
     def stage(self, text: str) -> None:
         self._registry._update(self._job, stage=text)
+
+    def queued(self, waiting_for: str) -> None:
+        """The job waits (PENDING) for `waiting_for`; "" when it goes on running."""
+        self._registry._queued(self._job, waiting_for)
+
+    def set_host(self, host_id: str) -> None:
+        """The host that runs (the next step of) the job."""
+        self._registry._update(self._job, host_id=host_id)
+
+    def mirror(self, meta: types_pb2.OperationMetadata, stage: str) -> None:
+        """Show the progress of a job this one follows (a node's copy)."""
+        self._registry._update(
+            self._job,
+            stage=f"{stage}: {meta.stage}" if meta.stage else stage,
+            done=meta.bytes_done,
+            total=meta.bytes_total or None,
+            written=meta.bytes_written,
+            rate=meta.rate_bytes_per_second,
+            state=meta.state if meta.state in RUNNABLE else None,
+            waiting_for=meta.waiting_for,
+        )
+
+    def hold(self, holds: Sequence[Hold]) -> None:
+        """Take more holds for the rest of the job (ABORTED now if they conflict)."""
+        release = self._registry.locks.acquire(holds, self._job.metadata.kind)
+        with self._registry._lock:
+            self._job.releases.append(release)
 
     def progress(
         self,
@@ -220,9 +250,9 @@ class OperationRegistry:
         fingerprint: str,
         target: str,
         runner: Runner,
-        lock_keys: tuple[str, ...] = (),
+        holds: Sequence[Hold] = (),
     ) -> operations_pb2.Operation:
-        """Start (or return, on a replay) the job; `lock_keys` are held until it ends."""
+        """Start (or return, on a replay) the job; `holds` are held until it ends."""
         name = operation_name(operation_id)
         with self._lock:
             existing = self._jobs.get(name)
@@ -243,7 +273,7 @@ class OperationRegistry:
                     f"{running} copies are already running on this host (limit "
                     f"{self._max_running}); retry {name} when one has finished"
                 )
-            release = self.locks.acquire(*lock_keys, operation=f"{kind} ({name})")
+            release = self.locks.acquire(holds, f"{kind.rsplit('/', 1)[-1]} {target} ({name})")
             metadata = types_pb2.OperationMetadata(
                 kind=kind,
                 state=types_pb2.JOB_STATE_PENDING,
@@ -253,30 +283,34 @@ class OperationRegistry:
             )
             metadata.create_time.CopyFrom(_now())
             metadata.update_time.CopyFrom(metadata.create_time)
-            job = _Job(name, fingerprint, metadata)
+            job = _Job(name, fingerprint, metadata, releases=[release])
             self._jobs[name] = job
             self._prune_locked()
             op = job.operation()
         self._persist(job)
         thread = threading.Thread(
             target=self._run,
-            args=(job, runner, release),
+            args=(job, runner),
             name=f"job-{operation_id}",
             daemon=True,
         )
         thread.start()
         return op
 
-    def _run(self, job: _Job, runner: Runner, release: Callable[[], None]) -> None:
+    def _run(self, job: _Job, runner: Runner) -> None:
         REQUEST_ID.set(job.name.removeprefix(PREFIX))
         started = time.monotonic()
+        self._update(job, state=types_pb2.JOB_STATE_RUNNING, stage="starting")
         try:
             result, error = self._execute(job, runner), None
         except _Failed as failure:
             result, error = None, failure.status
-        # Free the keys before the job shows as finished, so a caller that waited for it can
+        # Free the holds before the job shows as finished, so a caller that waited for it can
         # start the next operation on the same device without meeting our lease.
-        release()
+        with self._lock:
+            releases, job.releases = job.releases, []
+        for release in releases:
+            release()
         self._finish(job, result=result, error=error)
         if error is None:
             log.info(
@@ -343,6 +377,8 @@ class OperationRegistry:
         written: int | None = None,
         rate: int | None = None,
         state: int | None = None,
+        host_id: str | None = None,
+        waiting_for: str | None = None,
     ) -> None:
         changed_stage = False
         with self._lock:
@@ -351,6 +387,10 @@ class OperationRegistry:
                 meta.stage, changed_stage = stage, True
             if state is not None and meta.state not in FINISHED:
                 meta.state = state
+            if host_id is not None:
+                meta.host_id = host_id
+            if waiting_for is not None:
+                meta.waiting_for = waiting_for
             if total is not None:
                 meta.bytes_total = total
             if written is not None:
@@ -368,6 +408,17 @@ class OperationRegistry:
             meta.update_time.CopyFrom(_now())
         if changed_stage:
             self._persist(job)
+
+    def _queued(self, job: _Job, waiting_for: str) -> None:
+        if waiting_for:
+            self._update(
+                job,
+                state=types_pb2.JOB_STATE_PENDING,
+                waiting_for=waiting_for,
+                stage=f"queued: waiting for {waiting_for}",
+            )
+        elif job.metadata.waiting_for:
+            self._update(job, state=types_pb2.JOB_STATE_RUNNING, waiting_for="", stage="running")
 
     def _persist(self, job: _Job) -> None:
         if self._journal is None:
@@ -394,8 +445,8 @@ class OperationRegistry:
         job = self._jobs.get(name)
         if job is None:
             raise errors.NotFound(
-                f"operation {name!r} is not known here (names look like operations/<id>; "
-                "finished operations are kept for the last 1000)"
+                f"operation {validate.shown(name)} is not known here (names look like "
+                "operations/<id>; finished operations are kept for the last 1000)"
             )
         return job
 
@@ -452,6 +503,11 @@ class OperationRegistry:
     def running(self) -> int:
         with self._lock:
             return sum(1 for job in self._jobs.values() if not job.done)
+
+    def is_running(self, operation_id: str) -> bool:
+        with self._lock:
+            job = self._jobs.get(PREFIX + operation_id)
+            return job is not None and not job.done
 
 
 def _parse_filter(text: str) -> bool | None:

@@ -5,6 +5,8 @@ their own threads, never inside an RPC). Health (`grpc.health.v1`) and server re
 always on, so `grpcurl` works without proto files. Methods of the contract that a service does
 not implement answer UNIMPLEMENTED with a message naming the method. SIGTERM/SIGINT set health
 to NOT_SERVING, then `stop(grace)` lets in-flight RPCs finish; the process then exits 0.
+With mutual TLS (`tls_client_auth`) every call is also checked against the service's
+authorization policy (`spcs.common.authz`): what each certificate role may call.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from spcs import __version__
 from spcs.common import errors
+from spcs.common.authz import AuthzInterceptor, Policy
 from spcs.common.interceptors import CallInterceptor
 from spcs.common.settings import ServerSettings
 from spcs.common.tls import TlsFiles, server_credentials
@@ -81,17 +84,29 @@ def _fill_unimplemented(binding: Binding) -> list[str]:
 
 
 class Server:
-    def __init__(self, name: str, settings: ServerSettings, bindings: Sequence[Binding]) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: ServerSettings,
+        bindings: Sequence[Binding],
+        policy: Policy | None = None,
+    ) -> None:
+        """`policy`: who may call what when clients must present certificates; without one, a
+        mutual-TLS server serves only health, reflection and Identity."""
         self.name = name
         self.settings = settings
         self.bindings = list(bindings)
+        interceptors: list[grpc.ServerInterceptor] = [CallInterceptor()]
+        if settings.tls_client_auth:
+            # inside CallInterceptor, which answers a denial as it answers any domain error
+            interceptors.append(AuthzInterceptor(policy or Policy(name, ())))
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=1),
         )
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-            interceptors=[CallInterceptor()],
+            interceptors=interceptors,
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0)],
         )

@@ -36,10 +36,14 @@ def serve(
 ) -> int:
     try:
         settings = load(args)
+        try:
+            logs.setup(settings.server.log_level, settings.server.log_file)
+        except OSError as error:  # checked by the settings, but it may have changed since
+            reason = f"cannot open {settings.server.log_file}: {error.strerror or error}"
+            raise ConfigError("--log-file", reason) from None
     except ConfigError as error:
         print(f"spcs {name}: configuration error: {error}", file=sys.stderr)
         return 2
-    logs.setup(settings.server.log_level, settings.server.log_file)
     try:
         return build(settings).serve_forever()
     except (OSError, DatabaseError, SpcsError) as error:

@@ -3,7 +3,9 @@
 A server with `--tls-cert/--tls-key` serves TLS; with `--tls-client-auth` it also requires a
 client certificate signed by `--tls-ca` (mutual TLS). Outgoing calls (node → management,
 management → node) verify the peer with `--tls-ca` and present this service's own certificate,
-so one certificate per host serves both directions.
+so one certificate per host serves both directions. Under mutual TLS that certificate's role
+(`spcs.common.authz`) is what the other side allows: `management` for the management service's
+calls to the nodes, `node/<host id>` for a node's RegisterNode.
 """
 
 from __future__ import annotations

@@ -176,9 +176,19 @@ class Stack:
             str(host / "state"),
             "--mount-root",
             str(host / "mnt"),
+            "--secondary-store",
+            f"file://{self.secondary}",
             *self.node_args,
         ]
-        self.nodes.append(self._spawn(f"node{n}", args, port))
+        process = self._spawn(f"node{n}", args, port)
+        if len(self.nodes) >= n:
+            self.nodes[n - 1] = process
+        else:
+            self.nodes.append(process)
+
+    def restart_node(self, n: int) -> None:
+        """Start node `n` (1-based) again after it stopped (or was killed)."""
+        self._start_node(n)
 
     def _wait_registered(self) -> None:
         assert self.management is not None

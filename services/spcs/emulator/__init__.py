@@ -28,6 +28,8 @@ In-process use (tests, the demo, other components)::
     emu.state_snapshot()                 # the whole world as plain data, for assertions
     emu.set_faults({"transientRate": 0.2, "seed": 1})   # see `spcs.emulator.faults`
     emu.mark_open(1, "vol1")             # pretend client 1 holds vol1 open
+    emu.request_counts()                 # {"VolumesSpace": 3, ...}: API requests per command
+    emu.reset_request_counts()           # count from zero again
     emu.stop()                           # devices stay; stop(release_devices=True) removes them
     emu.start(port=emu.port)             # same world, same address (host/port survive stop())
 
@@ -39,7 +41,7 @@ As a process: ``spcs emulator --data DIR [--listen HOST:PORT] [--token T]
 stops cleanly on SIGTERM/SIGINT. See ``spcs emulator --help`` for fault flags.
 
 Admin endpoints (emulator-specific, same token) are described in
-`spcs.emulator.admin`: ``/ctrl/1.0/_emulator/{faults,open,capacity,state}``.
+`spcs.emulator.admin`: ``/ctrl/1.0/_emulator/{faults,open,capacity,state,requests}``.
 
 Emulator-specific choices (where the real behaviour is unknown or can not apply):
 
@@ -50,6 +52,10 @@ Emulator-specific choices (where the real behaviour is unknown or can not apply)
 * Volumes and snapshots share one namespace (they share ``/dev/storpool/``).
 * Tag updates merge; a ``""`` value deletes the key.
 * Shrinking without ``shrinkOk`` and a create with no size source are ``invalidParam``.
+* Sizes above 100 PiB (``naming.MAX_SIZE``; StorPool documents no maximum) are
+  ``invalidParam``; a size the data directory's filesystem can not hold as a file is
+  ``insufficientResources``. Either way the request leaves nothing behind.
+* Unexpected failures answer ``internalError`` naming the request, never the exception's text.
 * A volume with neither a template nor a parent gets the default placement
   group and replication 3.
 * ``VolumeRevert`` needs the volume detached (``busy`` otherwise), because the

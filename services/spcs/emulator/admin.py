@@ -7,7 +7,10 @@ Emulator-specific; nothing like them exists in StorPool:
 * ``POST _emulator/open``: ``{"client": N, "volume"|"snapshot": ref, "open": bool}``
   marks an attachment open (or not), as if a process on that client held it;
 * ``POST _emulator/capacity``: ``{"template": name, "capacity": bytes|null}``;
-* ``GET  _emulator/state``: the whole persisted state plus runtime facts (for debugging).
+* ``GET  _emulator/state``: the whole persisted state plus runtime facts (for debugging);
+* ``GET  _emulator/requests``: ``{"counts": {command: n}, "total": n}``, the API requests
+  answered per command (see `spcs.emulator.requests`);
+* ``POST _emulator/requests``: start counting from zero; answers the counts until then.
 
 Replies use the normal envelope. Admin changes do not bump the generation.
 """
@@ -20,6 +23,7 @@ from spcs.emulator import attachments, templates
 from spcs.emulator.cluster import Cluster
 from spcs.emulator.errors import ApiError, invalid
 from spcs.emulator.faults import FaultConfig, Faults
+from spcs.emulator.requests import RequestCounts
 
 PREFIX = "_emulator"
 
@@ -34,8 +38,20 @@ def snapshot(cluster: Cluster) -> dict[str, Any]:
         }
 
 
-def handle(cluster: Cluster, faults: Faults, method: str, args: list[str], body: Any) -> Any:
+def handle(
+    cluster: Cluster,
+    faults: Faults,
+    method: str,
+    args: list[str],
+    body: Any,
+    requests: RequestCounts | None = None,
+) -> Any:
     what = "/".join(args)
+    if what == "requests" and requests is not None and method in ("GET", "POST"):
+        if method == "GET":
+            return requests.to_json()
+        before = requests.reset()
+        return {"counts": before, "total": sum(before.values())}
     if (method, what) == ("GET", "faults"):
         return faults.config.to_json()
     if (method, what) == ("POST", "faults"):

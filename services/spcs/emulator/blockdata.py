@@ -24,12 +24,15 @@ _UNSUPPORTED = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno
 
 
 def create(path: str, size: int) -> None:
-    """A new all-zero (all-hole) file of `size` bytes."""
+    """A new all-zero (all-hole) file of `size` bytes; on any failure there is no file."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.ftruncate(fd, size)
-    finally:
+    except BaseException:
         os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
 
 
 def clone(src: str, dst: str, size: int | None = None) -> None:

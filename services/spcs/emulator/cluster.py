@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import logging
 import os
 import stat
@@ -26,6 +27,25 @@ from spcs.emulator.naming import MAX_ATTACHMENT_POS, base36, global_id_of_ref
 from spcs.emulator.store import Store
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def file_size_limits(size: int) -> Iterator[None]:
+    """A data file the data directory's filesystem can not make that large: a clean
+    ``insufficientResources`` (emulator-specific: a real cluster has no such limit below its
+    maximum volume size), never the OS error's text."""
+    try:
+        yield
+    except OverflowError:
+        raise no_space(f"the emulator can not store an object of {size} bytes") from None
+    except OSError as exc:
+        if exc.errno != errno.EFBIG:
+            raise
+        raise no_space(
+            f"the emulator's data filesystem can not hold an object of {size} bytes (its files "
+            "are smaller); use a smaller size, or put the emulator's data directory on a "
+            "filesystem with larger files (xfs, btrfs)"
+        ) from None
 
 
 class Txn:
@@ -171,12 +191,16 @@ class Cluster:
     # Data files.
 
     def new_data_file(self, txn: Txn, gid: str, size: int, source: str | None = None) -> None:
-        """Create the data file of a new object: zeroes, or a copy of `source`'s bytes."""
+        """Create the data file of a new object: zeroes, or a copy of `source`'s bytes.
+
+        A failure leaves no file behind (the global id is not used up either: the change
+        that allocated it is rolled back)."""
         path = self.data_path(gid)
-        if source is None:
-            blockdata.create(path, size)
-        else:
-            blockdata.clone(self.data_path(source), path, size)
+        with file_size_limits(size):
+            if source is None:
+                blockdata.create(path, size)
+            else:
+                blockdata.clone(self.data_path(source), path, size)
         txn.on_undo(lambda: blockdata.remove(path))
 
     def drop_data_file(self, txn: Txn, gid: str) -> None:

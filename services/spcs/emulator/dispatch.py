@@ -45,6 +45,7 @@ from spcs.emulator.errors import (
     no_space,
 )
 from spcs.emulator.faults import Faults
+from spcs.emulator.requests import RequestCounts
 from spcs.emulator.routes import ROUTES, Request
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,11 @@ class Dispatcher:
         error_status: int = 500,
         cluster_name: str | None = None,
         stopping: threading.Event | None = None,
+        requests: RequestCounts | None = None,
     ) -> None:
         self.cluster = cluster
         self.faults = faults
+        self.requests = requests if requests is not None else RequestCounts()
         self.error_status = error_status
         self._auth = f"Storpool v1:{token}".encode()
         cid = cluster.state.cluster_id
@@ -94,20 +97,27 @@ class Dispatcher:
         except ApiError as exc:
             return Reply(self.error_status, exc.envelope(), exc.name)
         except DeviceError as exc:
-            log.error("device operation failed: %s", exc)
-            return self._internal(f"device operation failed: {exc}")
+            log.error("request %s %s: device operation failed: %s", method, target, exc)
+            return self._internal(method, target, "a device operation failed")
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                err = no_space(f"the emulator's data filesystem is full: {exc}")
+                log.error("request %s %s: %s", method, target, exc)
+                err = no_space("the emulator's data filesystem is full; free space there")
                 return Reply(self.error_status, err.envelope(), err.name)
             log.exception("request %s %s failed", method, target)
-            return self._internal(str(exc))
-        except Exception as exc:
+            return self._internal(method, target, "a file operation failed")
+        except Exception:
             log.exception("request %s %s failed", method, target)
-            return self._internal(f"{type(exc).__name__}: {exc}")
+            return self._internal(method, target, "an unexpected error")
 
-    def _internal(self, descr: str) -> Reply:
-        err = ApiError(INTERNAL_ERROR, descr)
+    def _internal(self, method: str, target: str, what: str) -> Reply:
+        """A bug or an OS failure: the log has the details; the reply carries no exception
+        text (no Python type names, paths or errno strings)."""
+        path = target.partition("?")[0]
+        err = ApiError(
+            INTERNAL_ERROR,
+            f"the emulator failed on {method} {path}: {what}; its log has the details",
+        )
         return Reply(500, err.envelope(), err.name)
 
     def _handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
@@ -119,7 +129,9 @@ class Dispatcher:
         while segs and segs[-1] == "":
             segs.pop()
         if segs and segs[0] == admin.PREFIX:
-            data = admin.handle(self.cluster, self.faults, method, segs[1:], _parse(body, query))
+            data = admin.handle(
+                self.cluster, self.faults, method, segs[1:], _parse(body, query), self.requests
+            )
             return self._ok(data)
         mc, all_clusters, segs = self._prefixes(segs)
         if not segs:
@@ -128,6 +140,7 @@ class Dispatcher:
         route = ROUTES.get(command)
         if route is None:
             raise _HttpError(404, invalid(f"unknown command {command}"))
+        self.requests.add(command)
         if method != route.method:
             raise invalid(f"{command} is a {route.method} request")
         if len(args) != route.nargs:
@@ -193,8 +206,18 @@ def _parse(body: bytes, query: str) -> Any:
         raw = values[-1]
     try:
         data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise invalid(f"malformed JSON in the request: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise invalid(
+            f"malformed JSON in the request at line {exc.lineno}, column {exc.colno}; "
+            "send a JSON object or array"
+        ) from None
+    except UnicodeDecodeError:
+        raise invalid("the request body is not UTF-8 text; send a JSON object or array") from None
+    except (ValueError, RecursionError):  # a number too long, nesting too deep
+        raise invalid(
+            "malformed JSON in the request (a number too long or nesting too deep); send "
+            "a JSON object or array"
+        ) from None
     if isinstance(data, str):
         try:
             inner = json.loads(data)

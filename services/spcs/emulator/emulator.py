@@ -15,6 +15,7 @@ from spcs.emulator.dispatch import Dispatcher
 from spcs.emulator.errors import ApiError
 from spcs.emulator.faults import FaultConfig, Faults
 from spcs.emulator.model import PlacementGroup, State
+from spcs.emulator.requests import RequestCounts
 from spcs.emulator.store import Store
 from spcs.emulator.templates import new_template
 from spcs.emulator.transport import Server
@@ -76,6 +77,7 @@ class Emulator:
         self._placement_group = placement_group
         self._loop = loop
         self.faults = Faults(faults)
+        self.requests = RequestCounts()  # kept across restarts, like the faults
         self._error_status = error_status
         self._cluster_name = cluster_name
         self._validate()
@@ -146,6 +148,7 @@ class Emulator:
                 error_status=self._error_status,
                 cluster_name=self._cluster_name,
                 stopping=self._stopping,
+                requests=self.requests,
             )
             server = Server((host, port), dispatcher)
         except BaseException:
@@ -292,6 +295,14 @@ class Emulator:
     def state_snapshot(self) -> dict[str, Any]:
         """A deep copy of the world (the persisted state plus runtime facts)."""
         return admin.snapshot(self._running())
+
+    def request_counts(self) -> dict[str, int]:
+        """API requests answered so far, per command (see `spcs.emulator.requests`)."""
+        return self.requests.snapshot()
+
+    def reset_request_counts(self) -> dict[str, int]:
+        """Count from zero again; returns the counts until now."""
+        return self.requests.reset()
 
     def set_faults(self, config: FaultConfig | Mapping[str, Any]) -> None:
         if not isinstance(config, FaultConfig):

@@ -17,6 +17,11 @@ PLACEMENT_GROUP_NAME_MAX = 127
 MAX_CLIENT_ID = 4095
 MAX_ATTACHMENT_POS = 1023
 OBJECT_SIZE = 32 * 1024 * 1024  # StorPool stores volumes in 32 MiB objects
+# The largest volume, snapshot or template size accepted. StorPool documents no maximum (the
+# bindings' `Size` has no upper bound), so this is an emulator choice, the same limit spcs
+# enforces (`spcs.common.validate.MAX_SIZE`, 100 PiB: the capacity CloudStack's StorPool
+# plugin reports for a pool). Larger sizes are `invalidParam`, like any other bad size.
+MAX_SIZE = 100 << 50
 
 VOLUME_NAME_RE = re.compile(r"^#?[A-Za-z0-9_\-.:]+$")
 SNAPSHOT_NAME_RE = re.compile(r"^\*?[A-Za-z0-9_\-.:@]+$")
@@ -108,6 +113,14 @@ def size(value: Any, what: str = "size") -> int:
         raise invalid(f"invalid {what} {value}, must be positive")
     if value % SECTOR_SIZE:
         raise invalid(f"invalid {what} {value}, must be a multiple of {SECTOR_SIZE}")
+    return at_most_max_size(value, what)
+
+
+def at_most_max_size(value: int, what: str = "size") -> int:
+    if value > MAX_SIZE:
+        raise invalid(
+            f"invalid {what} {value}, must be at most {MAX_SIZE} (100 PiB, the maximum volume size)"
+        )
     return value
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from spcs.emulator import blockdata, naming, policy
 from spcs.emulator.body import Body
-from spcs.emulator.cluster import Cluster, Txn
+from spcs.emulator.cluster import Cluster, Txn, file_size_limits
 from spcs.emulator.errors import busy, exists, invalid
 from spcs.emulator.model import State, Volume
 
@@ -139,7 +139,7 @@ def _new_size(vol: Volume, b: Body) -> int:
     if "size" in b:
         size = naming.size(b.get("size"))
     elif "sizeAdd" in b:
-        size = vol.size + naming.size(b.get("sizeAdd"), "sizeAdd")
+        size = naming.at_most_max_size(vol.size + naming.size(b.get("sizeAdd"), "sizeAdd"))
     else:
         return vol.size
     shrink_ok = naming.boolean(b.get("shrinkOk", False), "shrinkOk")
@@ -199,7 +199,8 @@ def _resize(cluster: Cluster, txn: Txn, vol: Volume, size: int) -> None:
     state_after = txn.state
     vol.size = size
     if size > old:
-        blockdata.resize(path, size)
+        with file_size_limits(size):
+            blockdata.resize(path, size)
         txn.on_undo(lambda: blockdata.resize(path, old))
         cluster.refresh_size(state_after, vol)
     else:

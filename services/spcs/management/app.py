@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from spcs.common import errors
+from spcs.common import authz, errors
 from spcs.common.identity import IdentityInfo, IdentityServicer
 from spcs.common.journal import SqliteJournal
 from spcs.common.locks import KeyedLocks
@@ -70,9 +70,9 @@ def build(settings: ManagementSettings) -> Server:
     registry = OperationRegistry(journal=SqliteJournal(db), service_name=NAME, locks=locks)
     pools = Pools(db, settings.storpool, RetryPolicy(total_seconds=settings.storpool_retry_seconds))
     calls = NodeCalls(nodes, settings.node_retry_seconds)
-    volumes = Volumes(pools, calls, locks)
+    volumes = Volumes(pools, calls, locks, settings.volume_stats_seconds)
     snapshots = Snapshots(pools, locks)
-    templates = TemplateCache(pools, calls)
+    templates = TemplateCache(pools, calls, locks)
     copies = Copies(pools, calls, volumes, snapshots, templates, registry)
     lifecycle = PoolLifecycle(pools, templates, locks)
     bindings = [
@@ -106,7 +106,7 @@ def build(settings: ManagementSettings) -> Server:
             "HostListener",
             HostListenerServicer(HostEvents(pools, nodes, calls)),
         ),
-        bind(hosts_pb2, hosts_pb2_grpc, "NodeRegistry", NodeRegistryServicer(nodes)),
+        bind(hosts_pb2, hosts_pb2_grpc, "NodeRegistry", NodeRegistryServicer(nodes, calls.running)),
         bind_operations(OperationsServicer(registry)),
     ]
 
@@ -135,8 +135,8 @@ def build(settings: ManagementSettings) -> Server:
         0, bind(identity_pb2, identity_pb2_grpc, "Identity", IdentityServicer(identity))
     )
     identity.services = [b.name for b in bindings]
-    server = Server(NAME, settings.server, bindings)
-    server.on_start(lambda: recovery.sweep_in_background(pools))
+    server = Server(NAME, settings.server, bindings, authz.management_policy())
+    server.on_start(lambda: recovery.sweep_in_background(pools, registry.is_running))
     server.on_stop(nodes.close)
     server.on_stop(db.close)
     return server

@@ -1,8 +1,14 @@
 """CanCopy / CopyData: every copy the driver handles, each a long-running operation.
 
 The combination of (source kind, source store, destination kind, destination store) selects a
-copy; CanCopy answers true for exactly these. Copies StorPool does itself (clones, migrations)
-move no bytes; the others run as a job on a node, followed from here.
+copy; CanCopy answers true for exactly these, and `Copies.handlers` maps each to the function
+that does it. Copies StorPool does itself (clones, migrations) move no bytes; the others run as
+a job on a node, followed from here.
+
+A copy reads its source under a shared hold (any number of clones, backups and exports of one
+snapshot run together) and writes its destination under an exclusive one. What a copy may
+remove is only what it created itself: a failed or cancelled copy never deletes its source or
+an object the caller already had (docs/contract.md has the table).
 
 On secondary storage a destination's `path` is the directory to write into (CloudStack's
 `snapshots/<account>/<volume>`, `volumes/<account>/<volume>`, `template/tmpl/<account>/<id>`);
@@ -14,15 +20,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from google.longrunning import operations_pb2
+from google.protobuf.message import Message
 
-from spcs.common import errors, validate
+from spcs.common import errors, holds, validate
 from spcs.common.operations import JobContext, OperationRegistry, fingerprint
 from spcs.management import objects
 from spcs.management.nodecalls import NodeCalls, node_operation_id
 from spcs.management.pools import PoolRecord, Pools
-from spcs.management.snapshots import Snapshots, snapshot_key
+from spcs.management.snapshots import Snapshots
 from spcs.management.templates import TemplateCache
 from spcs.management.volumes import Volumes, volume_key
 from spcs.storpool import names
@@ -32,6 +40,7 @@ from spcs.v1 import driver_pb2, node_pb2, strategies_pb2, types_pb2
 log = logging.getLogger(__name__)
 
 KIND = "spcs.v1.PrimaryDataStoreDriver/CopyData"
+BACKUP_KIND = "spcs.v1.SnapshotStrategy/BackupSnapshot"
 # (source object, source store, destination object, destination store) → copy
 COPIES: dict[tuple[str, str, str, str], str] = {
     ("template", "secondary", "template", "primary"): "template-to-primary",
@@ -48,10 +57,33 @@ COPIES: dict[tuple[str, str, str, str], str] = {
 }
 
 
-FORMAT_NAMES = {types_pb2.IMAGE_FORMAT_RAW: "raw", types_pb2.IMAGE_FORMAT_QCOW2: "qcow2"}
+@dataclass(frozen=True)
+class Copied:
+    """What a copy handler made: the destination object, bytes the node wrote, and where."""
+
+    result: types_pb2.DataObject
+    bytes_written: int = 0
+    host_id: str = ""
 
 
-def _part(obj: types_pb2.DataObject) -> tuple[str, object]:
+@dataclass(frozen=True)
+class Backup:
+    """A snapshot backup to secondary storage (from CopyData or SnapshotStrategy)."""
+
+    pool: PoolRecord
+    snapshot: Volume
+    uuid: str
+    url: str
+    file_path: str
+    format: int
+    compression: int
+    host_id: str = ""
+
+
+Handler = Callable[[JobContext, driver_pb2.CopyDataRequest], Copied]
+
+
+def _part(obj: types_pb2.DataObject) -> tuple[str, Message]:
     kind = obj.WhichOneof("object")
     if kind is None:
         raise errors.InvalidArgument("a data object (volume, snapshot or template) is required")
@@ -79,6 +111,12 @@ def classify(source: types_pb2.DataObject, destination: types_pb2.DataObject) ->
     return copy
 
 
+def _copy_result(copy: str, done: Copied) -> driver_pb2.CopyDataResult:
+    return driver_pb2.CopyDataResult(
+        result=done.result, kind=copy, bytes_written=done.bytes_written, host_id=done.host_id
+    )
+
+
 class Copies:
     def __init__(
         self,
@@ -95,6 +133,18 @@ class Copies:
         self.snapshots = snapshots
         self.templates = templates
         self.registry = registry
+        self.handlers: dict[str, Handler] = {
+            "template-to-primary": self._template_to_primary,
+            "template-to-volume": self._template_to_volume,
+            "snapshot-to-secondary": self._snapshot_to_secondary,
+            "snapshot-to-volume": self._snapshot_to_volume,
+            "secondary-snapshot-to-volume": self._file_into_new_volume,
+            "snapshot-to-template": self._template_from_primary,
+            "volume-to-template": self._template_from_primary,
+            "volume-to-secondary": self._volume_to_secondary,
+            "volume-from-secondary": self._file_into_new_volume,
+            "volume-to-pool": self._volume_to_pool,
+        }
 
     def can_copy(self, request: driver_pb2.CanCopyRequest) -> driver_pb2.CanCopyResponse:
         validate.require(request, "source", "destination")
@@ -119,63 +169,112 @@ class Copies:
             f"{_store(d_inner)[0]} storage is not handled by spcs"
         )
 
+    # ---- starting -------------------------------------------------------------------------
+
     def start(self, request: driver_pb2.CopyDataRequest) -> operations_pb2.Operation:
         validate.require(request, "operation_id", "source", "destination")
         copy = classify(request.source, request.destination)
         if copy is None:
             raise errors.InvalidArgument(self._unsupported(request) + " (CanCopy answers false)")
-        runner: Callable[[JobContext, driver_pb2.CopyDataRequest], types_pb2.DataObject] = getattr(
-            self, "_" + copy.replace("-", "_")
+        self._check_pools(request)
+        handler = self.handlers[copy]
+        destination = self._destination_key(request)
+        return self._start(
+            request,
+            KIND,
+            f"{copy} {destination}",
+            holds.holds(copy, source=self._source_key(request.source), destination=destination),
+            lambda ctx: _copy_result(copy, handler(ctx, request)),
         )
-        key = self._key(request.destination)
-        keys = (key, *self._source_keys(request.source))
-        written: dict[str, object] = {}
 
-        def run(ctx: JobContext) -> driver_pb2.CopyDataResult:
-            result = runner(ctx, request, written)  # type: ignore[call-arg]
-            return driver_pb2.CopyDataResult(
-                result=result,
-                kind=copy,
-                bytes_written=int(written.get("bytes", 0)),
-                host_id=str(written.get("host", "")),
-            )
+    def start_backup(
+        self, request: strategies_pb2.BackupSnapshotRequest
+    ) -> operations_pb2.Operation:
+        """SnapshotStrategy.BackupSnapshot: the snapshot-to-secondary copy with a file path."""
+        validate.require(
+            request,
+            "operation_id",
+            "snapshot",
+            "pool.pool_uuid",
+            "destination.url",
+            "destination_path",
+        )
+        validate.identifier(request.snapshot.uuid or "x", "snapshot.uuid")
+        pool = self.pools.get(request.pool.pool_uuid)
+        snap = objects.require_snapshot(self.pools.api(pool), request.snapshot)
+        backup = Backup(
+            pool=pool,
+            snapshot=snap,
+            uuid=request.snapshot.uuid,
+            url=request.destination.url,
+            file_path=request.destination_path,
+            format=request.format or types_pb2.IMAGE_FORMAT_QCOW2,
+            compression=request.compression,
+        )
+        return self._start(
+            request,
+            BACKUP_KIND,
+            request.destination_path,
+            holds.holds(
+                "snapshot-to-secondary",
+                source=holds.storpool_object(snap.global_id),
+                destination=holds.secondary_file(backup.url, backup.file_path),
+            ),
+            lambda ctx: _copy_result("snapshot-to-secondary", self.backup_snapshot(ctx, backup)),
+        )
 
-        args = driver_pb2.CopyDataRequest()
+    def _start(
+        self,
+        request: driver_pb2.CopyDataRequest | strategies_pb2.BackupSnapshotRequest,
+        kind: str,
+        target: str,
+        taken: tuple[holds.Hold, ...],
+        run: Callable[[JobContext], driver_pb2.CopyDataResult],
+    ) -> operations_pb2.Operation:
+        args = type(request)()
         args.CopyFrom(request)
         args.ClearField("operation_id")
-        self._check_pools(copy, request)
         return self.registry.start(
             request.operation_id,
-            kind=KIND,
+            kind=kind,
             fingerprint=fingerprint(args),
-            target=f"{copy} {key}",
+            target=target,
             runner=run,
-            lock_keys=keys,
+            holds=taken,
         )
 
-    def _source_keys(self, source: types_pb2.DataObject) -> tuple[str, ...]:
-        """A StorPool source is locked while it is read (no resize, revert or delete meanwhile);
-        resolving it here also makes a missing source fail the call, not the job."""
+    def _source_key(self, source: types_pb2.DataObject) -> str | None:
+        """The hold key of a StorPool source (read while the copy runs: no resize, revert or
+        delete meanwhile); resolving it here makes a missing source fail the call, not the job."""
         kind, inner = _part(source)
         store, where = _store(inner)
         if store != "primary" or (kind == "template" and not inner.path):
-            return ()
+            return None
         api = self.pools.api(self.pools.get(where))
         if kind == "volume":
-            return (objects.object_key(objects.require_volume(api, inner)),)
+            return holds.storpool_object(objects.require_volume(api, inner).global_id)
         if kind == "snapshot":
-            return (objects.object_key(objects.require_snapshot(api, inner)),)
-        snap = api.snapshot_or_none(names.api_ref(inner.path))
+            return holds.storpool_object(objects.require_snapshot(api, inner).global_id)
+        snap = api.snapshot_or_none(names.api_ref(inner.path, "source.template.path"))
         if snap is None:
             raise errors.NotFound(f"cached template {inner.path} does not exist in pool {where}")
-        return (objects.object_key(snap),)
+        return holds.storpool_object(snap.global_id)
 
-    def backup_keys(self, request: strategies_pb2.BackupSnapshotRequest) -> tuple[str, ...]:
-        pool = self.pools.get(request.pool.pool_uuid)
-        snap = objects.require_snapshot(self.pools.api(pool), request.snapshot)
-        return (objects.object_key(snap),)
+    @staticmethod
+    def _destination_key(request: driver_pb2.CopyDataRequest) -> str:
+        """The hold key of what a copy writes: the new volume, the cached template, or the file
+        on secondary storage."""
+        kind, inner = _part(request.destination)
+        store, where = _store(inner)
+        if kind == "volume" and store == "primary":
+            return volume_key(inner)
+        if kind == "template":
+            return holds.template_on(inner.uuid or inner.path, where)
+        _, source = _part(request.source)
+        uuid = inner.uuid or source.uuid
+        return holds.secondary_file(where, f"{inner.path.rstrip('/')}/{uuid}")
 
-    def _check_pools(self, copy: str, request: driver_pb2.CopyDataRequest) -> None:
+    def _check_pools(self, request: driver_pb2.CopyDataRequest) -> None:
         """Unknown pools fail the call itself, not the job."""
         for obj in (request.source, request.destination):
             _, inner = _part(obj)
@@ -183,42 +282,28 @@ class Copies:
             if store == "primary":
                 self.pools.get(where)
 
-    @staticmethod
-    def _key(destination: types_pb2.DataObject) -> str:
-        kind, inner = _part(destination)
-        if kind == "volume":
-            return volume_key(inner)
-        if kind == "snapshot":
-            return snapshot_key(inner)
-        return f"template:{inner.uuid or inner.path}@{_store(inner)[1]}"
-
     # ---- secondary → StorPool -------------------------------------------------------------
 
-    def _template_to_primary(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
+    def _template_to_primary(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
         source, destination = request.source.template, request.destination.template
         pool = self.pools.usable(destination.store.primary.pool_uuid)
         snap, count, host = self.templates.ensure(ctx, pool, source, request.options.host_id)
-        written.update(bytes=count, host=host)
-        return types_pb2.DataObject(
-            template=types_pb2.Template(
-                uuid=destination.uuid or source.uuid,
-                name=destination.name or source.name,
-                id=destination.id or source.id,
-                path=names.byid_path(snap.global_id),
-                store=destination.store,
-                format=types_pb2.IMAGE_FORMAT_RAW,
-                size_bytes=snap.size,
-                global_id=snap.global_id,
-            )
+        template = types_pb2.Template(
+            uuid=destination.uuid or source.uuid,
+            name=destination.name or source.name,
+            id=destination.id or source.id,
+            path=names.byid_path(snap.global_id),
+            store=destination.store,
+            format=types_pb2.IMAGE_FORMAT_RAW,
+            size_bytes=snap.size,
+            global_id=snap.global_id,
         )
+        return Copied(types_pb2.DataObject(template=template), count, host)
 
-    def _template_to_volume(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
+    def _template_to_volume(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
         source, volume = request.source.template, request.destination.volume
         pool = self.pools.usable(volume.store.primary.pool_uuid)
+        count, host = 0, ""
         if source.store.WhichOneof("store") == "primary" and source.path:
             snap = self.pools.api(pool).snapshot_or_none(names.api_ref(source.path))
             if snap is None:
@@ -228,87 +313,65 @@ class Copies:
                 )
         else:
             snap, count, host = self.templates.ensure(ctx, pool, source, request.options.host_id)
-            written.update(bytes=count, host=host)
+            # from here on the cache snapshot is this copy's source: no delete meanwhile
+            ctx.hold(
+                holds.holds("template-to-volume", source=holds.storpool_object(snap.global_id))
+            )
         ctx.stage("cloning")
         clone = self.volumes.clone(pool, volume, snap)
-        return types_pb2.DataObject(volume=objects.volume_message(clone, pool.uuid, volume.uuid))
-
-    def _download_into_new_volume(
-        self,
-        ctx: JobContext,
-        request: driver_pb2.CopyDataRequest,
-        source_url: str,
-        source_path: str,
-        source_format: int,
-        size: int,
-        written: dict,
-    ) -> types_pb2.DataObject:
-        volume = request.destination.volume
-        pool = self.pools.usable(volume.store.primary.pool_uuid)
-        validate.require(volume, "uuid")
-        api = self.pools.api(pool)
-        existing = api.volume_or_none(names.volume_name(volume.uuid))
-        target = existing or self.volumes.create_for_copy(
-            pool, volume, (max(size, volume.size_bytes, 512) + 511) // 512 * 512
+        return Copied(
+            types_pb2.DataObject(volume=objects.volume_message(clone, pool.uuid, volume.uuid)),
+            count,
+            host,
         )
+
+    def _file_into_new_volume(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
+        """A snapshot backup or a volume file on secondary storage, into a new volume."""
+        _, source = _part(request.source)
+        validate.require(source, "path")
+        volume = request.destination.volume
+        validate.require(volume, "uuid")
+        pool = self.pools.usable(volume.store.primary.pool_uuid)
+        api = self.pools.api(pool)
+        size = (max(source.size_bytes, volume.size_bytes, 512) + 511) // 512 * 512
+        target, created = self.volumes.create_for_copy(pool, volume, size, ctx.operation_id)
         try:
-            node = self.nodes.pick(pool, request.options.host_id)
-            result = self.nodes.run_job(
+            result, host = self.nodes.run_job(
                 ctx,
-                node.host_id,
+                pool,
+                request.options.host_id,
                 "DownloadVolume",
                 node_pb2.DownloadVolumeRequest(
                     operation_id=node_operation_id(ctx, "download", target.global_id),
-                    source=types_pb2.SecondaryStore(url=source_url),
-                    source_path=source_path,
-                    source_format=source_format,
+                    source=source.store.secondary,
+                    source_path=source.path,
+                    source_format=source.format,
                     destination_path=names.byid_path(target.global_id),
                     resize_to_virtual_size=True,
-                    target_is_zero=existing is None,
+                    target_is_zero=created,
                 ),
                 node_pb2.DownloadResult(),
                 "copying into StorPool",
             )
         except BaseException:
-            # a half-written volume must not look like the result
-            api.volume_delete(target.ref)
+            # a half-written volume this copy made must not look like the result; a volume
+            # the caller had is left to the caller
+            if target.tags.get(names.FILLING_TAG):
+                api.volume_delete(target.ref)
             raise
-        written.update(bytes=result.bytes_written, host=node.host_id)
-        return types_pb2.DataObject(
-            volume=objects.volume_message(api.volume(target.ref), pool.uuid, volume.uuid)
-        )
-
-    def _secondary_snapshot_to_volume(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
-        return self._file_into_new_volume(ctx, request, written)
-
-    def _volume_from_secondary(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
-        return self._file_into_new_volume(ctx, request, written)
-
-    def _file_into_new_volume(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
-        """A snapshot backup or a volume file on secondary storage, into a new volume."""
-        _, source = _part(request.source)
-        validate.require(source, "path")
-        return self._download_into_new_volume(
-            ctx,
-            request,
-            source.store.secondary.url,
-            source.path,
-            source.format,
-            source.size_bytes,
-            written,
+        if target.tags.get(names.FILLING_TAG):
+            api.volume_update(target.ref, tags={names.FILLING_TAG: ""})
+        return Copied(
+            types_pb2.DataObject(
+                volume=objects.volume_message(api.volume(target.ref), pool.uuid, volume.uuid)
+            ),
+            result.bytes_written,
+            host,
         )
 
     # ---- within StorPool ------------------------------------------------------------------
 
-    def _snapshot_to_volume(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
+    def _snapshot_to_volume(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
         source, volume = request.source.snapshot, request.destination.volume
         source_pool = self.pools.get(source.store.primary.pool_uuid)
         pool = self.pools.usable(volume.store.primary.pool_uuid)
@@ -316,118 +379,80 @@ class Copies:
         snap = objects.require_snapshot(self.pools.api(source_pool), source)
         ctx.stage("cloning")
         clone = self.volumes.clone(pool, volume, snap)
-        return types_pb2.DataObject(volume=objects.volume_message(clone, pool.uuid, volume.uuid))
+        return Copied(
+            types_pb2.DataObject(volume=objects.volume_message(clone, pool.uuid, volume.uuid))
+        )
 
-    def _volume_to_pool(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
+    def _volume_to_pool(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
         source, destination = request.source.volume, request.destination.volume
         src_pool = self.pools.get(source.store.primary.pool_uuid)
         dst_pool = self.pools.usable(destination.store.primary.pool_uuid)
         self.volumes.check_same_cluster(src_pool, dst_pool)
         ctx.stage("migrating")
         moved = self.volumes.migrate_locked(src_pool, source, dst_pool, request.options.vm_running)
-        return types_pb2.DataObject(volume=moved)
+        return Copied(types_pb2.DataObject(volume=moved))
 
     # ---- StorPool → secondary -------------------------------------------------------------
 
-    def _output_format(self, request: driver_pb2.CopyDataRequest) -> tuple[int, str]:
-        fmt = request.options.format or types_pb2.IMAGE_FORMAT_QCOW2
-        return fmt, FORMAT_NAMES[fmt]
+    @staticmethod
+    def _output_format(request: driver_pb2.CopyDataRequest) -> int:
+        return request.options.format or types_pb2.IMAGE_FORMAT_QCOW2
 
-    def backup_snapshot(
-        self,
-        ctx: JobContext,
-        pool: PoolRecord,
-        snap: Volume,
-        uuid: str,
-        url: str,
-        file_path: str,
-        fmt: int,
-        compression: int,
-        host_id: str,
-        written: dict,
-    ) -> types_pb2.Snapshot:
-        # The snapshot is the caller's: a failed or cancelled backup leaves it as it was.
-        node = self.nodes.pick(pool, host_id)
-        result = self.nodes.run_job(
+    def backup_snapshot(self, ctx: JobContext, backup: Backup) -> Copied:
+        # The snapshot is the caller's: a failed or cancelled backup leaves it as it was (the
+        # node removes its partial file).
+        snap = backup.snapshot
+        result, host = self.nodes.run_job(
             ctx,
-            node.host_id,
+            backup.pool,
+            backup.host_id,
             "BackupSnapshot",
             node_pb2.NodeBackupSnapshotRequest(
                 operation_id=node_operation_id(ctx, "backup", snap.global_id),
                 snapshot_path=names.byid_path(snap.global_id),
-                destination=types_pb2.SecondaryStore(url=url),
-                destination_path=file_path,
-                format=fmt,
-                compression=compression,
+                destination=types_pb2.SecondaryStore(url=backup.url),
+                destination_path=backup.file_path,
+                format=backup.format,
+                compression=backup.compression,
             ),
             node_pb2.BackupResult(),
             "backing up the snapshot",
         )
-        written.update(bytes=result.bytes_written, host=node.host_id)
-        return types_pb2.Snapshot(
-            uuid=uuid,
+        snapshot = types_pb2.Snapshot(
+            uuid=backup.uuid,
             path=result.path,
-            store=types_pb2.DataStore(secondary=types_pb2.SecondaryStore(url=url)),
+            store=types_pb2.DataStore(secondary=types_pb2.SecondaryStore(url=backup.url)),
             format=result.format,
             size_bytes=result.virtual_size_bytes,
             physical_size_bytes=result.physical_size_bytes,
             global_id=snap.global_id,
         )
+        return Copied(types_pb2.DataObject(snapshot=snapshot), result.bytes_written, host)
 
     def _snapshot_to_secondary(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest
+    ) -> Copied:
         source, destination = request.source.snapshot, request.destination.snapshot
         pool = self.pools.get(source.store.primary.pool_uuid)
         snap = objects.require_snapshot(self.pools.api(pool), source)
         if pool.bypass_secondary:
             # the pool keeps snapshots on primary only: the result stays the StorPool snapshot
-            return types_pb2.DataObject(
-                snapshot=objects.snapshot_message(snap, pool.uuid, destination.uuid or source.uuid)
-            )
+            kept = objects.snapshot_message(snap, pool.uuid, destination.uuid or source.uuid)
+            return Copied(types_pb2.DataObject(snapshot=kept))
         validate.require(destination, "path")
         uuid = destination.uuid or source.uuid
         validate.identifier(uuid, "snapshot uuid")
-        fmt, _ = self._output_format(request)
-        backup = self.backup_snapshot(
-            ctx,
-            pool,
-            snap,
-            uuid,
-            destination.store.secondary.url,
-            f"{destination.path.rstrip('/')}/{uuid}",
-            fmt,
-            request.options.compression,
-            request.options.host_id,
-            written,
+        backup = Backup(
+            pool=pool,
+            snapshot=snap,
+            uuid=uuid,
+            url=destination.store.secondary.url,
+            file_path=f"{destination.path.rstrip('/')}/{uuid}",
+            format=self._output_format(request),
+            compression=request.options.compression,
+            host_id=request.options.host_id,
         )
-        return types_pb2.DataObject(snapshot=backup)
-
-    def run_backup_request(
-        self, ctx: JobContext, request: strategies_pb2.BackupSnapshotRequest, written: dict
-    ) -> driver_pb2.CopyDataResult:
-        pool = self.pools.get(request.pool.pool_uuid)
-        snap = objects.require_snapshot(self.pools.api(pool), request.snapshot)
-        backup = self.backup_snapshot(
-            ctx,
-            pool,
-            snap,
-            request.snapshot.uuid,
-            request.destination.url,
-            request.destination_path,
-            request.format or types_pb2.IMAGE_FORMAT_QCOW2,
-            request.compression,
-            "",
-            written,
-        )
-        return driver_pb2.CopyDataResult(
-            result=types_pb2.DataObject(snapshot=backup),
-            kind="snapshot-to-secondary",
-            bytes_written=int(written.get("bytes", 0)),
-            host_id=str(written.get("host", "")),
-        )
+        return self.backup_snapshot(ctx, backup)
 
     def _template_backup(
         self,
@@ -435,15 +460,13 @@ class Copies:
         request: driver_pb2.CopyDataRequest,
         pool: PoolRecord,
         cache: Volume,
-        written: dict,
-    ) -> types_pb2.DataObject:
+    ) -> Copied:
         template = request.destination.template
         validate.require(template, "uuid", "path")
-        fmt, _ = self._output_format(request)
-        node = self.nodes.pick(pool, request.options.host_id)
-        result = self.nodes.run_job(
+        result, host = self.nodes.run_job(
             ctx,
-            node.host_id,
+            pool,
+            request.options.host_id,
             "BackupTemplate",
             node_pb2.BackupTemplateRequest(
                 operation_id=node_operation_id(ctx, "template", cache.global_id),
@@ -453,43 +476,31 @@ class Copies:
                 destination=template.store.secondary,
                 destination_dir=template.path,
                 template=template,
-                format=fmt,
+                format=self._output_format(request),
                 compression=request.options.compression,
             ),
             node_pb2.TemplateResult(),
             "writing the template",
         )
-        written.update(bytes=result.bytes_written, host=node.host_id)
-        return types_pb2.DataObject(
-            template=types_pb2.Template(
-                uuid=template.uuid,
-                name=template.name,
-                id=template.id,
-                path=result.install_path,
-                file_name=result.file_name,
-                store=template.store,
-                format=result.format,
-                size_bytes=result.virtual_size_bytes,
-                physical_size_bytes=result.physical_size_bytes,
-                checksum=result.checksum,
-                description=template.description,
-                global_id=cache.global_id,
-            )
+        written = types_pb2.Template(
+            uuid=template.uuid,
+            name=template.name,
+            id=template.id,
+            path=result.install_path,
+            file_name=result.file_name,
+            store=template.store,
+            format=result.format,
+            size_bytes=result.virtual_size_bytes,
+            physical_size_bytes=result.physical_size_bytes,
+            checksum=result.checksum,
+            description=template.description,
+            global_id=cache.global_id,
         )
-
-    def _volume_to_template(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
-        return self._template_from_primary(ctx, request, written)
-
-    def _snapshot_to_template(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
-        return self._template_from_primary(ctx, request, written)
+        return Copied(types_pb2.DataObject(template=written), result.bytes_written, host)
 
     def _template_from_primary(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest
+    ) -> Copied:
         """A template on secondary from a volume or snapshot; it stays cached on the pool."""
         kind, source = _part(request.source)
         template = request.destination.template
@@ -500,21 +511,21 @@ class Copies:
         ctx.stage("caching the template on the pool")
         if kind == "volume":
             volume = objects.require_volume(api, source)
-            cache = self.templates.cache_from_volume(pool, volume, template.uuid)
+            cache, created = self.templates.cache_from_volume(pool, volume, template.uuid)
         else:
             snap = objects.require_snapshot(api, source)
-            cache = self.templates.cache_from_snapshot(pool, snap, template.uuid)
+            cache, created = self.templates.cache_from_snapshot(pool, snap, template.uuid)
         try:
-            return self._template_backup(ctx, request, pool, cache, written)
+            return self._template_backup(ctx, request, pool, cache)
         except BaseException:
-            # a template whose secondary copy failed must not linger as a cache snapshot
-            with contextlib.suppress(errors.SpcsError):
-                self.templates.drop(pool, types_pb2.Template(uuid=template.uuid))
+            # a cache snapshot this copy made for a template that did not get written must
+            # not linger; one that was there before stays
+            if created:
+                with contextlib.suppress(errors.SpcsError):
+                    self.templates.drop(pool, types_pb2.Template(uuid=template.uuid))
             raise
 
-    def _volume_to_secondary(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, written: dict
-    ) -> types_pb2.DataObject:
+    def _volume_to_secondary(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
         source, destination = request.source.volume, request.destination.volume
         validate.require(destination, "path")
         uuid = destination.uuid or source.uuid
@@ -522,7 +533,6 @@ class Copies:
         pool = self.pools.get(source.store.primary.pool_uuid)
         api = self.pools.api(pool)
         volume = objects.require_volume(api, source)
-        fmt, _ = self._output_format(request)
         ctx.stage("taking a point-in-time snapshot")
         temporary = names.temporary_snapshot_name(ctx.operation_id)
         tags = {"uuid": uuid, "cs": names.CS_TEMPORARY}
@@ -531,10 +541,10 @@ class Copies:
         except errors.AlreadyExists:
             gid = api.snapshot(temporary).global_id
         try:
-            node = self.nodes.pick(pool, request.options.host_id)
-            result = self.nodes.run_job(
+            result, host = self.nodes.run_job(
                 ctx,
-                node.host_id,
+                pool,
+                request.options.host_id,
                 "CopyVolumeToSecondary",
                 node_pb2.CopyVolumeToSecondaryRequest(
                     operation_id=node_operation_id(ctx, "export", gid),
@@ -544,21 +554,19 @@ class Copies:
                     volume_uuid=uuid,
                     destination=destination.store.secondary,
                     destination_dir=destination.path,
-                    format=fmt,
+                    format=self._output_format(request),
                     compression=request.options.compression,
                 ),
                 node_pb2.BackupResult(),
                 "copying to secondary",
             )
         finally:
-            api.snapshot_delete(f"~{gid}")
-        written.update(bytes=result.bytes_written, host=node.host_id)
-        return types_pb2.DataObject(
-            volume=types_pb2.Volume(
-                uuid=uuid,
-                path=result.path,
-                store=destination.store,
-                format=result.format,
-                size_bytes=result.virtual_size_bytes,
-            )
+            api.snapshot_delete(f"~{gid}")  # the copy's own point-in-time snapshot
+        exported = types_pb2.Volume(
+            uuid=uuid,
+            path=result.path,
+            store=destination.store,
+            format=result.format,
+            size_bytes=result.virtual_size_bytes,
         )
+        return Copied(types_pb2.DataObject(volume=exported), result.bytes_written, host)

@@ -68,6 +68,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (pool_uuid, template_uuid)
     );
     """,
+    # 3: the copies a node runs at once (as it announced), for queueing copies
+    "ALTER TABLE nodes ADD COLUMN max_copies INTEGER NOT NULL DEFAULT 2",
 )
 
 

@@ -1,9 +1,10 @@
 """CloudStack's host listener: which KVM hosts can use which pool.
 
 Host connect asks the host's node to probe StorPool (client id, cluster id, client running) and
-records the host as connected. A host without a usable StorPool client is skipped with a
-warning (connected=false), never an error, and a (re)connecting host never touches the pool's
-capacity — the reason the Java plugin has its own listener instead of CloudStack's default.
+records the host as connected. A host without a usable StorPool client, or whose StorPool
+cluster id is unknown, is skipped with a warning (connected=false), never an error, and a
+(re)connecting host never touches the pool's capacity — the reason the Java plugin has its own
+listener instead of CloudStack's default.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ class HostEvents:
         if not probe.client_running:
             return self._skip(
                 request, f"the StorPool client {probe.storpool_client_id} is not running on it"
+            )
+        if not probe.storpool_cluster_id:
+            # CloudStack's agent refuses a host whose cluster id it can not tell
+            return self._skip(
+                request,
+                "its node knows no StorPool cluster id: SP_CLUSTER_ID is not set in the "
+                "host's StorPool config and StorPool shows no volume or snapshot to read it "
+                "from; set SP_CLUSTER_ID=<location>.<subcluster> in /etc/storpool.conf on "
+                f"host {request.host_id} (or in the file its node's --storpool-conf names, or "
+                "in the node's environment) and restart the node",
             )
         self.pools.connect_host(pool.uuid, request.host_id, probe.storpool_client_id)
         log.info(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from spcs.common import errors
+from spcs.common import errors, holds
 from spcs.common.locks import KeyedLocks
 from spcs.management.pools import Pools
 from spcs.management.templates import TemplateCache
@@ -28,7 +28,7 @@ class PoolLifecycle:
         pool = self.pools.find(uuid)
         if pool is None:
             return False, 0
-        with self.locks.hold(f"pool:{uuid}", operation="DeletePool"):
+        with self.locks.hold("DeletePool", pool=holds.pool(uuid)):
             api = self.pools.api(pool)
             volumes = [
                 v

@@ -1,6 +1,11 @@
 """Calls from management to node services: which node, with deadlines, retries and job following.
 
 Data moves on a registered, healthy node connected to the pool (or the host the caller names).
+A node runs at most `max_copies` copies at once (it says how many when it registers): a copy
+that may run on any connected host goes to one with a free slot, or waits in the queue (its
+operation says so) until one frees up; a copy pinned to a host waits for that host only. A node
+that does not answer within PROBE_SECONDS is skipped and the copy goes to another host.
+
 Every call has a deadline; UNAVAILABLE is retried with tenacity only for calls that are safe to
 repeat (starting a job with the same operation id, reading or cancelling it, attach/detach,
 probes). A node's status becomes the matching domain error, with the node named.
@@ -10,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -28,9 +35,20 @@ from spcs.v1 import node_pb2_grpc, types_pb2
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 CALL_TIMEOUT = 60.0
 MAX_OPERATION_ID = 128
-WAIT_SLICE = duration_pb2.Duration(seconds=2)
+# How often a node job's progress is read back: the management operation lags it by at most
+# this plus the node's own progress interval.
+FOLLOW_SECONDS = 0.2
+WAIT_SLICE = duration_pb2.Duration(nanos=int(FOLLOW_SECONDS * 1e9))
+# A node that does not connect within this is skipped for other hosts, and left out of the
+# choice for DOWN_SECONDS (or until it registers again).
+PROBE_SECONDS = 2.0
+DOWN_SECONDS = 30.0
+# A node that answered RESOURCE_EXHAUSTED (slots taken by other callers) is retried after this.
+BUSY_SECONDS = 1.0
+CANCEL_TIMEOUT = 5.0
 
 
 def node_operation_id(ctx: JobContext, step: str, global_id: str) -> str:
@@ -42,13 +60,49 @@ def node_operation_id(ctx: JobContext, step: str, global_id: str) -> str:
     return f"{hashlib.sha256(name.encode()).hexdigest()[:48]}.{step}"
 
 
+def _status_code(number: int) -> grpc.StatusCode:
+    for candidate in grpc.StatusCode:
+        if candidate.value[0] == number:
+            return candidate
+    return grpc.StatusCode.UNKNOWN
+
+
+class _Slots:
+    """Copies this service runs on each node, against what each node takes at once."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.running: dict[str, int] = {}
+        self.down: dict[str, float] = {}  # host → when it was found not answering
+        self.busy_until: dict[str, float] = {}
+
+    def free(self, node: NodeRecord, now: float) -> bool:
+        return (
+            self.running.get(node.host_id, 0) < node.max_copies
+            and self.busy_until.get(node.host_id, 0.0) <= now
+        )
+
+    def is_down(self, node: NodeRecord, now: float) -> bool:
+        marked = self.down.get(node.host_id)
+        if marked is None:
+            return False
+        if node.last_seen > marked or now - marked > DOWN_SECONDS:
+            del self.down[node.host_id]  # it registered again, or it is time to try again
+            return False
+        return True
+
+
 class NodeCalls:
     def __init__(self, nodes: NodeDirectory, retry_seconds: float = 30.0) -> None:
         self.nodes = nodes
         self.retry_seconds = retry_seconds
+        self._slots = _Slots()
 
-    def pick(self, pool: PoolRecord, preferred: str = "") -> NodeRecord:
-        """The node to move data for `pool`: the preferred host, else a healthy connected one."""
+    # ---- choosing a node ------------------------------------------------------------------
+
+    def candidates(self, pool: PoolRecord, preferred: str = "") -> list[NodeRecord]:
+        """The nodes that may move data for `pool`: the preferred host, else the healthy ones
+        connected to the pool (any healthy one when none is connected)."""
         if preferred:
             node = self.nodes.get(preferred)
             if not node.healthy:
@@ -56,20 +110,102 @@ class NodeCalls:
                     f"node of host {preferred} has not announced itself recently; check that "
                     "`spcs node` runs there"
                 )
-            return node
+            return [node]
         healthy = [n for n in self.nodes.all() if n.healthy]
-        connected = [n for n in healthy if n.host_id in pool.hosts]
-        candidates = connected or healthy
+        candidates = [n for n in healthy if n.host_id in pool.hosts] or healthy
         if not candidates:
             raise errors.Unavailable(
                 f"no healthy node service can move data for pool {pool.name}: start `spcs node` "
                 "on a KVM host with StorPool and connect it (HostListener.HostConnect)"
             )
-        # the one that announced itself most recently is the least likely to be gone
-        return max(candidates, key=lambda n: n.last_seen)
+        return candidates
+
+    def running(self, host_id: str) -> int:
+        with self._slots.changed:
+            return self._slots.running.get(host_id, 0)
+
+    def _claim(self, ctx: JobContext, pool: PoolRecord, preferred: str) -> str:
+        """Reserve a copy slot on a reachable node, waiting in the queue while there is none."""
+        slots = self._slots
+        wake = slots.changed
+        ctx.on_cancel(lambda: _notify(wake))
+        unreachable_since: float | None = None
+        while True:
+            ctx.check_cancelled()
+            now = time.time()
+            nodes = self.candidates(pool, preferred)
+            with wake:
+                up = [n for n in nodes if not slots.is_down(n, now)]
+                free = [n for n in up if slots.free(n, now)]
+                if free:
+                    # the least loaded; among equals the one heard from most recently
+                    node = min(free, key=lambda n: (slots.running.get(n.host_id, 0), -n.last_seen))
+                    slots.running[node.host_id] = slots.running.get(node.host_id, 0) + 1
+                    chosen = node.host_id
+                else:
+                    chosen = ""
+            if chosen:
+                if self._reachable(chosen):
+                    ctx.queued("")
+                    ctx.set_host(chosen)
+                    return chosen
+                self._mark_down(chosen)
+                continue
+            names = ", ".join(n.host_id for n in nodes)
+            if up:
+                unreachable_since = None
+                ctx.queued(f"a free copy slot on host {names}")
+            else:
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > self.retry_seconds:
+                    raise errors.Unavailable(
+                        f"the node of host {names} is unreachable (no answer for "
+                        f"{self.retry_seconds:.0f}s); check that `spcs node` runs there and "
+                        "that this service can reach it, then retry"
+                    )
+                ctx.queued(f"a node that answers (host {names} does not)")
+            with wake:
+                wake.wait(BUSY_SECONDS)
+
+    def _release(self, host_id: str) -> None:
+        with self._slots.changed:
+            self._slots.running[host_id] -= 1
+            self._slots.changed.notify_all()
+
+    def _mark_down(self, host_id: str) -> None:
+        log.warning(
+            "node of host %s does not answer within %.0fs; using other hosts",
+            host_id,
+            PROBE_SECONDS,
+        )
+        with self._slots.changed:
+            self._slots.down[host_id] = time.time()
+            self._slots.running[host_id] -= 1
+            self._slots.changed.notify_all()
+
+    def _mark_busy(self, host_id: str) -> None:
+        with self._slots.changed:
+            self._slots.busy_until[host_id] = time.time() + BUSY_SECONDS
+            self._slots.running[host_id] -= 1
+            self._slots.changed.notify_all()
+
+    def _reachable(self, host_id: str) -> bool:
+        try:
+            grpc.channel_ready_future(self.nodes.channel(host_id)).result(timeout=PROBE_SECONDS)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
+    # ---- calls ----------------------------------------------------------------------------
 
     def call(
-        self, host_id: str, what: str, fn: Callable[[grpc.Channel], T], *, idempotent: bool = True
+        self,
+        host_id: str,
+        what: str,
+        fn: Callable[[grpc.Channel], T],
+        *,
+        idempotent: bool = True,
+        retry_seconds: float | None = None,
     ) -> T:
         channel = self.nodes.channel(host_id)
 
@@ -86,7 +222,9 @@ class NodeCalls:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(retry_on),
             wait=tenacity.wait_random_exponential(multiplier=0.2, max=3),
-            stop=tenacity.stop_after_delay(self.retry_seconds),
+            stop=tenacity.stop_after_delay(
+                self.retry_seconds if retry_seconds is None else retry_seconds
+            ),
             reraise=True,
         )
         try:
@@ -126,45 +264,79 @@ class NodeCalls:
             ),
         )
 
+    # ---- node jobs ------------------------------------------------------------------------
+
     def run_job(
         self,
         ctx: JobContext,
-        host_id: str,
+        pool: PoolRecord,
+        preferred: str,
         method: str,
         request: Message,
-        result: Message,
+        result: M,
         stage: str,
-    ) -> Message:
-        """Start a node job (idempotent by its operation id), follow it, return its response."""
-        what = f"{method} ({stage})"
-        op = self.command(host_id, what, method, request)
+    ) -> tuple[M, str]:
+        """Run a node job (idempotent by its operation id) on a node with a free slot, follow it
+        into `ctx`, and return its response and the host it ran on."""
+        while True:
+            host_id = self._claim(ctx, pool, preferred)
+            try:
+                op = self.command(host_id, f"{method} ({stage})", method, request)
+            except errors.ResourceExhausted:
+                # its slots are taken by other callers: queue again
+                self._mark_busy(host_id)
+                continue
+            except errors.Unavailable:
+                self._mark_down(host_id)
+                if preferred:
+                    raise
+                continue
+            except BaseException:
+                self._release(host_id)
+                raise
+            try:
+                return self._follow(ctx, host_id, op, stage, result), host_id
+            finally:
+                self._release(host_id)
+
+    def _follow(
+        self,
+        ctx: JobContext,
+        host_id: str,
+        op: operations_pb2.Operation,
+        stage: str,
+        result: M,
+    ) -> M:
         name = op.name
         ctx.on_cancel(lambda: self._cancel(host_id, name))
-        ops_stub = lambda ch: operations_pb2_grpc.OperationsStub(ch)  # noqa: E731
-        while not op.done:
-            op = self.call(
-                host_id,
-                f"waiting for {name}",
-                lambda ch: ops_stub(ch).WaitOperation(
-                    operations_pb2.WaitOperationRequest(name=name, timeout=WAIT_SLICE),
-                    timeout=CALL_TIMEOUT,
-                ),
-            )
+        ops = operations_pb2_grpc.OperationsStub(self.nodes.channel(host_id))
+        while True:
             meta = types_pb2.OperationMetadata()
             op.metadata.Unpack(meta)
-            ctx.stage(f"{stage} on {host_id}: {meta.stage}")
-            ctx.progress(
-                meta.bytes_done,
-                meta.bytes_total or None,
-                written=meta.bytes_written,
-                rate=meta.rate_bytes_per_second,
-            )
+            ctx.mirror(meta, f"{stage} on {host_id}")
+            if op.done:
+                break
+            try:
+                op = self.call(
+                    host_id,
+                    f"waiting for {name}",
+                    lambda _ch: ops.WaitOperation(
+                        operations_pb2.WaitOperationRequest(name=name, timeout=WAIT_SLICE),
+                        timeout=CALL_TIMEOUT,
+                    ),
+                    # once cancelled, do not wait long for a node that is gone
+                    retry_seconds=CANCEL_TIMEOUT if ctx.cancelled else None,
+                )
+            except errors.Unavailable as error:
+                if ctx.cancelled:
+                    raise errors.Cancelled(
+                        f"{name} was cancelled; the node did not confirm it ({error.message})"
+                    ) from None
+                raise
         if op.HasField("error"):
-            code = grpc.StatusCode.UNKNOWN
-            for candidate in grpc.StatusCode:
-                if candidate.value[0] == op.error.code:
-                    code = candidate
-            raise errors.from_status(code, f"host {host_id}: {op.error.message}")
+            raise errors.from_status(
+                _status_code(op.error.code), f"host {host_id}: {op.error.message}"
+            )
         op.response.Unpack(result)
         return result
 
@@ -174,8 +346,14 @@ class NodeCalls:
                 host_id,
                 f"cancel {name}",
                 lambda ch: operations_pb2_grpc.OperationsStub(ch).CancelOperation(
-                    operations_pb2.CancelOperationRequest(name=name), timeout=CALL_TIMEOUT
+                    operations_pb2.CancelOperationRequest(name=name), timeout=CANCEL_TIMEOUT
                 ),
+                retry_seconds=CANCEL_TIMEOUT,
             )
         except errors.SpcsError as error:
             log.warning("could not cancel %s on host %s: %s", name, host_id, error.message)
+
+
+def _notify(condition: threading.Condition) -> None:
+    with condition:
+        condition.notify_all()

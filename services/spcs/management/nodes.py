@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -17,6 +18,7 @@ from spcs.v1 import hosts_pb2, hosts_pb2_grpc
 # A node announces itself every REFRESH seconds; after STALE without news it is unhealthy.
 REFRESH_SECONDS = 30
 STALE_SECONDS = 3 * REFRESH_SECONDS
+DEFAULT_MAX_COPIES = 2  # the node's own default, for nodes that do not announce theirs
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class NodeRecord:
     version: str
     last_seen: float
     client_running: bool
+    max_copies: int = DEFAULT_MAX_COPIES
 
     @property
     def healthy(self) -> bool:
@@ -42,16 +45,22 @@ class NodeDirectory:
         self._lock = threading.Lock()
 
     def register(
-        self, host_id: str, address: str, client_id: int, cluster_id: str, version: str
+        self,
+        host_id: str,
+        address: str,
+        client_id: int,
+        cluster_id: str,
+        version: str,
+        max_copies: int = DEFAULT_MAX_COPIES,
     ) -> None:
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT INTO nodes(host_id, address, client_id, cluster_id, version, last_seen) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(host_id) DO UPDATE SET "
+                "INSERT INTO nodes(host_id, address, client_id, cluster_id, version, last_seen, "
+                "max_copies) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(host_id) DO UPDATE SET "
                 "address=excluded.address, client_id=excluded.client_id, "
                 "cluster_id=excluded.cluster_id, version=excluded.version, "
-                "last_seen=excluded.last_seen",
-                (host_id, address, client_id, cluster_id, version, time.time()),
+                "last_seen=excluded.last_seen, max_copies=excluded.max_copies",
+                (host_id, address, client_id, cluster_id, version, time.time(), max_copies),
             )
 
     def forget(self, host_id: str) -> bool:
@@ -78,6 +87,7 @@ class NodeDirectory:
             row["version"],
             row["last_seen"],
             bool(row["client_running"]),
+            row["max_copies"],
         )
 
     def get(self, host_id: str) -> NodeRecord:
@@ -111,7 +121,9 @@ class NodeDirectory:
             self._channels.clear()
 
 
-def node_message(node: NodeRecord, pool_uuids: list[str] | None = None) -> hosts_pb2.Node:
+def node_message(
+    node: NodeRecord, pool_uuids: list[str] | None = None, copies_running: int = 0
+) -> hosts_pb2.Node:
     seen = timestamp_pb2.Timestamp()
     seen.FromNanoseconds(int(node.last_seen * 1e9))
     return hosts_pb2.Node(
@@ -124,12 +136,17 @@ def node_message(node: NodeRecord, pool_uuids: list[str] | None = None) -> hosts
         healthy=node.healthy,
         storpool_client_running=node.client_running,
         pool_uuids=pool_uuids or [],
+        max_copies=node.max_copies,
+        copies_running=copies_running,
     )
 
 
 class NodeRegistryServicer(hosts_pb2_grpc.NodeRegistryServicer):
-    def __init__(self, nodes: NodeDirectory) -> None:
+    def __init__(
+        self, nodes: NodeDirectory, copies_running: Callable[[str], int] = lambda _host: 0
+    ) -> None:
         self._nodes = nodes
+        self._copies_running = copies_running
 
     def RegisterNode(self, request, context):
         validate.require(request, "host_id", "address", "storpool_client_id")
@@ -144,8 +161,14 @@ class NodeRegistryServicer(hosts_pb2_grpc.NodeRegistryServicer):
             request.storpool_client_id,
             request.storpool_cluster_id,
             request.version,
+            request.max_copies or DEFAULT_MAX_COPIES,
         )
         return hosts_pb2.RegisterNodeResponse(refresh_seconds=REFRESH_SECONDS)
 
     def ListNodes(self, request, context):
-        return hosts_pb2.ListNodesResponse(nodes=[node_message(n) for n in self._nodes.all()])
+        return hosts_pb2.ListNodesResponse(
+            nodes=[
+                node_message(n, copies_running=self._copies_running(n.host_id))
+                for n in self._nodes.all()
+            ]
+        )

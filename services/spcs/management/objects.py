@@ -13,19 +13,16 @@ from spcs.storpool.api import StorPoolApi, Volume
 from spcs.v1 import types_pb2
 
 
-def object_key(obj: Volume) -> str:
-    """The try-lock key of an existing StorPool object: its global id, however it was named."""
-    return f"storpool:{obj.global_id}"
-
-
-def creation_key(kind: str, uuid: str) -> str:
-    """The try-lock key of an object being created from a CloudStack uuid."""
-    return f"create-{kind}:{uuid}"
-
-
-def _by_tag(objects: list[Volume], uuid: str, kinds: tuple[str, ...]) -> Volume | None:
+def _by_tag(
+    objects: list[Volume], uuid: str, kinds: tuple[str, ...], sp_template: str = ""
+) -> Volume | None:
     for obj in objects:
-        if obj.tags.get("uuid") == uuid and obj.tags.get("cs") in kinds and not obj.deleted:
+        if (
+            obj.tags.get("uuid") == uuid
+            and obj.tags.get("cs") in kinds
+            and not obj.deleted
+            and (not sp_template or obj.template == sp_template)
+        ):
             return obj
     return None
 
@@ -50,6 +47,19 @@ def find_snapshot(
         raise errors.InvalidArgument("the snapshot needs a path or a uuid")
     found = api.snapshot_or_none(names.snapshot_name(uuid))
     return found or _by_tag(api.snapshots(), uuid, (names.CS_SNAPSHOT, names.CS_GROUP))
+
+
+def find_template(
+    api: StorPoolApi, pool_uuid: str, sp_template: str, *, path: str = "", uuid: str = ""
+) -> Volume | None:
+    """A template's cache snapshot on a pool: by path, by spcs's name, or by its `uuid` tag
+    in the pool's StorPool template (the Java plugin's cache snapshots are anonymous)."""
+    if path:
+        return api.snapshot_or_none(names.api_ref(path, "template.path"))
+    if not uuid:
+        raise errors.InvalidArgument("the template needs a path or a uuid")
+    found = api.snapshot_or_none(names.template_cache_name(uuid, pool_uuid))
+    return found or _by_tag(api.snapshots(), uuid, (names.CS_TEMPLATE,), sp_template)
 
 
 def require_volume(

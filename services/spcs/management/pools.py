@@ -23,7 +23,7 @@ from spcs.common.sqlite import Database
 from spcs.management import pool_url
 from spcs.management.pool_url import Connection
 from spcs.storpool import names
-from spcs.storpool.api import RetryPolicy, StorPoolApi
+from spcs.storpool.api import UNRESOLVABLE_HOST, RetryPolicy, StorPoolApi
 from spcs.storpool.conf import StorPoolConf
 from spcs.v1 import lifecycle_pb2
 
@@ -88,6 +88,15 @@ class PoolRecord:
             connected_host_ids=self.hosts,
             path=names.BYID_DIR + "/",
         )
+
+
+# Where the API host of each pool URL form comes from, for an unresolvable host.
+_HOST_SOURCES = {
+    "parameters": "SP_API_HTTP=<host>:<port> in the pool URL",
+    "storpool-url": "the host of storpool://TOKEN@<host>:<port>/TEMPLATE in the pool URL",
+    "template": "SP_API_HTTP_HOST in this management host's StorPool config (the URL names "
+    "only a template)",
+}
 
 
 def _fingerprint(request: lifecycle_pb2.InitializePoolRequest) -> str:
@@ -243,7 +252,7 @@ class Pools:
                     f"{conn.template} at {conn.endpoint}; one template serves one pool"
                 )
         try:
-            self.api_for(conn).template(conn.template)
+            self._check_template(conn)
         except errors.NotFound:
             raise errors.NotFound(
                 f"StorPool template {conn.template} does not exist at {conn.endpoint}; create "
@@ -325,6 +334,19 @@ class Pools:
             )
         return self.get(uuid)
 
+    def _check_template(self, conn: Connection) -> None:
+        """The pool URL's StorPool template, read through its endpoint. A host name that does
+        not resolve is a mistake in the URL, not an outage: INVALID_ARGUMENT at once."""
+        try:
+            self.api_for(conn).template(conn.template)
+        except errors.Unavailable as error:
+            if error.reason != UNRESOLVABLE_HOST:
+                raise
+            where = _HOST_SOURCES.get(conn.form, "the host in the pool URL")
+            raise errors.InvalidArgument(
+                f"url: StorPool API host {conn.host!r} does not resolve; check {where}"
+            ) from None
+
     def _set_state(self, uuid: str, state: int) -> None:
         with self._write() as tx:
             tx.execute("UPDATE pools SET state = ? WHERE uuid = ?", (state, uuid))
@@ -339,7 +361,7 @@ class Pools:
                     f"the new url names StorPool template {conn.template}, but pool "
                     f"{pool.name} is template {pool.template}; a pool cannot change template"
                 )
-            self.api_for(conn).template(conn.template)  # the new endpoint/token must work
+            self._check_template(conn)  # the new endpoint/token must work
         details = dict(pool.details)
         for key, value in request.details.items():
             if value:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from spcs.common import errors, validate
+from spcs.common import errors, holds, validate
 from spcs.common.locks import KeyedLocks
-from spcs.common.operations import OperationRegistry, fingerprint
+from spcs.common.operations import OperationRegistry
 from spcs.management.copies import Copies
 from spcs.management.hosts import HostEvents
 from spcs.management.lifecycle import PoolLifecycle
@@ -41,7 +41,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
 
     def _locked(self, uuid: str, operation: str):  # type: ignore[no-untyped-def]
         validate.identifier(uuid, "pool_uuid")
-        return self._locks.hold(f"pool:{uuid}", operation=operation)
+        return self._locks.hold(operation, pool=holds.pool(uuid))
 
     def InitializePool(self, request, context):
         validate.identifier(request.pool_uuid, "pool_uuid")
@@ -135,10 +135,7 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
             template = request.object.template
             if not template.uuid and not template.path:
                 raise errors.InvalidArgument("object.template needs a uuid or a path")
-            with self._locks.hold(
-                f"template:{template.uuid or template.path}@{pool.uuid}", operation="DeleteTemplate"
-            ):
-                deleted = self._templates.drop(pool, template)
+            deleted = self._templates.drop(pool, template)
         return driver_pb2.DeleteDataResponse(deleted=deleted)
 
     def CanCopy(self, request, context):
@@ -172,6 +169,11 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
         validate.require(request, "pool.pool_uuid", "volume_path")
         size, used = self._volumes.stats(request.pool.pool_uuid, request.volume_path)
         return driver_pb2.GetVolumeStatsResponse(size_bytes=size, used_bytes=used)
+
+    def GetVolumesStats(self, request, context):
+        validate.require(request, "pool.pool_uuid")
+        volumes = self._volumes.stats_many(request.pool.pool_uuid, list(request.volume_paths))
+        return driver_pb2.GetVolumesStatsResponse(volumes=volumes)
 
     def DetachVolumeFromAllStorageNodes(self, request, context):
         validate.require(request, "pool.pool_uuid", "volume_path")
@@ -216,26 +218,7 @@ class SnapshotStrategyServicer(strategies_pb2_grpc.SnapshotStrategyServicer):
         return strategies_pb2.DeleteSnapshotResponse(deleted=deleted)
 
     def BackupSnapshot(self, request, context):
-        validate.require(
-            request,
-            "operation_id",
-            "snapshot",
-            "pool.pool_uuid",
-            "destination.url",
-            "destination_path",
-        )
-        validate.identifier(request.snapshot.uuid or "x", "snapshot.uuid")
-        args = strategies_pb2.BackupSnapshotRequest()
-        args.CopyFrom(request)
-        args.ClearField("operation_id")
-        return self._registry.start(
-            request.operation_id,
-            kind="spcs.v1.SnapshotStrategy/BackupSnapshot",
-            fingerprint=fingerprint(args),
-            target=request.destination_path,
-            runner=lambda ctx: self._copies.run_backup_request(ctx, request, {}),
-            lock_keys=self._copies.backup_keys(request),
-        )
+        return self._copies.start_backup(request)
 
 
 class VMSnapshotStrategyServicer(strategies_pb2_grpc.VMSnapshotStrategyServicer):

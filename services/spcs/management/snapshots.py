@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from spcs.common import errors, validate
+from spcs.common import errors, holds, validate
 from spcs.common.locks import KeyedLocks
 from spcs.management import objects
 from spcs.management.pools import PoolRecord, Pools
@@ -27,7 +27,7 @@ CLAIMED = (strategies_pb2.SNAPSHOT_OPERATION_DELETE, strategies_pb2.SNAPSHOT_OPE
 
 def snapshot_key(snapshot: types_pb2.Snapshot) -> str:
     """The key that serializes creating the snapshot of one CloudStack uuid."""
-    return objects.creation_key("snapshot", snapshot.uuid or snapshot.path)
+    return holds.new_object("snapshot", snapshot.uuid or snapshot.path)
 
 
 class Snapshots:
@@ -48,8 +48,11 @@ class Snapshots:
         if snapshot.vm_uuid:
             tags["cvm"] = names.tag_value(snapshot.vm_uuid, "vm_uuid")
         # the volume's lock too: no resize, revert or delete while its snapshot is cut
-        keys = (snapshot_key(snapshot), objects.object_key(volume))
-        with self.locks.hold(*keys, operation="TakeSnapshot"):
+        with self.locks.hold(
+            "TakeSnapshot",
+            snapshot=snapshot_key(snapshot),
+            volume=holds.storpool_object(volume.global_id),
+        ):
             try:
                 gid = api.snapshot_create(volume.ref, name=name, tags=tags)
             except errors.AlreadyExists:
@@ -125,7 +128,7 @@ class Snapshots:
         if found is None:
             return False
         pool, snap = found
-        with self.locks.hold(objects.object_key(snap), operation="DeleteSnapshot"):
+        with self.locks.hold("DeleteSnapshot", snapshot=holds.storpool_object(snap.global_id)):
             deleted = self.pools.api(pool).snapshot_delete(snap.ref)
         log.info("snapshot %s (%s) deleted", snapshot.uuid or snap.name, snap.ref)
         return deleted
@@ -166,7 +169,11 @@ class Snapshots:
             wanted.append(
                 (ref, volume, names.vm_snapshot_name(request.vm_snapshot_uuid, ref.volume_uuid))
             )
-        with self.locks.hold(f"vmsnapshot:{request.vm_snapshot_uuid}", operation="TakeVMSnapshot"):
+        with self.locks.hold(
+            "TakeVMSnapshot",
+            vm_snapshot=holds.vm_snapshot(request.vm_snapshot_uuid),
+            volumes=[holds.storpool_object(v.global_id) for _, v, _ in wanted],
+        ):
             # StorPool's group snapshot is all or nothing, so what exists is one earlier take
             existing = sorted(
                 s.name
@@ -233,7 +240,10 @@ class Snapshots:
                 )
             )
         with self.locks.hold(
-            f"vmsnapshot:{request.vm_snapshot_uuid}", operation="RevertVMSnapshot"
+            "RevertVMSnapshot",
+            vm_snapshot=holds.vm_snapshot(request.vm_snapshot_uuid),
+            volumes=[holds.storpool_object(volume.global_id) for volume, _, _ in pairs],
+            snapshots=[holds.storpool_object(snap.global_id) for _, snap, _ in pairs],
         ):
             for volume, snap, iops in pairs:
                 api.detach_all(volume.ref, snapshot=False)
@@ -245,15 +255,21 @@ class Snapshots:
         validate.require(request, "vm_snapshot_uuid", "volumes", "pool.pool_uuid")
         pool = self.pools.get(request.pool.pool_uuid)
         api = self.pools.api(pool)
+        found = []
+        for ref in request.volumes:
+            validate.require(ref, "snapshot_path")
+            snap = api.snapshot_or_none(names.api_ref(ref.snapshot_path, "volumes.snapshot_path"))
+            if snap is not None:
+                found.append(snap)
         deleted = 0
         with self.locks.hold(
-            f"vmsnapshot:{request.vm_snapshot_uuid}", operation="DeleteVMSnapshot"
+            "DeleteVMSnapshot",
+            vm_snapshot=holds.vm_snapshot(request.vm_snapshot_uuid),
+            snapshots=[holds.storpool_object(snap.global_id) for snap in found],
         ):
-            for ref in request.volumes:
-                validate.require(ref, "snapshot_path")
-                target = names.api_ref(ref.snapshot_path, "volumes.snapshot_path")
+            for snap in found:
                 # a snapshot with children (a reverted volume) is only marked deleted: a replay
                 # must not count it again
-                if api.snapshot_or_none(target) is not None and api.snapshot_delete(target):
+                if api.snapshot_delete(snap.ref):
                     deleted += 1
         return deleted

@@ -13,8 +13,10 @@ import contextlib
 import logging
 import threading
 
-from spcs.common import errors, validate
+from spcs.common import errors, holds, validate
+from spcs.common.locks import KeyedLocks
 from spcs.common.operations import JobContext
+from spcs.management import objects
 from spcs.management.nodecalls import NodeCalls, node_operation_id
 from spcs.management.pools import PoolRecord, Pools
 from spcs.storpool import names
@@ -31,9 +33,10 @@ def cache_tags(template_uuid: str) -> dict[str, str]:
 
 
 class TemplateCache:
-    def __init__(self, pools: Pools, nodes: NodeCalls) -> None:
+    def __init__(self, pools: Pools, nodes: NodeCalls, locks: KeyedLocks) -> None:
         self.pools = pools
         self.nodes = nodes
+        self.locks = locks
         self._guard = threading.Lock()
         self._flights: dict[str, threading.Lock] = {}
 
@@ -43,7 +46,7 @@ class TemplateCache:
 
     def cached(self, pool: PoolRecord, template_uuid: str) -> Volume | None:
         api = self.pools.api(pool)
-        snap = api.snapshot_or_none(names.template_cache_name(template_uuid, pool.uuid))
+        snap = objects.find_template(api, pool.uuid, pool.template, uuid=template_uuid)
         if snap is not None:
             self.pools.cache_entry(pool.uuid, template_uuid, snap.name, snap.global_id, snap.size)
         return snap
@@ -58,8 +61,9 @@ class TemplateCache:
         if hit is not None:
             return hit, 0, ""
         name = names.template_cache_name(template.uuid, pool.uuid)
-        ctx.stage("waiting for another download of this template")
+        ctx.queued("another download of this template")
         with self._flight(name):
+            ctx.queued("")
             hit = self.cached(pool, template.uuid)
             if hit is not None:
                 return hit, 0, ""
@@ -85,7 +89,6 @@ class TemplateCache:
         except errors.AlreadyExists:  # left by an interrupted attempt: reuse, overwrite fully
             gid, fresh = api.volume(temporary).global_id, False
         try:
-            node = self.nodes.pick(pool, host_id)
             request = node_pb2.DownloadTemplateRequest(
                 operation_id=node_operation_id(ctx, "download-new" if fresh else "download", gid),
                 source=template.store.secondary,
@@ -96,16 +99,17 @@ class TemplateCache:
                 resize_to_virtual_size=True,
                 target_is_zero=fresh,
             )
-            result = self.nodes.run_job(
+            result, host = self.nodes.run_job(
                 ctx,
-                node.host_id,
+                pool,
+                host_id,
                 "DownloadTemplate",
                 request,
                 node_pb2.DownloadResult(),
                 "downloading the template",
             )
             ctx.stage("snapshotting the downloaded template")
-            snapshot = self._snapshot(api, temporary, template.uuid, pool)
+            snapshot, _ = self._snapshot(api, temporary, template.uuid, pool)
         except BaseException:
             api.volume_delete(temporary)
             raise
@@ -116,32 +120,38 @@ class TemplateCache:
             pool.name,
             snapshot.ref,
             result.bytes_written,
-            node.host_id,
+            host,
         )
-        return snapshot, result.bytes_written, node.host_id
+        return snapshot, result.bytes_written, host
 
     def _snapshot(
         self, api: StorPoolApi, source: str, template_uuid: str, pool: PoolRecord
-    ) -> Volume:
+    ) -> tuple[Volume, bool]:
+        """The cache snapshot of `source`, and whether this call created it."""
         name = names.template_cache_name(template_uuid, pool.uuid)
         try:
             gid = api.snapshot_create(source, name=name, tags=cache_tags(template_uuid))
-            snap = api.snapshot(f"~{gid}")
+            snap, created = api.snapshot(f"~{gid}"), True
         except errors.AlreadyExists:
-            snap = api.snapshot(name)
+            snap, created = api.snapshot(name), False
         self.pools.cache_entry(pool.uuid, template_uuid, snap.name, snap.global_id, snap.size)
-        return snap
+        return snap, created
 
-    def cache_from_volume(self, pool: PoolRecord, volume: Volume, template_uuid: str) -> Volume:
-        """Snapshot a volume as the template's cache snapshot (point-in-time)."""
+    def cache_from_volume(
+        self, pool: PoolRecord, volume: Volume, template_uuid: str
+    ) -> tuple[Volume, bool]:
+        """Snapshot a volume as the template's cache snapshot (point-in-time); (snapshot,
+        whether this call created it)."""
         return self._snapshot(self.pools.api(pool), volume.ref, template_uuid, pool)
 
-    def cache_from_snapshot(self, pool: PoolRecord, snapshot: Volume, template_uuid: str) -> Volume:
+    def cache_from_snapshot(
+        self, pool: PoolRecord, snapshot: Volume, template_uuid: str
+    ) -> tuple[Volume, bool]:
         """StorPool cannot copy a snapshot directly: clone it into a volume, snapshot that."""
         api = self.pools.api(pool)
         hit = self.cached(pool, template_uuid)
         if hit is not None:
-            return hit
+            return hit, False
         temporary = names.template_download_name(template_uuid, pool.uuid)
         with contextlib.suppress(errors.AlreadyExists):  # left by an interrupted attempt
             api.volume_create(
@@ -156,19 +166,23 @@ class TemplateCache:
             api.volume_delete(temporary)
 
     def drop(self, pool: PoolRecord, template: types_pb2.Template) -> bool:
-        """Delete a template's cache snapshot (template garbage collection)."""
+        """Delete a template's cache snapshot (template garbage collection); conflicts with the
+        copies reading it (ABORTED)."""
         api = self.pools.api(pool)
-        if template.path:
-            ref = names.api_ref(template.path)
-        else:
-            validate.require(template, "uuid")
-            ref = names.template_cache_name(template.uuid, pool.uuid)
-        # a cache snapshot with clones is only marked deleted: a replay must answer False
-        deleted = api.snapshot_or_none(ref) is not None and api.snapshot_delete(ref)
-        if template.uuid:
-            self.pools.drop_cache_entry(pool.uuid, template.uuid)
-        if deleted:
-            log.info("template cache %s deleted from pool %s", ref, pool.name)
+        snap = objects.find_template(
+            api, pool.uuid, pool.template, path=template.path, uuid=template.uuid
+        )
+        with self.locks.hold(
+            "DeleteTemplate",
+            template=holds.template_on(template.uuid or template.path, pool.uuid),
+            cache=holds.storpool_object(snap.global_id) if snap is not None else None,
+        ):
+            # a cache snapshot with clones is only marked deleted: a replay must answer False
+            deleted = snap is not None and api.snapshot_delete(snap.ref)
+            if template.uuid:
+                self.pools.drop_cache_entry(pool.uuid, template.uuid)
+        if deleted and snap is not None:
+            log.info("template cache %s deleted from pool %s", snap.ref, pool.name)
         return deleted
 
     def drop_all(self, pool: PoolRecord) -> int:

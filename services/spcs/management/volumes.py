@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from spcs.common import errors, validate
+from spcs.common import errors, holds, validate
 from spcs.common.locks import KeyedLocks
 from spcs.management import objects
 from spcs.management.nodecalls import NodeCalls
 from spcs.management.pools import PoolRecord, Pools
 from spcs.storpool import names
 from spcs.storpool.api import StorPoolApi, Volume
+from spcs.storpool.space import VolumeSpace
 from spcs.v1 import driver_pb2, node_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ UNLIMITED = "-"
 
 def volume_key(volume: types_pb2.Volume) -> str:
     """The key that serializes creating the volume of one CloudStack uuid."""
-    return objects.creation_key("volume", volume.uuid or volume.path)
+    return holds.new_object("volume", volume.uuid or volume.path)
 
 
 def limits(volume: types_pb2.Volume) -> dict[str, Any]:
@@ -46,11 +47,22 @@ def placement(pool: PoolRecord, volume: types_pb2.Volume) -> tuple[str, dict[str
     return volume.sp_template or pool.template, {}
 
 
+# How old the cached cluster space (VolumesSpace) may be for GetVolumeStats.
+STATS_SECONDS = 30.0
+
+
 class Volumes:
-    def __init__(self, pools: Pools, nodes: NodeCalls, locks: KeyedLocks) -> None:
+    def __init__(
+        self,
+        pools: Pools,
+        nodes: NodeCalls,
+        locks: KeyedLocks,
+        stats_seconds: float = STATS_SECONDS,
+    ) -> None:
         self.pools = pools
         self.nodes = nodes
         self.locks = locks
+        self.stats_seconds = stats_seconds
 
     def _tags(self, pool: PoolRecord, volume: types_pb2.Volume) -> tuple[str, dict[str, str]]:
         template, extra = placement(pool, volume)
@@ -90,7 +102,7 @@ class Volumes:
         api = self.pools.api(pool)
         template, tags = self._tags(pool, volume)
         name = names.volume_name(volume.uuid)
-        with self.locks.hold(volume_key(volume), operation="CreateVolume"):
+        with self.locks.hold("CreateVolume", volume=volume_key(volume)):
             try:
                 gid = api.volume_create(
                     name=name,
@@ -133,6 +145,7 @@ class Volumes:
         job) holds the volume's lock."""
         validate.require(volume, "uuid")
         validate.identifier(volume.uuid, "volume.uuid")
+        validate.size_at_most_max(volume.size_bytes, "destination.volume.size_bytes")
         api = self.pools.api(pool)
         template, tags = self._tags(pool, volume)
         size = max(volume.size_bytes, parent.size)
@@ -150,29 +163,33 @@ class Volumes:
         except errors.AlreadyExists:
             return self._created(api, name, volume, size, parent.name)
 
-    def create_for_copy(self, pool: PoolRecord, volume: types_pb2.Volume, size: int) -> Volume:
-        """An empty volume that a node will fill (volume from secondary storage). The caller (a
-        copy job) holds the volume's lock."""
+    def create_for_copy(
+        self, pool: PoolRecord, volume: types_pb2.Volume, size: int, operation_id: str
+    ) -> tuple[Volume, bool]:
+        """An empty volume that a node will fill (volume from secondary storage), tagged as
+        being filled by `operation_id`; (volume, whether this call created it). A volume of
+        that uuid that exists already is used as it is. The caller (a copy job) holds it."""
         validate.require(volume, "uuid")
         validate.identifier(volume.uuid, "volume.uuid")
         validate.size(size, "size")
         api = self.pools.api(pool)
         template, tags = self._tags(pool, volume)
+        tags[names.FILLING_TAG] = operation_id
         name = names.volume_name(volume.uuid)
         try:
             gid = api.volume_create(
                 name=name, size=size, template=template, tags=tags, **limits(volume)
             )
-            return api.volume(f"~{gid}")
+            return api.volume(f"~{gid}"), True
         except errors.AlreadyExists:
-            return self._created(api, name, volume, size)
+            return self._created(api, name, volume, size), False
 
     def delete(self, pool: PoolRecord, volume: types_pb2.Volume) -> bool:
         api = self.pools.api(pool)
         obj = objects.find_volume(api, path=volume.path, uuid=volume.uuid)
         if obj is None:
             return False
-        with self.locks.hold(objects.object_key(obj), operation="DeleteVolume"):
+        with self.locks.hold("DeleteVolume", volume=holds.storpool_object(obj.global_id)):
             deleted = api.volume_delete(obj.ref)
         log.info("volume %s (%s) deleted", volume.uuid or obj.name, obj.ref)
         return deleted
@@ -188,7 +205,7 @@ class Volumes:
         api = self.pools.api(pool)
         volume = request.volume
         obj = objects.require_volume(api, volume)
-        with self.locks.hold(objects.object_key(obj), operation="ResizeVolume"):
+        with self.locks.hold("ResizeVolume", volume=holds.storpool_object(obj.global_id)):
             new = request.new_size_bytes
             if new < obj.size and not request.shrink_ok:
                 raise errors.OutOfRange(
@@ -239,8 +256,11 @@ class Volumes:
         api = self.pools.api(pool)
         volume = objects.require_volume(api, request.volume)
         snapshot = objects.require_snapshot(api, request.snapshot)
-        keys = (objects.object_key(volume), objects.object_key(snapshot))
-        with self.locks.hold(*keys, operation="RevertSnapshot"):
+        with self.locks.hold(
+            "RevertSnapshot",
+            volume=holds.storpool_object(volume.global_id),
+            snapshot=holds.storpool_object(snapshot.global_id),
+        ):
             iops = request.volume.max_iops or volume.iops
             bw = (
                 names.bandwidth_to_storpool(request.volume.max_bandwidth_bytes_per_second)
@@ -329,7 +349,7 @@ class Volumes:
         if volume.vc_policy:
             tags["vc-policy"] = names.tag_value(volume.vc_policy, "vc_policy")
         obj = objects.require_volume(api, volume)
-        with self.locks.hold(objects.object_key(obj), operation="ProvideVmInfo"):
+        with self.locks.hold("ProvideVmInfo", volume=holds.storpool_object(obj.global_id)):
             api.volume_update(obj.ref, tags=tags)
 
     def provide_vm_tags(self, request: driver_pb2.ProvideVmTagsRequest) -> int:
@@ -350,7 +370,7 @@ class Volumes:
         pool = self.pools.get(pool_uuid)
         api = self.pools.api(pool)
         obj = objects.require_volume(api, volume)
-        with self.locks.hold(objects.object_key(obj), operation="ChangeVolumeOffering"):
+        with self.locks.hold("ChangeVolumeOffering", volume=holds.storpool_object(obj.global_id)):
             template, extra = placement(pool, volume)
             bw = volume.max_bandwidth_bytes_per_second
             api.volume_update(
@@ -362,13 +382,56 @@ class Volumes:
             )
             return objects.volume_message(api.volume(obj.ref), pool.uuid, volume.uuid)
 
+    # StorPool has no per-volume space call: VolumesSpace answers for the whole cluster. Each
+    # endpoint's answer is cached (`StorPoolApi.space`, single-flight refresh), so a stats cycle
+    # over N volumes costs O(1) VolumesSpace calls, not N.
+
     def stats(self, pool_uuid: str, volume_path: str) -> tuple[int, int]:
+        """(size, used) of one volume: no StorPool call while the endpoint's space answer is
+        younger than `stats_seconds`, else one VolumesSpace for the whole cluster. A volume
+        that answer does not know (created since) costs one small `Volume/<ref>` call; its
+        used bytes are 0 until the next refresh."""
         pool = self.pools.get(pool_uuid)
+        ref = names.api_ref(volume_path, "volume_path")
         api = self.pools.api(pool)
-        obj = objects.require_volume(api, types_pb2.Volume(path=volume_path), "volume_path")
-        space = api.volumes_space()
-        size, used = space.get(obj.name, space.get(obj.ref, (obj.size, 0)))
-        return size, used
+        view = api.space.view(self.stats_seconds)
+        row = view.find(ref)
+        if row is None:
+            obj = objects.require_volume(api, types_pb2.Volume(path=volume_path), "volume_path")
+            row = VolumeSpace(obj.name, obj.global_id, obj.template, obj.size, 0)
+            view.add(row)
+        return row.size, row.used
+
+    def stats_many(self, pool_uuid: str, volume_paths: list[str]) -> list[driver_pb2.VolumeStats]:
+        """Many volumes from one VolumesSpace answer that arrived during this call (or joined
+        the fetch already running); no paths: every volume of the pool's template."""
+        pool = self.pools.get(pool_uuid)
+        refs = [names.api_ref(path, f"volume_paths[{i}]") for i, path in enumerate(volume_paths)]
+        view = self.pools.api(pool).space.view(0)
+        if not volume_paths:
+            rows = sorted(
+                (r for r in view.rows() if r.template == pool.template), key=lambda r: r.global_id
+            )
+            return [
+                driver_pb2.VolumeStats(
+                    volume_path=names.byid_path(r.global_id),
+                    found=True,
+                    size_bytes=r.size,
+                    used_bytes=r.used,
+                )
+                for r in rows
+            ]
+        out = []
+        for path, ref in zip(volume_paths, refs, strict=True):
+            row = view.find(ref)
+            out.append(
+                driver_pb2.VolumeStats(volume_path=path, found=False)
+                if row is None
+                else driver_pb2.VolumeStats(
+                    volume_path=path, found=True, size_bytes=row.size, used_bytes=row.used
+                )
+            )
+        return out
 
     # ---- migration between StorPool pools --------------------------------------------------
 
@@ -379,7 +442,7 @@ class Volumes:
         destination = self.pools.usable(destination_uuid)
         self.check_same_cluster(source, destination)
         obj = objects.require_volume(self.pools.api(source), volume)
-        with self.locks.hold(objects.object_key(obj), operation="MigrateVolume"):
+        with self.locks.hold("MigrateVolume", volume=holds.storpool_object(obj.global_id)):
             return self.migrate_locked(source, volume, destination, vm_running)
 
     @staticmethod

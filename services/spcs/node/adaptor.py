@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spcs.common import errors
+from spcs.common import errors, holds
 from spcs.common.locks import KeyedLocks
 from spcs.node.devices import Devices
 from spcs.storpool import names
@@ -63,11 +63,6 @@ def _is_busy(error: errors.SpcsError) -> bool:
     name = getattr(error, "sp_name", "")
     desc = getattr(error, "sp_desc", "")
     return name == "busy" or "is open at" in desc
-
-
-def device_key(obj: Volume) -> str:
-    """The try-lock key of a StorPool object on this host (shared with the copy jobs)."""
-    return f"storpool:{obj.global_id}"
 
 
 class Adaptor:
@@ -127,7 +122,7 @@ class Adaptor:
 
     def connect(self, path: str, kind: int, mode: int, timeout: float | None = None) -> Disk:
         obj = self.lookup(path, kind)
-        with self.locks.hold(device_key(obj), operation="ConnectPhysicalDisk"):
+        with self.locks.hold("ConnectPhysicalDisk", disk=holds.storpool_object(obj.global_id)):
             return self.attach(obj, mode, timeout)
 
     def attach(self, obj: Volume, mode: int, timeout: float | None = None) -> Disk:
@@ -164,7 +159,7 @@ class Adaptor:
             obj = self.lookup(path, kind)
         except errors.NotFound:
             return False
-        with self.locks.hold(device_key(obj), operation="DisconnectPhysicalDisk"):
+        with self.locks.hold("DisconnectPhysicalDisk", disk=holds.storpool_object(obj.global_id)):
             return self.detach(obj, force_allowed)
 
     def detach(self, obj: Volume, force_allowed: bool) -> bool:
@@ -219,14 +214,14 @@ class Adaptor:
             obj = self.lookup(path, kind or node_pb2.DISK_KIND_SNAPSHOT)
         except errors.NotFound:
             return False
-        with self.locks.hold(device_key(obj), operation="DeletePhysicalDisk"):
+        with self.locks.hold("DeletePhysicalDisk", disk=holds.storpool_object(obj.global_id)):
             if obj.snapshot:
                 return self.api.snapshot_delete(obj.ref)
             return self.api.volume_delete(obj.ref)
 
     def resize(self, path: str, new_size: int, shrink_ok: bool) -> Disk:
         obj = self.lookup(path, node_pb2.DISK_KIND_VOLUME)
-        with self.locks.hold(device_key(obj), operation="ResizePhysicalDisk"):
+        with self.locks.hold("ResizePhysicalDisk", disk=holds.storpool_object(obj.global_id)):
             self._resize(obj, new_size, shrink_ok)
         return self.disk(path, node_pb2.DISK_KIND_VOLUME)
 

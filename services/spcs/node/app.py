@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from spcs import _datamover
-from spcs.common import errors
+from spcs.common import authz, errors
 from spcs.common.identity import IdentityInfo, IdentityServicer
 from spcs.common.journal import SqliteJournal
 from spcs.common.locks import KeyedLocks
@@ -16,7 +17,9 @@ from spcs.common.tls import TlsFiles
 from spcs.node.adaptor import Adaptor
 from spcs.node.commands import AgentCommands
 from spcs.node.devices import Devices
-from spcs.node.registration import Registrar, request_for
+from spcs.node.partials import TABLE as WRITING_TABLE
+from spcs.node.partials import WriteJournal
+from spcs.node.registration import ClusterId, Registrar, request_for
 from spcs.node.secondary import SecondaryStorage
 from spcs.node.servicers import AgentCommandsServicer, StorageAdaptorServicer
 from spcs.node.settings import NodeSettings
@@ -37,8 +40,6 @@ FEATURES = (
 
 
 def build(settings: NodeSettings) -> Server:
-    for directory in (settings.mount_root, settings.state_dir):
-        directory.mkdir(parents=True, exist_ok=True)
     sp = settings.storpool
     api = StorPoolApi(
         sp.api_host,
@@ -48,7 +49,7 @@ def build(settings: NodeSettings) -> Server:
     )
     client_id = sp.our_id or 0
     locks = KeyedLocks()
-    db = Database(settings.state_dir / "node.db", (OPERATIONS_TABLE,))
+    db = Database(settings.state_dir / "node.db", (OPERATIONS_TABLE, WRITING_TABLE))
     registry = OperationRegistry(
         host_id=settings.host_id,
         max_running=settings.max_copies,
@@ -60,10 +61,12 @@ def build(settings: NodeSettings) -> Server:
     adaptor = Adaptor(
         api, devices, client_id, settings.device_wait_seconds, locks, settings.detach_attempts
     )
-    stores = SecondaryStorage(settings.mount_root)
-    commands = AgentCommands(adaptor, stores, registry)
+    stores = SecondaryStorage(settings.mount_root, settings.secondary_stores)
+    journal = WriteJournal(db)
+    commands = AgentCommands(adaptor, stores, registry, journal)
 
     probe_api = api.for_probes()
+    cluster_id = ClusterId(sp.cluster_id, probe_api)  # SP_CLUSTER_ID, else asked of StorPool
 
     def probe() -> tuple[bool, str]:
         if not settings.device_root.is_dir():
@@ -82,7 +85,7 @@ def build(settings: NodeSettings) -> Server:
             node_pb2,
             node_pb2_grpc,
             "AgentCommands",
-            AgentCommandsServicer(commands, settings.host_id, sp.cluster_id or ""),
+            AgentCommandsServicer(commands, settings.host_id, cluster_id),
         ),
         bind_operations(OperationsServicer(registry)),
     ]
@@ -100,7 +103,9 @@ def build(settings: NodeSettings) -> Server:
         0, bind(identity_pb2, identity_pb2_grpc, "Identity", IdentityServicer(identity))
     )
     identity.services = [b.name for b in bindings]
-    server = Server(NAME, settings.server, bindings)
+    server = Server(NAME, settings.server, bindings, authz.node_policy(settings.host_id))
+    # what the jobs of the last run left half-written on secondary storage goes
+    server.on_start(lambda: _clean_in_background(journal, stores, locks))
     server.on_stop(stores.close)
     server.on_stop(db.close)
     if settings.management:
@@ -120,8 +125,10 @@ def build(settings: NodeSettings) -> Server:
                     settings.advertised_address(server.port),
                     client_id,
                     sp.cluster_id or "",
+                    settings.max_copies,
                 ),
                 tls,
+                cluster_id,
             )
             registrar.start()
             registrar_box.append(registrar)
@@ -129,3 +136,12 @@ def build(settings: NodeSettings) -> Server:
         server.on_start(start_registration)
         server.on_stop(lambda: [r.stop() for r in registrar_box])
     return server
+
+
+def _clean_in_background(
+    journal: WriteJournal, stores: SecondaryStorage, locks: KeyedLocks
+) -> None:
+    # in the background: an NFS store that does not answer must not hold up the start
+    threading.Thread(
+        target=journal.clean, args=(stores.open, locks), name="clean-partials", daemon=True
+    ).start()

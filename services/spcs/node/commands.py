@@ -1,25 +1,30 @@
 """The StorPool agent commands: every copy between StorPool and secondary storage on this host.
 
-Each command is a long-running job (see spcs.common.operations) that holds try-locks on what
-it writes and reads, attaches what it needs (and detaches in `finally` only what it attached
-itself: a volume a running VM uses stays attached), and lets the data mover write the
-destination atomically: a file appears under its final name only once it is complete.
+Each command is a long-running job (see spcs.common.operations) that holds what it reads
+(shared) and writes (exclusive) as `spcs.common.holds` declares, attaches what it needs (the
+first job using an object attaches it, the last one detaches it, and only if it was not
+attached before: a volume a running VM uses stays attached), and lets the data mover write the
+destination atomically: a file appears under its final name only once it is complete. Images
+are read confined to their secondary store: a backing file outside it is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.longrunning import operations_pb2
 
-from spcs.common import errors, validate
+from spcs.common import errors, holds, validate
 from spcs.common.operations import JobContext, OperationRegistry, fingerprint
 from spcs.node import mover, template_properties
-from spcs.node.adaptor import Adaptor, device_key
+from spcs.node.adaptor import Adaptor
+from spcs.node.partials import WriteJournal, partials_of
 from spcs.node.secondary import SecondaryStorage, Store, check_relative
 from spcs.storpool import names
 from spcs.storpool.api import Volume
@@ -30,7 +35,6 @@ log = logging.getLogger(__name__)
 FORMATS = {types_pb2.IMAGE_FORMAT_RAW: "raw", types_pb2.IMAGE_FORMAT_QCOW2: "qcow2"}
 COMPRESSIONS = {types_pb2.COMPRESSION_ZLIB: "zlib", types_pb2.COMPRESSION_ZSTD: "zstd"}
 IMAGE_SUFFIXES = (".qcow2", ".raw", ".img")
-PARTIAL_MARK = ".spcs-partial."
 SECTOR = 512
 
 
@@ -50,8 +54,8 @@ def _round_up(size: int) -> int:
 
 
 def remove_stale_partials(target: Path) -> None:
-    """Temp files a killed copy left next to `target` (named `.<name>.spcs-partial.*`)."""
-    for stale in target.parent.glob(f".{target.name}{PARTIAL_MARK}*"):
+    """Temp files a killed copy left next to `target` (the caller holds the target)."""
+    for stale in partials_of(target):
         log.info("removing %s left by an interrupted copy", stale)
         stale.unlink(missing_ok=True)
 
@@ -65,19 +69,61 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class _Use:
+    """The jobs of this node using one StorPool object at the same time (shared readers)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+    ready: bool = False  # attached for these jobs
+    detach: bool = False  # attached by them, not before: the last one detaches
+
+
 class AgentCommands:
     def __init__(
-        self, adaptor: Adaptor, stores: SecondaryStorage, registry: OperationRegistry
+        self,
+        adaptor: Adaptor,
+        stores: SecondaryStorage,
+        registry: OperationRegistry,
+        journal: WriteJournal,
     ) -> None:
         self.adaptor = adaptor
         self.stores = stores
         self.registry = registry
+        self.journal = journal
+        self._uses_guard = threading.Lock()
+        self._uses: dict[str, _Use] = {}
 
     # ---- shared pieces -----------------------------------------------------------------
 
     @contextmanager
     def _attached(self, ctx: JobContext, obj: Volume, *, read_only: bool) -> Iterator[Path]:
-        """Attach for the copy; detach afterwards unless it was attached here already."""
+        """Attach for the copy; the last job using the object detaches it, unless it was
+        attached here before the first one started."""
+        with self._uses_guard:
+            use = self._uses.setdefault(obj.global_id, _Use())
+            use.users += 1
+        try:
+            with use.lock:
+                if not use.ready:
+                    use.detach = self._attach_for_copy(ctx, obj, read_only)
+                    use.ready = True
+            yield self.adaptor.devices.byid(obj.global_id)
+        finally:
+            with use.lock:
+                with self._uses_guard:
+                    use.users -= 1
+                    last = use.users == 0
+                if last and use.ready:
+                    use.ready = False
+                    if use.detach:
+                        self._detach_after_copy(ctx, obj)
+                with self._uses_guard:
+                    if use.users == 0:
+                        self._uses.pop(obj.global_id, None)
+
+    def _attach_for_copy(self, ctx: JobContext, obj: Volume, read_only: bool) -> bool:
+        """Attach (or find attached) `obj`; True when this call attached it."""
         was_attached = self.adaptor._attachment(obj) is not None
         ctx.stage("attaching")
         mode = types_pb2.ACCESS_MODE_READ_ONLY if read_only else types_pb2.ACCESS_MODE_READ_WRITE
@@ -85,19 +131,18 @@ class AgentCommands:
             device = self.adaptor.devices.byid(obj.global_id)  # any attachment can be read
             self.adaptor.devices.wait_present(device, self.adaptor.wait_seconds, obj.ref)
         else:
-            device = self.adaptor.attach(obj, mode).device
+            self.adaptor.attach(obj, mode)
+        return not was_attached
+
+    def _detach_after_copy(self, ctx: JobContext, obj: Volume) -> None:
+        ctx.stage("detaching")
         try:
-            yield device
-        finally:
-            if not was_attached:
-                ctx.stage("detaching")
-                try:
-                    self.adaptor.detach(obj, force_allowed=True)
-                except errors.SpcsError as error:
-                    log.warning("could not detach %s after the copy: %s", obj.ref, error.message)
+            self.adaptor.detach(obj, force_allowed=True)
+        except errors.SpcsError as error:
+            log.warning("could not detach %s after the copy: %s", obj.ref, error.message)
 
     def _start(
-        self, request, kind: str, target: str, runner, keys: tuple[str, ...]
+        self, request, kind: str, target: str, runner, **objects: str
     ) -> operations_pb2.Operation:
         args = type(request)()
         args.CopyFrom(request)
@@ -108,16 +153,12 @@ class AgentCommands:
             fingerprint=fingerprint(args),
             target=target,
             runner=runner,
-            lock_keys=keys,
+            holds=holds.holds(kind, **objects),
         )
 
     @staticmethod
-    def _device_key(obj: Volume) -> str:
-        return device_key(obj)
-
-    @staticmethod
-    def _file_key(url: str, path: str) -> str:
-        return f"secondary:{url.rstrip('/')}/{path.strip('/')}"
+    def _device(obj: Volume) -> str:
+        return holds.storpool_object(obj.global_id)
 
     # ---- secondary → StorPool ------------------------------------------------------------
 
@@ -128,6 +169,7 @@ class AgentCommands:
         check_relative(request.source_path, "source_path")
         if request.source_file_name:
             check_relative(request.source_file_name, "source_file_name")
+        self.stores.check_allowed(request.source.url)
         volume = self.adaptor.lookup(
             request.destination_path, node_pb2.DISK_KIND_VOLUME, "destination_path"
         )
@@ -137,6 +179,7 @@ class AgentCommands:
                 image = self._pick_image(store, request.source_path, request.source_file_name)
                 return self._download(
                     ctx,
+                    store,
                     image,
                     request.source_format,
                     volume,
@@ -146,12 +189,13 @@ class AgentCommands:
                 )
 
         return self._start(
-            request, "DownloadTemplate", volume.ref, run, (self._device_key(volume),)
+            request, "DownloadTemplate", volume.ref, run, destination=self._device(volume)
         )
 
     def download_volume(self, request: node_pb2.DownloadVolumeRequest) -> operations_pb2.Operation:
         validate.require(request, "operation_id", "source.url", "source_path", "destination_path")
         check_relative(request.source_path, "source_path")
+        self.stores.check_allowed(request.source.url)
         volume = self.adaptor.lookup(
             request.destination_path, node_pb2.DISK_KIND_VOLUME, "destination_path"
         )
@@ -165,6 +209,7 @@ class AgentCommands:
                     )
                 return self._download(
                     ctx,
+                    store,
                     image,
                     request.source_format,
                     volume,
@@ -173,7 +218,9 @@ class AgentCommands:
                     resize="grow" if request.resize_to_virtual_size else "",
                 )
 
-        return self._start(request, "DownloadVolume", volume.ref, run, (self._device_key(volume),))
+        return self._start(
+            request, "DownloadVolume", volume.ref, run, destination=self._device(volume)
+        )
 
     def _pick_image(self, store: Store, path: str, file_name: str) -> Path:
         location = store.resolve(path, "source_path")
@@ -205,6 +252,7 @@ class AgentCommands:
     def _download(
         self,
         ctx: JobContext,
+        store: Store,
         image: Path,
         source_format: int,
         volume: Volume,
@@ -212,10 +260,11 @@ class AgentCommands:
         resize: str,
     ) -> node_pb2.DownloadResult:
         """Copy an image into a volume; `resize` is "" (the volume must fit), "grow" or
-        "exact" (set to the image's virtual size)."""
+        "exact" (set to the image's virtual size). Backing files must be in the same store."""
         what = f"copy {image.name} into {volume.ref}"
         ctx.stage("inspecting image")
-        info = mover.image_info(image, what)
+        confine = store.root.resolve()
+        info = mover.image_info(image, what, confine_to=confine)
         fmt = FORMATS.get(source_format) or info.format
         needed = _round_up(info.virtual_size)
         size = volume.size
@@ -237,6 +286,7 @@ class AgentCommands:
                 src_format=fmt,
                 dst_format="raw",
                 target_is_zero=target_is_zero,
+                confine_to=confine,
             )
         return node_pb2.DownloadResult(
             destination_path=names.byid_path(volume.global_id),
@@ -254,6 +304,7 @@ class AgentCommands:
             request, "operation_id", "snapshot_path", "destination.url", "destination_path"
         )
         check_relative(request.destination_path, "destination_path")
+        self.stores.check_allowed(request.destination.url)
         snapshot = self.adaptor.lookup(
             request.snapshot_path, node_pb2.DISK_KIND_SNAPSHOT, "snapshot_path"
         )
@@ -269,10 +320,8 @@ class AgentCommands:
             "BackupSnapshot",
             request.destination_path,
             run,
-            (
-                self._device_key(snapshot),
-                self._file_key(request.destination.url, request.destination_path),
-            ),
+            source=self._device(snapshot),
+            destination=holds.secondary_file(request.destination.url, request.destination_path),
         )
 
     def copy_volume_to_secondary(
@@ -288,6 +337,7 @@ class AgentCommands:
         )
         validate.identifier(request.volume_uuid, "volume_uuid")
         check_relative(request.destination_dir, "destination_dir")
+        self.stores.check_allowed(request.destination.url)
         source = self.adaptor.lookup(request.source.path, request.source.kind, "source.path")
         fmt = output_format(request.format)
         algorithm = compression(fmt, request.compression)
@@ -302,8 +352,19 @@ class AgentCommands:
             "CopyVolumeToSecondary",
             relative,
             run,
-            (self._device_key(source), self._file_key(request.destination.url, relative)),
+            source=self._device(source),
+            destination=holds.secondary_file(request.destination.url, relative),
         )
+
+    def _target(self, store: Store, relative: str) -> Path:
+        """The destination file inside the store, its directory created."""
+        parent, _, name = relative.rstrip("/").rpartition("/")
+        if not name:
+            raise errors.InvalidArgument(f"destination {relative!r} needs a file name")
+        if parent:
+            store.output_dir(parent, "destination")
+        # resolved after the directory exists, so a symlink in the way cannot lead outside
+        return store.resolve(relative, "destination")
 
     def _export(
         self,
@@ -314,13 +375,20 @@ class AgentCommands:
         fmt: str,
         algorithm: str | None,
     ) -> node_pb2.BackupResult:
-        parent, _, name = relative.rstrip("/").rpartition("/")
-        if not name:
-            raise errors.InvalidArgument(f"destination {relative!r} needs a file name")
-        if parent:
-            store.output_dir(parent, "destination")
-        # resolved after the directory exists, so a symlink in the way cannot lead outside
-        target = store.resolve(relative, "destination")
+        target = self._target(store, relative)
+        with self.journal.writing(ctx.operation_id, store.url, relative, target):
+            return self._export_to(ctx, source, store, relative, target, fmt, algorithm)
+
+    def _export_to(
+        self,
+        ctx: JobContext,
+        source: Volume,
+        store: Store,
+        relative: str,
+        target: Path,
+        fmt: str,
+        algorithm: str | None,
+    ) -> node_pb2.BackupResult:
         remove_stale_partials(target)
         with self._attached(ctx, source, read_only=True) as device:
             stats = mover.copy(
@@ -352,24 +420,25 @@ class AgentCommands:
         )
         validate.identifier(request.template.uuid, "template.uuid")
         check_relative(request.destination_dir, "destination_dir")
+        self.stores.check_allowed(request.destination.url)
         source = self.adaptor.lookup(request.source.path, request.source.kind, "source.path")
         fmt = output_format(request.format)
         algorithm = compression(fmt, request.compression)
         file_name = f"{request.template.uuid}.{template_properties.EXTENSIONS[fmt]}"
         directory_rel = request.destination_dir.strip("/")
+        relative = f"{directory_rel}/{file_name}"
 
         def run(ctx: JobContext) -> node_pb2.TemplateResult:
             with self.stores.open(request.destination.url) as store:
-                result = self._export(
-                    ctx, source, store, f"{directory_rel}/{file_name}", fmt, algorithm
-                )
-                directory = store.resolve(directory_rel, "destination_dir")
-                image = directory / file_name
-                try:
+                image = self._target(store, relative)
+                # the image counts as written only with its template.properties beside it
+                with self.journal.writing(ctx.operation_id, store.url, relative, image) as placed:
+                    result = self._export_to(ctx, source, store, relative, image, fmt, algorithm)
+                    placed()
                     ctx.stage("checksum")
                     checksum = file_md5(image)
                     template_properties.write(
-                        directory,
+                        image.parent,
                         template_properties.template_values(
                             unique_name=request.template.name or request.template.uuid,
                             template_id=request.template.id,
@@ -381,10 +450,6 @@ class AgentCommands:
                             description=request.template.description,
                         ),
                     )
-                except BaseException:
-                    # an image without its properties must not linger looking like a template
-                    image.unlink(missing_ok=True)
-                    raise
             return node_pb2.TemplateResult(
                 install_path=directory_rel,
                 file_name=file_name,
@@ -400,10 +465,8 @@ class AgentCommands:
             "BackupTemplate",
             directory_rel,
             run,
-            (
-                self._device_key(source),
-                self._file_key(request.destination.url, f"{directory_rel}/{file_name}"),
-            ),
+            source=self._device(source),
+            destination=holds.secondary_file(request.destination.url, relative),
         )
 
 

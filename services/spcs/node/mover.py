@@ -1,7 +1,7 @@
 """Running data-mover copies inside a node job: progress, cancellation, error translation.
 
 The Rust mover runs on its own threads with the GIL released; this loop only polls its
-progress every half second into the operation's metadata and forwards a cancel. Data-mover
+progress every POLL_SECONDS into the operation's metadata and forwards a cancel. Data-mover
 errors become domain errors here (the node's boundary with the mover), with the message the
 mover wrote (it names the file and offset) and what the caller can do.
 """
@@ -15,7 +15,7 @@ from spcs import datamover
 from spcs.common import errors
 from spcs.common.operations import JobContext
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2  # how often a running copy's progress reaches its operation
 
 
 def translate(error: datamover.DataMoverError, what: str) -> errors.SpcsError:
@@ -46,11 +46,14 @@ def translate(error: datamover.DataMoverError, what: str) -> errors.SpcsError:
     return errors.Internal(f"{what}: {detail}{partial}")
 
 
-def image_info(path: Path, what: str) -> datamover.ImageInfo:
+def image_info(path: Path, what: str, *, confine_to: Path | None = None) -> datamover.ImageInfo:
+    """Describe `path`; with `confine_to`, its whole backing chain must lie in that directory."""
     try:
-        return datamover.info(str(path))
+        return datamover.info(str(path), confine_to=confine_to)
     except datamover.DataMoverError as error:
         raise translate(error, what) from None
+    except ValueError as error:
+        raise errors.InvalidArgument(f"{what}: {error}") from None
 
 
 def copy(
@@ -64,8 +67,14 @@ def copy(
     compression: str | None = None,
     target_is_zero: bool = False,
     overwrite: bool = False,
+    confine_to: Path | None = None,
 ) -> datamover.ConvertStats:
-    """Copy with the data mover, reporting progress to `ctx`; cancel with the operation."""
+    """Copy with the data mover, reporting progress to `ctx`; cancel with the operation.
+
+    With `confine_to` (for images from untrusted hands, e.g. templates on secondary storage)
+    the source and its whole backing chain must lie in that directory: a backing name that
+    leads out is refused as InvalidArgument before any byte of it is read.
+    """
     ctx.check_cancelled()
     ctx.stage("copying")
     try:
@@ -77,6 +86,7 @@ def copy(
             compression=compression,
             target_is_zero=target_is_zero,
             overwrite=overwrite,
+            confine_to=confine_to,
         )
     except datamover.DataMoverError as error:
         raise translate(error, what) from None

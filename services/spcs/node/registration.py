@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import grpc
 
 from spcs import __version__
+from spcs.common import errors
 from spcs.common.tls import TlsFiles, open_channel
+from spcs.storpool.api import StorPoolApi
 from spcs.v1 import hosts_pb2, hosts_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -21,12 +24,47 @@ RETRY_SECONDS = 5.0
 CALL_TIMEOUT = 10.0
 
 
+class ClusterId:
+    """This host's StorPool cluster id: SP_CLUSTER_ID from its StorPool config, else what
+    StorPool itself shows (`StorPoolApi.local_cluster_id`), learned once and kept. "" while
+    neither knows it; the management service then does not connect the host."""
+
+    def __init__(self, configured: str | None, api: StorPoolApi) -> None:
+        self._value = configured or ""
+        self._api = api
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        if self._value:
+            return self._value
+        with self._lock:
+            if not self._value:
+                try:
+                    found = self._api.local_cluster_id()
+                except errors.SpcsError as error:
+                    log.warning(
+                        "SP_CLUSTER_ID is not set and StorPool could not tell it: %s",
+                        error.message,
+                    )
+                    return ""
+                if found:
+                    log.info("SP_CLUSTER_ID is not set; StorPool shows cluster %s", found)
+                    self._value = found
+        return self._value
+
+
 class Registrar:
     def __init__(
-        self, management: str, request: hosts_pb2.RegisterNodeRequest, tls: TlsFiles | None = None
+        self,
+        management: str,
+        request: hosts_pb2.RegisterNodeRequest,
+        tls: TlsFiles | None = None,
+        cluster_id: Callable[[], str] | None = None,
     ) -> None:
         self.management = management
         self.request = request
+        # asked before each announcement while the request has no cluster id yet
+        self._cluster_id = cluster_id
         self._channel = open_channel(management, tls)
         self._stub = hosts_pb2_grpc.NodeRegistryStub(self._channel)
         self._stop = threading.Event()
@@ -39,6 +77,8 @@ class Registrar:
 
     def register_once(self) -> float:
         """One announcement; returns the seconds until the next one."""
+        if self._cluster_id is not None and not self.request.storpool_cluster_id:
+            self.request.storpool_cluster_id = self._cluster_id()
         try:
             reply = self._stub.RegisterNode(self.request, timeout=CALL_TIMEOUT)
         except grpc.RpcError as error:
@@ -73,7 +113,7 @@ class Registrar:
 
 
 def request_for(
-    host_id: str, address: str, client_id: int, cluster_id: str
+    host_id: str, address: str, client_id: int, cluster_id: str, max_copies: int
 ) -> hosts_pb2.RegisterNodeRequest:
     return hosts_pb2.RegisterNodeRequest(
         host_id=host_id,
@@ -81,4 +121,5 @@ def request_for(
         storpool_client_id=client_id,
         storpool_cluster_id=cluster_id,
         version=__version__,
+        max_copies=max_copies,
     )

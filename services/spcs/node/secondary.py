@@ -4,28 +4,34 @@
 jobs (reference-counted) and unmounted after it has been idle for a while. `file:///dir` is a
 directory the host already has (a store mounted by other means, and the tests).
 
-Every path a request names is resolved inside the store's root: absolute paths, `..` and
-symbolic links that lead outside are refused with INVALID_ARGUMENT, so a request can never
-read or write outside the store.
+A node serves only the stores its `secondary_store` setting lists (NFS exports and `file://`
+roots, each with everything below it); any other URL is PERMISSION_DENIED, so a caller cannot
+point a copy at `file:///etc`. Every path a request names is resolved inside the store's root:
+absolute paths, `..` and symbolic links that lead outside are refused with INVALID_ARGUMENT, so
+a request can never read or write outside the store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import posixpath
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from spcs.common import errors
+from spcs.common.validate import shown
 
 log = logging.getLogger(__name__)
 
 NFS_OPTIONS = "nosuid,nodev,noexec"
+SETTING = "secondary_store (--secondary-store, SPCS_SECONDARY_STORE)"
 IDLE_UNMOUNT_SECONDS = 120.0
 COMMAND_TIMEOUT_SECONDS = 120.0
 
@@ -52,10 +58,47 @@ def check_relative(relative: str, what: str) -> str:
     rel = PurePosixPath(relative)
     if not relative or rel.is_absolute() or ".." in rel.parts:
         raise errors.InvalidArgument(
-            f"{what} {relative!r} must be a relative path inside the secondary store "
+            f"{what} {shown(relative)} must be a relative path inside the secondary store "
             "(not absolute, no '..')"
         )
     return relative
+
+
+@dataclass(frozen=True)
+class AllowedStore:
+    """One entry of the node's `secondary_store` setting: a store and everything below it."""
+
+    scheme: str  # "file" or "nfs"
+    host: str  # NFS server (lower case); "" for file
+    path: str  # normalized absolute path (for file://, with symlinks resolved)
+
+    @classmethod
+    def parse(cls, url: str) -> AllowedStore:
+        """An entry as written in the setting; ValueError says what is wrong."""
+        parts = urlsplit(url.strip())
+        scheme, path = parts.scheme, posixpath.normpath(unquote(parts.path) or "/")
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+                raise ValueError(f"{url!r}: use file:///absolute/dir")
+            return cls("file", "", os.path.realpath(path))
+        if scheme == "nfs":
+            if not parts.hostname or not parts.path.startswith("/"):
+                raise ValueError(f"{url!r}: use nfs://server/export[/dir]")
+            return cls("nfs", parts.hostname.lower(), path)
+        raise ValueError(f"{url!r}: a secondary store is nfs://server/export or file:///dir")
+
+    def covers(self, parts: SplitResult) -> bool:
+        if parts.scheme != self.scheme:
+            return False
+        path = posixpath.normpath(unquote(parts.path) or "/")
+        if self.scheme == "file":
+            path = os.path.realpath(path)
+        elif (parts.hostname or "").lower() != self.host:
+            return False
+        return path == self.path or path.startswith(self.path.rstrip("/") + "/")
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}{self.path}"
 
 
 @dataclass(frozen=True)
@@ -88,6 +131,29 @@ class Store:
             raise _store_error(error, self.url) from None
         # a symlink swapped in while we created it would show up here
         return self.resolve(relative, what)
+
+
+def _store_url(url: str) -> SplitResult:
+    """The parts of a secondary store URL; INVALID_ARGUMENT unless it is file:///dir or
+    nfs://server/export[/dir]."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            raise errors.InvalidArgument(
+                f"secondary store URL {shown(url)}: use file:///absolute/dir"
+            )
+    elif parts.scheme == "nfs":
+        if not parts.hostname or not path.startswith("/") or ".." in PurePosixPath(path).parts:
+            raise errors.InvalidArgument(
+                f"secondary store URL {shown(url)}: expected nfs://server/export[/dir]"
+            )
+    else:
+        raise errors.InvalidArgument(
+            f"secondary store URL {shown(url)} is not supported: use nfs://server/export[/dir] "
+            "or file:///dir"
+        )
+    return parts
 
 
 def _store_error(error: OSError, url: str) -> errors.SpcsError:
@@ -125,47 +191,45 @@ class SecondaryStorage:
     def __init__(
         self,
         mount_root: Path,
+        allowed: Iterable[AllowedStore] = (),
         *,
         idle_seconds: float = IDLE_UNMOUNT_SECONDS,
         runner: Runner = run_command,
     ) -> None:
         self.mount_root = mount_root
+        self.allowed = tuple(allowed)
         self.idle_seconds = idle_seconds
         self._run = runner
         self._lock = threading.Lock()
         self._mounts: dict[str, _Mount] = {}
 
+    def check_allowed(self, url: str) -> None:
+        """INVALID_ARGUMENT for a malformed store URL; PERMISSION_DENIED unless the node's
+        setting lists the store (or one above it)."""
+        parts = _store_url(url)
+        if any(entry.covers(parts) for entry in self.allowed):
+            return
+        served = ", ".join(map(str, self.allowed)) or "none"
+        raise errors.PermissionDenied(
+            f"secondary store {shown(url, 200)} is not one this node serves (served: {served}); "
+            f"add it to the node setting {SETTING} if it is a secondary store of this zone"
+        )
+
     @contextmanager
     def open(self, url: str) -> Iterator[Store]:
+        self.check_allowed(url)
         parts = urlsplit(url)
         if parts.scheme == "file":
             root = Path(unquote(parts.path))
-            if parts.netloc not in ("", "localhost") or not root.is_absolute():
-                raise errors.InvalidArgument(
-                    f"secondary store URL {url!r}: use file:///absolute/dir"
-                )
             if not root.is_dir():
                 raise errors.FailedPrecondition(
                     f"secondary store directory {root} ({url}) does not exist on this host"
                 )
             yield Store(url, root)
-        elif parts.scheme == "nfs":
-            source = self._nfs_source(url, parts.hostname, unquote(parts.path))
-            with self._mounted(source) as root:
-                yield Store(url, root)
         else:
-            raise errors.InvalidArgument(
-                f"secondary store URL {url!r} is not supported: use nfs://server/export[/dir] "
-                "or file:///dir"
-            )
-
-    @staticmethod
-    def _nfs_source(url: str, host: str | None, path: str) -> str:
-        if not host or not path.startswith("/") or ".." in PurePosixPath(path).parts:
-            raise errors.InvalidArgument(
-                f"secondary store URL {url!r}: expected nfs://server/export[/dir]"
-            )
-        return f"{host}:{path.rstrip('/') or '/'}"
+            path = unquote(parts.path).rstrip("/") or "/"
+            with self._mounted(f"{parts.hostname}:{path}") as root:
+                yield Store(url, root)
 
     @contextmanager
     def _mounted(self, source: str) -> Iterator[Path]:

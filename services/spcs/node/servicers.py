@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from spcs import __version__
 from spcs.common import validate
 from spcs.node import resize_notify
@@ -49,7 +51,9 @@ class StorageAdaptorServicer(node_pb2_grpc.StorageAdaptorServicer):
 
 
 class AgentCommandsServicer(node_pb2_grpc.AgentCommandsServicer):
-    def __init__(self, commands: AgentCommands, host_id: str, cluster_id: str) -> None:
+    def __init__(
+        self, commands: AgentCommands, host_id: str, cluster_id: str | Callable[[], str]
+    ) -> None:
         self._commands = commands
         self._host_id = host_id
         self._cluster_id = cluster_id
@@ -77,9 +81,11 @@ class AgentCommandsServicer(node_pb2_grpc.AgentCommandsServicer):
     def ModifyStoragePool(self, request, context):
         validate.require(request, "pool_uuid")
         adaptor = self._commands.adaptor
+        # SP_CLUSTER_ID, or (a callable) the id StorPool shows when the config lacks it
+        cluster = self._cluster_id() if callable(self._cluster_id) else self._cluster_id
         return node_pb2.ModifyStoragePoolResponse(
             storpool_client_id=adaptor.client_id,
-            storpool_cluster_id=self._cluster_id,
+            storpool_cluster_id=cluster,
             client_running=adaptor.api.client_running(adaptor.client_id),
             version=__version__,
             host_id=self._host_id,

@@ -14,18 +14,21 @@ from spcs.common.settings import (
     ServerSettings,
     existing_dir,
     parse_listen,
+    path_value,
     positive_float,
     positive_int,
     resolve,
+    state_directory,
 )
 from spcs.common.validate import UUID_LIKE
+from spcs.node.secondary import AllowedStore
 from spcs.storpool import conf as storpool_conf
 
 DEFAULT_LISTEN = "127.0.0.1:9711"
 
 
 def _host_id(value: str) -> str:
-    if not UUID_LIKE.match(value):
+    if not value or not UUID_LIKE.match(value):
         raise ValueError(f"{value!r} is not a valid host id (A-Z a-z 0-9 . _ : -)")
     return value
 
@@ -69,7 +72,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "storpool_conf",
         "StorPool config (default /etc/storpool.conf + /etc/storpool.conf.d/*.conf)",
-        parse=Path,
+        parse=path_value,
         metavar="FILE",
     ),
     Option(
@@ -79,37 +82,46 @@ OPTIONS: tuple[Option, ...] = (
     ),
     storpool_conf.RETRY_OPTION,
     Option(
+        "secondary_store",
+        "a secondary store this node may read and write, with everything below it: "
+        "nfs://server/export or file:///dir (CloudStack's secondary stores of the zone); any "
+        "other store is refused (PERMISSION_DENIED)",
+        parse=AllowedStore.parse,
+        metavar="URL",
+        repeated=True,
+    ),
+    Option(
         "mount_root",
         "where NFS secondary stores are mounted",
         default="/var/lib/spcs/mnt",
-        parse=Path,
+        parse=path_value,
         metavar="DIR",
     ),
     Option(
         "state_dir",
         "node state (copy journal)",
         default="/var/lib/spcs/node",
-        parse=Path,
+        parse=path_value,
         metavar="DIR",
     ),
     Option(
         "device_wait_seconds",
         "how long an attach waits for the device to appear",
-        default=30.0,
+        default="30",
         parse=positive_float,
         metavar="SECONDS",
     ),
     Option(
         "detach_attempts",
         "detach tries while the device is open (0.5 s apart) before forcing or giving up",
-        default=10,
+        default="10",
         parse=positive_int,
         metavar="N",
     ),
     Option(
         "max_copies",
         "copies running at once on this host (RESOURCE_EXHAUSTED beyond)",
-        default=2,
+        default="2",
         parse=positive_int,
         metavar="N",
     ),
@@ -126,6 +138,7 @@ class NodeSettings:
     advertise: str | None
     storpool: storpool_conf.StorPoolConf
     storpool_retry_seconds: float
+    secondary_stores: tuple[AllowedStore, ...]
     mount_root: Path
     state_dir: Path
     device_wait_seconds: float
@@ -136,21 +149,25 @@ class NodeSettings:
     def from_args(cls, args: argparse.Namespace) -> NodeSettings:
         values = resolve(args, OPTIONS)
         if not values["host_id"]:
-            raise ConfigError("--host-id is required: the CloudStack host id of this KVM host")
+            raise ConfigError(
+                "--host-id",
+                "not set; --host-id is required: the CloudStack host id of this KVM host "
+                "(flag --host-id, environment SPCS_HOST_ID or host_id in the --config file)",
+            )
+        server = ServerSettings.from_values(values)
         storpool = storpool_conf.load(values["storpool_conf"], section=values["storpool_section"])
         storpool.require("SP_OURID", "SP_AUTH_TOKEN")
         for name in ("mount_root", "state_dir"):
-            path: Path = values[name]
-            if path.exists() and not path.is_dir():
-                raise ConfigError(f"--{name.replace('_', '-')} {path} is not a directory")
+            state_directory(values[name], "--" + name.replace("_", "-"))
         return cls(
-            server=ServerSettings.from_values(values),
+            server=server,
             host_id=values["host_id"],
             device_root=values["device_root"],
             management=values["management"],
             advertise=values["advertise"],
             storpool=storpool,
             storpool_retry_seconds=values["storpool_retry_seconds"],
+            secondary_stores=tuple(values["secondary_store"] or ()),
             mount_root=values["mount_root"],
             state_dir=values["state_dir"],
             device_wait_seconds=values["device_wait_seconds"],

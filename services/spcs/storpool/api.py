@@ -10,12 +10,19 @@ the object and what to do; the StorPool error name stays available as `.sp_name`
 Mutations are retried too, so every object spcs creates has a deterministic name
 (`spcs.storpool.names`): a create that took effect before a connection dropped meets
 `objectExists` on the retry and the caller checks it instead of making a second object.
+
+A host name that does not resolve is final at once (`UNRESOLVABLE_HOST`), never retried. No
+size above `spcs.common.validate.MAX_SIZE` is sent. `StorPoolApi.space` caches the cluster's
+VolumesSpace answer (StorPool has no per-volume space call) with single-flight refresh; the
+changes this process makes through the facade keep it true.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import re
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,8 +30,9 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from spcs.common import errors, upstream_time
+from spcs.common import errors, upstream_time, validate
 from spcs.storpool.bindings import spapi, spcatch
+from spcs.storpool.space import SpaceCache, VolumeSpace
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,9 @@ class RetryPolicy:
     sleep: Callable[[float], None] = field(default=time.sleep)
 
 
+# The ErrorInfo reason of the Unavailable raised when the API host name does not resolve.
+UNRESOLVABLE_HOST = "STORPOOL_HOST_UNRESOLVABLE"
+
 # Health probes must answer quickly: a short timeout and next to no retrying.
 PROBE_TIMEOUT = 5.0
 PROBE_RETRY = RetryPolicy(total_seconds=1.0, max_wait=0.5)
@@ -159,6 +170,7 @@ class StorPoolApi:
         self._api = spapi.Api(
             host=host, port=port, auth=token, timeout=timeout, transientRetries=0, multiCluster=True
         )
+        self.space = SpaceCache(self._volumes_space_rows)
 
     # ---- the call wrapper -----------------------------------------------------------------
 
@@ -191,6 +203,15 @@ class StorPoolApi:
             raise self._domain_error(what, error) from None
         except spcatch.InvalidArgumentError as error:
             raise errors.InvalidArgument(f"{what}: {error}") from None
+        except socket.gaierror as error:
+            # A name that does not resolve will not resolve on a retry either: final at once.
+            host = self._connection[0]
+            raise errors.Unavailable(
+                f"StorPool API host {host!r} cannot be resolved for {what} "
+                f"({error.strerror or 'name resolution failed'}); check the name "
+                "(SP_API_HTTP_HOST, or the host in the pool URL) and the host's DNS",
+                reason=UNRESOLVABLE_HOST,
+            ) from None
         except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as error:
             raise _Transient(error) from error
         except ValueError as error:  # a reply that is not JSON
@@ -249,6 +270,7 @@ class StorPoolApi:
         tags: Mapping[str, str] | None = None,
     ) -> str:
         """Create a named volume; returns its global id."""
+        _check_size(f"create volume {name}", size)
         body = {
             "name": name,
             "size": size,
@@ -267,9 +289,19 @@ class StorPoolApi:
 
     def volume_update(self, ref: str, **changes: Any) -> None:
         """VolumeUpdate with StorPool field names (size, shrinkOk, iops, bw, template, tags...)."""
+        _check_size(f"update volume {ref}", changes.get("size"))
         body = {k: v for k, v in changes.items() if v is not None}
         self._call(
             f"update volume {ref}", lambda: self._api.volumeUpdate(ref, body, returnRawAPIData=True)
+        )
+        if "rename" in body:  # its row is looked up again under the new name
+            self.space.change(ref, gone=True)
+            return
+        size, template = body.get("size"), body.get("template")
+        self.space.change(
+            ref,
+            size=size if isinstance(size, int) else None,
+            template=template if isinstance(template, str) else None,
         )
 
     def volume_delete(self, ref: str) -> bool:
@@ -282,7 +314,9 @@ class StorPoolApi:
                 what=f"delete volume {ref}",
             )
         except errors.NotFound:
+            self.space.change(ref, gone=True)
             return False
+        self.space.change(ref, gone=True)
         return True
 
     def volume_revert(self, ref: str, snapshot_ref: str) -> None:
@@ -428,19 +462,75 @@ class StorPoolApi:
         raise errors.NotFound(f"StorPool template {name} does not exist at {self.endpoint}")
 
     def volumes_space(self) -> dict[str, tuple[int, int]]:
-        """name → (size, spaceUsed) for every volume."""
+        """name → (size, spaceUsed) for every volume (one VolumesSpace call, uncached)."""
+        return {row.name: (row.size, row.used) for row in self._volumes_space_rows()}
+
+    def _volumes_space_rows(self) -> list[VolumeSpace]:
         data = self._call("volume space", lambda: self._api.volumesSpace(returnRawAPIData=True))
-        return {str(r["name"]): (int(r.get("size", 0)), int(r.get("spaceUsed", 0))) for r in data}
+        return [
+            VolumeSpace(
+                name=str(r.get("name", "")),
+                global_id=str(r.get("globalId", "")),
+                template=str(r.get("templateName") or ""),
+                size=int(r.get("size") or 0),
+                used=int(r.get("spaceUsed") or 0),
+            )
+            for r in data
+            if r.get("globalId")
+        ]
 
     def for_probes(self) -> StorPoolApi:
         """The same endpoint with the short timeout and retries a health probe needs."""
         host, port, token = self._connection
         return StorPoolApi(host, port, token, timeout=PROBE_TIMEOUT, retry=PROBE_RETRY)
 
+    def local_cluster_id(self) -> str | None:
+        """This cluster's id (SP_CLUSTER_ID, `<location>.<subcluster>`) as StorPool shows it:
+        the first two parts of the global ids of the cluster's own volumes, else snapshots.
+        The plain (not MultiCluster/) listings answer for the local cluster only. None when
+        the cluster holds no object yet, or its objects' ids disagree (objects moved in from
+        another cluster): then only SP_CLUSTER_ID in the config can say."""
+        for query in ("VolumesList", "SnapshotsList"):
+            data = self._call(
+                f"{query} (to learn the cluster id)",
+                lambda query=query: self._api("GET", False, query),
+            )
+            found = {cluster_of(str(raw.get("globalId") or "")) for raw in data or []}
+            found.discard(None)
+            if len(found) == 1:
+                return found.pop()
+            if found:
+                log.warning(
+                    "StorPool at %s holds objects of clusters %s; the cluster id is ambiguous",
+                    self.endpoint,
+                    ", ".join(sorted(str(c) for c in found)),
+                )
+                return None
+        return None
+
     def client_running(self, client_id: int) -> bool:
         data = self._call("list services", lambda: self._api.servicesList(returnRawAPIData=True))
         client = (data.get("clients") or {}).get(str(client_id))
         return bool(client) and client.get("status") == "running"
+
+
+_GLOBAL_ID = re.compile(r"^([a-z0-9]+\.[a-z0-9]+)\.[a-z0-9]+$")
+
+
+def cluster_of(global_id: str) -> str | None:
+    """The cluster id in a global id (`<location>.<subcluster>.<object>`), or None."""
+    match = _GLOBAL_ID.match(global_id)
+    return match.group(1) if match else None
+
+
+def _check_size(what: str, size: object) -> None:
+    """Never send StorPool a size above the maximum (whoever computed it: a caller, an image's
+    virtual size): INVALID_ARGUMENT naming the object and the maximum."""
+    if isinstance(size, int) and size > validate.MAX_SIZE:
+        raise errors.InvalidArgument(
+            f"{what}: size {size} is larger than the maximum StorPool volume size, "
+            f"{validate.MAX_SIZE_TEXT}"
+        )
 
 
 def _snake(name: str) -> str:

@@ -24,7 +24,7 @@ DEFAULT_PATH = Path("/etc/storpool.conf")
 RETRY_OPTION = Option(
     "storpool_retry_seconds",
     "how long StorPool API calls are retried on transient errors and connection failures",
-    default=30.0,
+    default="30",
     parse=positive_float,
     metavar="SECONDS",
 )
@@ -57,9 +57,10 @@ class StorPoolConf:
         for key in keys:
             if not present.get(key):
                 raise ConfigError(
+                    key,
                     f"StorPool setting {key} is missing: looked in {self.sources} and the "
                     f"environment variable {key}; set it in the [hostname] section of the "
-                    "StorPool config or in the environment"
+                    "StorPool config or in the environment",
                 )
 
 
@@ -82,19 +83,23 @@ def load(
     env = os.environ if environ is None else environ
     explicit = path is not None
     conf_path = path if path is not None else DEFAULT_PATH
+    setting = "--storpool-conf" if explicit else f"--storpool-conf (default {DEFAULT_PATH})"
     if explicit and not conf_path.is_file():
-        raise ConfigError(f"StorPool config {conf_path} (--storpool-conf) does not exist")
+        raise ConfigError(setting, f"StorPool config {conf_path} does not exist or is not a file")
     section = section or platform.node()
     try:
         # use_env=False: every override comes from `env` below, so callers can pass their own.
         cfg = _files_for(conf_path)(section=section, missing_ok=not explicit, use_env=False)
     except spconfig.SPConfigException as error:
-        raise ConfigError(f"StorPool config {conf_path}: {error}") from None
+        raise ConfigError(setting, str(error)) from None
+    except OSError as error:  # e.g. an unreadable storpool.conf.d directory
+        where = error.filename or conf_path
+        raise ConfigError(setting, f"{where} cannot be read: {error.strerror or error}") from None
     values = {key: env.get(key, cfg.get(key)) for key in KEYS}
     sources = f"{conf_path} and {conf_path}.d/*.conf (section [{section}])"
     return StorPoolConf(
         api_host=str(values["SP_API_HTTP_HOST"] or "127.0.0.1"),
-        api_port=_int_setting("SP_API_HTTP_PORT", values["SP_API_HTTP_PORT"] or "81", sources),
+        api_port=_port(values["SP_API_HTTP_PORT"] or "81", sources),
         auth_token=values["SP_AUTH_TOKEN"] or None,
         our_id=_client_id(values["SP_OURID"], sources),
         cluster_id=values["SP_CLUSTER_ID"] or None,
@@ -106,13 +111,26 @@ def _int_setting(key: str, value: str, sources: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"StorPool setting {key}={value!r} is not a number ({sources})") from None
+        raise ConfigError(
+            key, f"{value!r} is not a number (from {sources} or the environment)"
+        ) from None
+
+
+def _port(value: str, sources: str) -> int:
+    number = _int_setting("SP_API_HTTP_PORT", value, sources)
+    if not 1 <= number <= 65535:
+        raise ConfigError(
+            "SP_API_HTTP_PORT", f"{number} is outside 1-65535 (from {sources} or the environment)"
+        )
+    return number
 
 
 def _client_id(value: str | None, sources: str) -> int | None:
-    if not value:
+    if value is None or not value.strip():
         return None
     number = _int_setting("SP_OURID", value, sources)
     if not 1 <= number <= 4095:
-        raise ConfigError(f"StorPool setting SP_OURID={number} is outside 1-4095 ({sources})")
+        raise ConfigError(
+            "SP_OURID", f"{number} is outside 1-4095 (from {sources} or the environment)"
+        )
     return number

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 
 from spcs.common.errors import InvalidArgument
+from spcs.common.validate import shown
 
 BYID_DIR = "/dev/storpool-byid"
 NAME_DIR = "/dev/storpool"
@@ -31,6 +32,9 @@ CS_SNAPSHOT = "snapshot"
 CS_TEMPLATE = "template"
 CS_GROUP = "group"
 CS_TEMPORARY = "temporary"
+# On a volume a copy job creates and fills: the job's operation id, removed once the copy is
+# complete. A failed copy deletes the volume only when it still carries it (the job made it).
+FILLING_TAG = "spcs-filling"
 
 _PREFIX = "cs"
 
@@ -91,7 +95,7 @@ def api_ref(path_or_name: str, field: str = "path") -> str:
     ref = ref_or_none(path_or_name)
     if ref is None:
         raise InvalidArgument(
-            f"{field} {path_or_name!r} is not a StorPool device path: expected "
+            f"{field} {shown(path_or_name)} is not a StorPool device path: expected "
             f"{BYID_DIR}/<globalId>, {NAME_DIR}/<name> or a StorPool name"
         )
     return ref
@@ -123,7 +127,8 @@ def tag_value(value: str, what: str) -> str:
     """CloudStack values go into tags; StorPool tag values allow only [A-Za-z0-9_.:-]."""
     if not TAG_VALUE.match(value) or len(value) > MAX_NAME:
         raise InvalidArgument(
-            f"{what} {value!r} cannot be stored as a StorPool tag: use only A-Z a-z 0-9 . _ : -"
+            f"{what} {shown(value)} cannot be stored as a StorPool tag: use only "
+            "A-Z a-z 0-9 . _ : -"
         )
     return value
 
