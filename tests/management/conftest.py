@@ -14,6 +14,7 @@ import pytest
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from spcs.demo.stack import TEMPLATE, Stack
+from spcs.emulator import devices
 from spcs.storpool.api import StorPoolApi
 from spcs.v1 import (
     driver_pb2,
@@ -229,15 +230,20 @@ def running_stack(
     management_args: Sequence[str] = (),
     node_args: Sequence[str] = (),
     pool: bool = True,
+    loop: bool = False,
 ) -> Iterator[Mgmt]:
     """A stack (emulator, management, two nodes) with a pool whose hosts are connected; the
-    extra arguments come after the test defaults, so they override them."""
+    extra arguments come after the test defaults, so they override them. With `loop` the
+    hosts' StorPool devices are loop devices (needs root)."""
+    if loop and not devices.loop_supported()[0]:
+        pytest.skip(f"loop devices are not usable here: {devices.loop_supported()[1]}")
     stack = Stack(
         tmp,
         hosts=2,
         extra_templates={OTHER_TEMPLATE: 64 << 30},
         management_args=[*MANAGEMENT_ARGS, *management_args],
         node_args=[*NODE_ARGS, *node_args],
+        loop=loop,
     )
     stack.start()
     assert stack.emulator is not None and stack.management is not None

@@ -26,7 +26,8 @@ from tests.support import log_containing
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Mgmt]:
-    with running_stack(tmp_path) as mgmt:
+    """On loop devices: the snapshot a backup reads is a block device, as on a StorPool host."""
+    with running_stack(tmp_path, loop=True) as mgmt:
         yield mgmt
 
 

@@ -19,8 +19,8 @@ from tests.management.test_bursts import results, start_all
 
 @pytest.fixture
 def three_slots(tmp_path: Path) -> Iterator[Mgmt]:
-    """Nodes that run three copies at once (not the default, two)."""
-    with running_stack(tmp_path, node_args=["--max-copies", "3"]) as mgmt:
+    """Nodes that run three copies at once (not the default, two), on loop devices."""
+    with running_stack(tmp_path, node_args=["--max-copies", "3"], loop=True) as mgmt:
         yield mgmt
 
 
@@ -131,6 +131,14 @@ def test_a_dead_node_is_skipped_within_seconds(three_slots: Mgmt):
     assert "host-1" in failed.error.message
     assert time.monotonic() - started < 15
     assert mgmt.api.snapshot_or_none(f"~{snapshot.global_id}") is not None
+    # the node comes back on its address: copies reach it again at once
+    mgmt.stack.ports.nodes = (node1.port, mgmt.stack.nodes[1].port)
+    mgmt.stack.restart_node(1)
+    mgmt.stack._wait_registered()
+    started = time.monotonic()
+    back = mgmt.wait(mgmt.driver.CopyData(backup_request(mgmt, snapshot, "host-1")).name)
+    assert not back.HasField("error"), back.error
+    assert time.monotonic() - started < 10
 
 
 def test_progress_mirrors_the_node_job(three_slots: Mgmt):

@@ -55,7 +55,15 @@ def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials | None:
 
 def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.Channel:
     """A channel to another spcs service, TLS when this service has TLS configured."""
-    options = [("grpc.max_receive_message_length", 16 << 20)]
+    options = [
+        ("grpc.max_receive_message_length", 16 << 20),
+        # a peer that restarts is reached again within seconds (gRPC's own backoff grows to
+        # two minutes, which would keep a restarted node out of the copy queue that long)
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 5000),
+        # a channel opened afresh connects afresh (a shared subchannel keeps its backoff)
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
     creds = channel_credentials(tls) if tls is not None else None
     if creds is None:
         return grpc.insecure_channel(address, options=options)

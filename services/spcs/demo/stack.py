@@ -60,6 +60,8 @@ class Stack:
     extra_templates: dict[str, int] = field(default_factory=dict)
     management_args: list[str] = field(default_factory=list)
     node_args: list[str] = field(default_factory=list)
+    # back the hosts' devices with loop devices (block devices, as on a StorPool host; root)
+    loop: bool = False
     emulator: Emulator | None = None
     management: Process | None = None
     nodes: list[Process] = field(default_factory=list)
@@ -98,6 +100,7 @@ class Stack:
             clients={n: self.device_root(n) for n in range(1, self.hosts + 1)},
             cluster_id=CLUSTER_ID,
             templates={TEMPLATE: self.template_capacity, **self.extra_templates},
+            loop=self.loop,
         )
         self.emulator.start(port=self.ports.emulator)
         self.emulator.write_conf(self.workdir / "storpool.conf")

@@ -178,6 +178,7 @@ class NodeCalls:
             host_id,
             PROBE_SECONDS,
         )
+        self.nodes.renew_channel(host_id)
         with self._slots.changed:
             self._slots.down[host_id] = time.time()
             self._slots.running[host_id] -= 1

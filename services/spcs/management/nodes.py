@@ -114,6 +114,12 @@ class NodeDirectory:
             self._channels[host_id] = (node.address, channel)
             return channel
 
+    def renew_channel(self, host_id: str) -> None:
+        """Connect afresh next time: a channel to a node that was down sits out gRPC's reconnect
+        backoff. The old channel is left to calls still using it (closed once unreferenced)."""
+        with self._lock:
+            self._channels.pop(host_id, None)
+
     def close(self) -> None:
         with self._lock:
             for _, channel in self._channels.values():
