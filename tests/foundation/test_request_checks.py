@@ -61,7 +61,9 @@ def test_unknown_enum_values_are_invalid_argument_naming_the_field(management: S
         )
         assert copy.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "source.volume.format=7" in copy.details()
-    log = log_containing(management.log_path, "volume.type=99")
+    line = "CopyData key=op-1 status=INVALID_ARGUMENT"
+    log = log_containing(management.log_path, line)
+    assert line in log and "InitializePool key=p1 status=INVALID_ARGUMENT" in log
     assert "Traceback" not in log and "INTERNAL" not in log
 
 
