@@ -94,7 +94,8 @@ class Network:
 
 class Host:
     """A private mount namespace: `overlays` show the machine's directory with writes kept
-    under `workdir`, `tmpfs` are empty. Everything else is the machine's own."""
+    under `workdir`, `tmpfs` are empty, `binds` (directory on this host → a directory of the
+    machine) show that directory instead. Everything else is the machine's own."""
 
     def __init__(
         self,
@@ -102,6 +103,7 @@ class Host:
         *,
         overlays: Sequence[str] = (),
         tmpfs: Sequence[str] = (),
+        binds: Mapping[str, Path] | None = None,
         network: Network | None = None,
         hostname: str | None = None,
     ):
@@ -109,7 +111,10 @@ class Host:
         self.network = network
         self.hostname = hostname
         workdir.mkdir(parents=True, exist_ok=True)
-        lines = [f"hostname {shlex.quote(hostname)}"] if hostname else []
+        # from inside `workdir`: the ready file is touched there even when a bind or tmpfs
+        # covers the path to it
+        lines = [f"cd {shlex.quote(str(workdir))}"]
+        lines += [f"hostname {shlex.quote(hostname)}"] if hostname else []
         for directory in overlays:
             layer = workdir / "layers" / directory.strip("/").replace("/", "_")
             upper, work = layer / "upper", layer / "work"
@@ -119,8 +124,11 @@ class Host:
             lines.append(f"mount -t overlay overlay -o {shlex.quote(options)} {directory}")
         for directory in tmpfs:
             lines.append(f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(directory)}")
+        for directory, source in (binds or {}).items():
+            source.mkdir(parents=True, exist_ok=True)
+            lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(directory)}")
         ready = workdir / "host.ready"
-        lines += [f"touch {shlex.quote(str(ready))}", "exec sleep infinity"]
+        lines += [f"touch {ready.name}", "exec sleep infinity"]
         uts = ["--uts"] if hostname else []
         argv = ["unshare", "--mount", *uts, "--propagation", "private", "sh", "-ec"]
         argv.append("\n".join(lines))

@@ -34,14 +34,14 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from spcs import __version__
+from tests.e2e.doc_commands import SYSTEM_PATH, reader_env, sh_blocks, split_commands
 from tests.e2e.helpers import find_grpcurl
 from tests.e2e.sandbox import Host, Network, require_namespaces, terminate
 from tests.support import REPO
@@ -72,7 +72,6 @@ NOT_RUN = {
     "systemctl start spcs-management": SYSTEMD + "; the test starts ExecStart= again and "
     "checks the service answers health",
 }
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TOKEN = "TOKEN"  # docs/deploy.md step 3 writes this as the management host's SP_AUTH_TOKEN
 TEMPLATE = "spcs-deploy"
 # the addresses the documented host names have on the test's private network
@@ -92,65 +91,6 @@ class Command:
 
     def __str__(self) -> str:
         return f"{self.doc} {self.section!r}: {self.text}"
-
-
-def sh_blocks(doc: str) -> Iterator[tuple[str, int, list[str]]]:
-    """(section heading, index of the block in it, lines) of each ```sh block."""
-    section, counts, inside = "", Counter[str](), None
-    for line in (REPO / doc).read_text().splitlines():
-        if inside is None:
-            fence = re.match(r"^(\s*)```(\w*)\s*$", line)
-            if fence:
-                inside = (fence[1], fence[2], [])
-            elif line.startswith("#"):
-                section = line.strip()
-            continue
-        indent, language, lines = inside
-        if line.strip() == "```":
-            if language == "sh":
-                yield section, counts[section], lines
-                counts[section] += 1
-            inside = None
-            continue
-        lines.append(line[len(indent) :] if line.startswith(indent) else line)
-
-
-def split_commands(lines: list[str]) -> Iterator[tuple[str, str]]:
-    """(command, comment above it): a command goes on past a trailing `\\`, `|`, `&&` or
-    `||`, through a here-document and to the end of a for/while/if/case."""
-    current: list[str] = []
-    comment: list[str] = []
-    heredoc: str | None = None
-    depth = 0
-    for line in lines:
-        if heredoc is not None:
-            current.append(line)
-            if line.strip() == heredoc:
-                heredoc = None
-                if depth == 0:
-                    yield "\n".join(current), " ".join(comment)
-                    current, comment = [], []
-            continue
-        if not current:
-            if not line.strip():
-                comment = []
-                continue
-            if line.lstrip().startswith("#"):
-                comment.append(line.strip())
-                continue
-        current.append(line)
-        words = line.split()
-        depth += sum(word in ("for", "while", "until", "if", "case") for word in words[:1])
-        depth -= sum(word.rstrip(";") in ("done", "fi", "esac") for word in words)
-        opened = re.search(r"<<-?\s*(['\"]?)(\w+)\1", line)
-        if opened:
-            heredoc = opened[2]
-            continue
-        if depth > 0 or re.search(r"(\\|\||&&)\s*$", line):
-            continue
-        yield "\n".join(current), " ".join(comment)
-        current, comment = [], []
-    assert not current, f"unfinished command: {current}"
 
 
 @functools.cache
@@ -508,13 +448,6 @@ GRPC_REPLIES: dict[str, Callable[[dict], bool]] = {
 def _grpc_call(ran: Ran, m: re.Match[str]) -> None:
     assert m["method"] in GRPC_REPLIES, f"teach GRPC_REPLIES what {m['method']} answers"
     assert GRPC_REPLIES[m["method"]](json.loads(ran.stdout)), ran.context
-
-
-def reader_env(path: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPCS_", "SP_", "PYTEST"))}
-    env.update(PATH=path, HOME="/root", LANG="C.UTF-8")
-    env.pop("VIRTUAL_ENV", None)
-    return env
 
 
 def dev_path() -> str:
