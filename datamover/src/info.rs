@@ -5,8 +5,9 @@ use std::path::Path;
 
 use crate::digest::DigestKind;
 use crate::error::{Error, Result};
+use crate::image::Format;
 use crate::pipeline::{convert, default_threads, Control, Request};
-use crate::source::{open_source, Format};
+use crate::source::open_source;
 use crate::target::TargetOptions;
 
 #[derive(Debug, Clone)]

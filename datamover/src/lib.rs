@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod digest;
 pub mod error;
+pub mod image;
 pub mod info;
 pub mod job;
 pub mod pipeline;

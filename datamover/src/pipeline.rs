@@ -1,10 +1,11 @@
 //! The copy engine.
 //!
 //! One planner (the calling thread) walks the source map in 2 MiB chunks and queues tasks;
-//! N workers read (or decompress) a chunk into a pooled aligned buffer, find zero blocks,
-//! (compress and) write it, out of order. With a digest requested, a digest thread hashes
-//! the chunks back in order; buffers return to the pool only after that, so memory stays
-//! bounded by the pool. Progress and cancellation are atomics: nothing calls into Python.
+//! N workers read (or decompress) a chunk into a pooled aligned buffer and hand it to the
+//! target, which leaves out zeros and packs it as its format does, out of order. With a
+//! digest requested, a digest thread hashes the chunks back in order; buffers return to the
+//! pool only after that, so memory stays bounded by the pool. Progress and cancellation are
+//! atomics: nothing calls into Python. Nothing here knows an image format.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,18 +14,16 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::codec::{Codec, Compressor, Decompressor};
+use crate::codec::Decompressor;
 use crate::digest::{DigestKind, Hasher};
 use crate::error::{Error, Kind, Result};
-use crate::qcow2::writer::Qcow2Writer;
-use crate::source::{open_source, Format, ImageFile, Piece, Source};
+use crate::image::{Format, ImageFile, Piece, Scratch, Target};
+use crate::source::{open_source, Source};
 use crate::sys::{self, AlignedBuf};
-use crate::target::{Destination, RawTarget, Target, TargetOptions, ZERO_STEP};
+use crate::target::{Destination, TargetOptions};
 
 /// Virtual bytes per task; a multiple of every qcow2 cluster size, so clusters never straddle tasks.
 pub const CHUNK: u64 = 2 << 20;
-/// Zero-detection granularity for raw targets (QEMU's default -S 4k).
-const ZERO_BLOCK: usize = 4096;
 /// Long zero runs are queued in pieces so progress moves and cancel stays prompt.
 const MAX_ZERO_TASK: u64 = 1 << 30;
 
@@ -149,17 +148,16 @@ impl Reorder {
 #[derive(Default)]
 struct WorkerCtx {
     decomp: Decompressor,
-    comp: Compressor,
     stored: Vec<u8>,
     cluster: Vec<u8>,
-    out: Vec<u8>,
+    /// The target's.
+    scratch: Scratch,
 }
 
 struct Engine<'a> {
     ctl: &'a Control,
     files: &'a [ImageFile],
-    target: &'a Target,
-    compression: Option<Codec>,
+    target: &'a dyn Target,
     counters: &'a Counters,
     pool: Pool,
     reorder: Option<Reorder>,
@@ -226,22 +224,7 @@ impl Engine<'_> {
 
     fn zero_task(&self, offset: u64, len: u64) -> Result<()> {
         self.counters.skipped.fetch_add(len, Ordering::Relaxed);
-        match self.target {
-            Target::Raw(t) => {
-                let mut at = offset;
-                while at < offset + len {
-                    if self.stopped() {
-                        return Ok(());
-                    }
-                    let n = (offset + len - at).min(ZERO_STEP);
-                    t.zero(at, n)?;
-                    at += n;
-                }
-                Ok(())
-            }
-            Target::Qcow2(w) => w.complete(offset, len),
-            Target::Null => Ok(()),
-        }
+        self.target.zero(offset, len, &|| self.stopped())
     }
 
     fn data_task(
@@ -253,11 +236,10 @@ impl Engine<'_> {
         ctx: &mut WorkerCtx,
     ) -> Result<()> {
         self.fill(pieces, &mut buf[..len as usize], ctx)?;
-        match self.target {
-            Target::Raw(t) => self.write_raw(t, &buf[..len as usize], offset),
-            Target::Qcow2(w) => self.write_qcow2(w, buf, offset, len as usize, ctx),
-            Target::Null => Ok(()),
-        }
+        let tally = self.target.write(offset, buf, len as usize, &mut ctx.scratch)?;
+        self.counters.written.fetch_add(tally.written, Ordering::Relaxed);
+        self.counters.skipped.fetch_add(tally.skipped, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Produces the virtual bytes of a chunk from its pieces.
@@ -306,96 +288,6 @@ impl Engine<'_> {
             at += n;
         }
         Ok(())
-    }
-
-    /// Writes the non-zero 4 KiB runs of a chunk; zero runs are skipped or zeroed.
-    fn write_raw(&self, t: &RawTarget, buf: &[u8], offset: u64) -> Result<()> {
-        let len = buf.len();
-        let mut i = 0;
-        while i < len {
-            let zero = sys::is_zero(&buf[i..(i + ZERO_BLOCK).min(len)]);
-            let mut j = (i + ZERO_BLOCK).min(len);
-            while j < len {
-                let e = (j + ZERO_BLOCK).min(len);
-                if sys::is_zero(&buf[j..e]) != zero {
-                    break;
-                }
-                j = e;
-            }
-            if zero {
-                t.zero(offset + i as u64, (j - i) as u64)?;
-                self.counters.skipped.fetch_add((j - i) as u64, Ordering::Relaxed);
-            } else {
-                t.write(&buf[i..j], offset + i as u64)?;
-                self.counters.written.fetch_add((j - i) as u64, Ordering::Relaxed);
-            }
-            i = j;
-        }
-        Ok(())
-    }
-
-    /// Writes the non-zero clusters of a chunk, compressed when asked; zero clusters stay
-    /// unallocated.
-    fn write_qcow2(&self, w: &Qcow2Writer, buf: &mut [u8], offset: u64, len: usize, ctx: &mut WorkerCtx) -> Result<()> {
-        let cs = w.cluster_size() as usize;
-        let padded = len.next_multiple_of(cs);
-        buf[len..padded].fill(0);
-        let first = offset / cs as u64;
-        let n = padded / cs;
-        let real_len = |i: usize| ((i + 1) * cs).min(len) - i * cs;
-        let mut written = 0u64;
-        match self.compression {
-            None => {
-                let mut i = 0;
-                while i < n {
-                    if sys::is_zero(&buf[i * cs..(i + 1) * cs]) {
-                        self.counters.skipped.fetch_add(real_len(i) as u64, Ordering::Relaxed);
-                        i += 1;
-                        continue;
-                    }
-                    let mut j = i + 1;
-                    while j < n && !sys::is_zero(&buf[j * cs..(j + 1) * cs]) {
-                        j += 1;
-                    }
-                    w.write_clusters(first + i as u64, &buf[i * cs..j * cs])?;
-                    written += ((j - i) * cs) as u64;
-                    i = j;
-                }
-            }
-            Some(codec) => {
-                ctx.out.resize(padded + cs, 0);
-                let min_len = w.min_compressed_len();
-                let mut items = Vec::with_capacity(n);
-                let mut at = 0usize;
-                for i in 0..n {
-                    let c = &buf[i * cs..(i + 1) * cs];
-                    if sys::is_zero(c) {
-                        self.counters.skipped.fetch_add(real_len(i) as u64, Ordering::Relaxed);
-                        continue;
-                    }
-                    let got = ctx
-                        .comp
-                        .compress(codec, c, &mut ctx.out[at..at + cs - 1])
-                        .map_err(|m| Error::new(Kind::Internal, m))?;
-                    match got {
-                        Some(m) => {
-                            let m2 = m.max(min_len);
-                            ctx.out[at + m..at + m2].fill(0);
-                            items.push((first + i as u64, m2));
-                            at += m2;
-                        }
-                        None => {
-                            w.write_clusters(first + i as u64, c)?;
-                            written += cs as u64;
-                        }
-                    }
-                }
-                w.write_compressed(&items, &ctx.out[..at])?;
-                written += at as u64;
-            }
-        }
-        self.counters.written.fetch_add(written, Ordering::Relaxed);
-        w.complete(offset, len as u64)
     }
 
     fn digest(&self, kind: DigestKind, size: u64) -> Option<String> {
@@ -471,7 +363,7 @@ fn plan(source: &mut Source, tx: &SyncSender<Task>, stopped: &dyn Fn() -> bool) 
 /// Runs the planner, workers and digest over an opened source and target.
 fn run_engine(
     source: &mut Source,
-    target: &Target,
+    target: &dyn Target,
     req: &Request,
     ctl: &Control,
     counters: &Counters,
@@ -483,7 +375,6 @@ fn run_engine(
         ctl,
         files: &files,
         target,
-        compression: req.target.compression,
         counters,
         pool: Pool::new(threads + 2, CHUNK as usize),
         reorder: req.checksum.map(|_| Reorder { state: Mutex::new((BTreeMap::new(), false)), cv: Condvar::new() }),
@@ -548,7 +439,7 @@ pub fn convert(req: &Request, ctl: &Control) -> Result<Stats> {
         return Err(dest.abandon(Error::cancelled()));
     }
     let counters = Counters::default();
-    let checksum = match run_engine(&mut source, &dest.target, req, ctl, &counters) {
+    let checksum = match run_engine(&mut source, dest.target.as_ref(), req, ctl, &counters) {
         Ok(c) => c,
         Err(e) => return Err(dest.abandon(e)),
     };

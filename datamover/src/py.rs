@@ -12,10 +12,11 @@ use pyo3::prelude::*;
 use crate::codec::Codec;
 use crate::digest::DigestKind;
 use crate::error::{Error, Kind};
+use crate::image::Format;
 use crate::info as inspect;
 use crate::job;
 use crate::pipeline::{default_threads, Control, Request, Stats};
-use crate::source::{Confine, Format};
+use crate::source::Confine;
 use crate::target::TargetOptions;
 
 create_exception!(spcs.datamover, DataMoverError, PyException, "Base class of data mover errors.");
@@ -220,8 +221,9 @@ impl Drop for Job {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_request(
+/// The keyword arguments of `convert` and `start_convert`, as Python passed them. Built once,
+/// by the functions `conversion_function!` declares.
+struct ConvertOptions {
     src: PathBuf,
     dst: PathBuf,
     src_format: Option<String>,
@@ -235,43 +237,59 @@ fn build_request(
     overwrite: bool,
     threads: Option<usize>,
     confine_to: Option<PathBuf>,
-) -> PyResult<Request> {
-    let verr = |e: Error| PyValueError::new_err(e.to_string());
-    let src_format = src_format.as_deref().map(Format::parse).transpose().map_err(verr)?;
-    let format = Format::parse(&dst_format).map_err(verr)?;
-    let compression = match compression.as_deref() {
-        None => None,
-        Some(c) => Some(Codec::parse(c).ok_or_else(|| {
-            PyValueError::new_err(format!("unknown compression {c:?} (expected \"zlib\" or \"zstd\")"))
-        })?),
-    };
-    if compression.is_some() && format != Format::Qcow2 {
-        return Err(PyValueError::new_err("compression needs dst_format=\"qcow2\""));
+}
+
+impl ConvertOptions {
+    /// Checks the options and builds the copy request; a bad value is a `ValueError` of the
+    /// call itself, not of the job's `wait()`.
+    fn request(self) -> PyResult<Request> {
+        let verr = |e: Error| PyValueError::new_err(e.to_string());
+        let src_format = self.src_format.as_deref().map(Format::parse).transpose().map_err(verr)?;
+        let format = Format::parse(&self.dst_format).map_err(verr)?;
+        let compression = match self.compression.as_deref() {
+            None => None,
+            Some(c) => Some(Codec::parse(c).ok_or_else(|| {
+                PyValueError::new_err(format!("unknown compression {c:?} (expected \"zlib\" or \"zstd\")"))
+            })?),
+        };
+        if compression.is_some() && format != Format::Qcow2 {
+            return Err(PyValueError::new_err("compression needs dst_format=\"qcow2\""));
+        }
+        let checksum = parse_checksum(self.checksum)?;
+        let cluster_size = self.cluster_size;
+        if !cluster_size.is_power_of_two() || !(512..=2 << 20).contains(&cluster_size) {
+            return Err(PyValueError::new_err(format!(
+                "cluster_size {cluster_size} must be a power of two from 512 to 2097152"
+            )));
+        }
+        if self.threads == Some(0) {
+            return Err(PyValueError::new_err("threads must be at least 1"));
+        }
+        // Checked here too so that a bad directory is a ValueError of start_convert itself, not
+        // of the job's wait().
+        if let Some(dir) = &self.confine_to {
+            Confine::new(dir).map_err(verr)?;
+        }
+        let (target_is_zero, direct, overwrite) = (self.target_is_zero, self.direct, self.overwrite);
+        Ok(Request {
+            src: self.src,
+            dst: Some(self.dst),
+            src_format,
+            target: TargetOptions { format, compression, target_is_zero, direct, cluster_size, overwrite },
+            checksum,
+            chain_limit: self.backing_chain_limit,
+            confine_to: self.confine_to,
+            threads: self.threads.unwrap_or_else(default_threads),
+        })
     }
-    let checksum = parse_checksum(checksum)?;
-    if !cluster_size.is_power_of_two() || !(512..=2 << 20).contains(&cluster_size) {
-        return Err(PyValueError::new_err(format!(
-            "cluster_size {cluster_size} must be a power of two from 512 to 2097152"
-        )));
+
+    /// Checks the options and starts the copy on its own thread.
+    fn start(self) -> PyResult<Job> {
+        let req = self.request()?;
+        let inner =
+            job::Job::start(req).map_err(|e| DataMoverError::new_err(format!("cannot start the copy thread: {e}")))?;
+        Ok(Job { inner })
     }
-    if threads == Some(0) {
-        return Err(PyValueError::new_err("threads must be at least 1"));
-    }
-    // Checked here too so that a bad directory is a ValueError of start_convert itself, not
-    // of the job's wait().
-    if let Some(dir) = &confine_to {
-        Confine::new(dir).map_err(verr)?;
-    }
-    Ok(Request {
-        src,
-        dst: Some(dst),
-        src_format,
-        target: TargetOptions { format, compression, target_is_zero, direct, cluster_size, overwrite },
-        checksum,
-        chain_limit: backing_chain_limit,
-        confine_to,
-        threads: threads.unwrap_or_else(default_threads),
-    })
 }
 
 fn parse_checksum(checksum: Option<String>) -> PyResult<Option<DigestKind>> {
@@ -283,92 +301,73 @@ fn parse_checksum(checksum: Option<String>) -> PyResult<Option<DigestKind>> {
     }
 }
 
-/// Starts a copy in the background and returns its `Job`. With `confine_to`, the source and
-/// every file of its backing chain must lie in that directory (else `FormatError`).
-#[pyfunction]
-#[pyo3(signature = (src, dst, *, src_format=None, dst_format="raw".to_string(), compression=None, target_is_zero=false,
-                    direct=None, checksum=None, cluster_size=65536, backing_chain_limit=16, overwrite=false, threads=None,
-                    confine_to=None))]
-#[allow(clippy::too_many_arguments)]
-fn start_convert(
-    src: PathBuf,
-    dst: PathBuf,
-    src_format: Option<String>,
-    dst_format: String,
-    compression: Option<String>,
-    target_is_zero: bool,
-    direct: Option<bool>,
-    checksum: Option<String>,
-    cluster_size: u64,
-    backing_chain_limit: u32,
-    overwrite: bool,
-    threads: Option<usize>,
-    confine_to: Option<PathBuf>,
-) -> PyResult<Job> {
-    let req = build_request(
-        src,
-        dst,
-        src_format,
-        dst_format,
-        compression,
-        target_is_zero,
-        direct,
-        checksum,
-        cluster_size,
-        backing_chain_limit,
-        overwrite,
-        threads,
-        confine_to,
-    )?;
-    let inner =
-        job::Job::start(req).map_err(|e| DataMoverError::new_err(format!("cannot start the copy thread: {e}")))?;
-    Ok(Job { inner })
+/// Declares a Python function taking the conversion keywords (the one place they and their
+/// defaults are written); its body sees them as the `ConvertOptions` named by the second
+/// identifier, the first naming the `Python` token.
+macro_rules! conversion_function {
+    ($(#[$attr:meta])* fn $name:ident($py:ident, $opts:ident) -> $ret:ty $body:block) => {
+        $(#[$attr])*
+        #[pyfunction]
+        #[pyo3(signature = (src, dst, *, src_format=None, dst_format="raw".to_string(), compression=None,
+                            target_is_zero=false, direct=None, checksum=None, cluster_size=65536,
+                            backing_chain_limit=16, overwrite=false, threads=None, confine_to=None))]
+        #[allow(clippy::too_many_arguments)]
+        fn $name(
+            $py: Python<'_>,
+            src: PathBuf,
+            dst: PathBuf,
+            src_format: Option<String>,
+            dst_format: String,
+            compression: Option<String>,
+            target_is_zero: bool,
+            direct: Option<bool>,
+            checksum: Option<String>,
+            cluster_size: u64,
+            backing_chain_limit: u32,
+            overwrite: bool,
+            threads: Option<usize>,
+            confine_to: Option<PathBuf>,
+        ) -> $ret {
+            let $opts = ConvertOptions {
+                src,
+                dst,
+                src_format,
+                dst_format,
+                compression,
+                target_is_zero,
+                direct,
+                checksum,
+                cluster_size,
+                backing_chain_limit,
+                overwrite,
+                threads,
+                confine_to,
+            };
+            $body
+        }
+    };
 }
 
-/// Copies/converts `src` to `dst` and returns the stats. Ctrl-C cancels the copy cleanly.
-#[pyfunction]
-#[pyo3(signature = (src, dst, *, src_format=None, dst_format="raw".to_string(), compression=None, target_is_zero=false,
-                    direct=None, checksum=None, cluster_size=65536, backing_chain_limit=16, overwrite=false, threads=None,
-                    confine_to=None))]
-#[allow(clippy::too_many_arguments)]
-fn convert(
-    py: Python<'_>,
-    src: PathBuf,
-    dst: PathBuf,
-    src_format: Option<String>,
-    dst_format: String,
-    compression: Option<String>,
-    target_is_zero: bool,
-    direct: Option<bool>,
-    checksum: Option<String>,
-    cluster_size: u64,
-    backing_chain_limit: u32,
-    overwrite: bool,
-    threads: Option<usize>,
-    confine_to: Option<PathBuf>,
-) -> PyResult<ConvertStats> {
-    let job = start_convert(
-        src,
-        dst,
-        src_format,
-        dst_format,
-        compression,
-        target_is_zero,
-        direct,
-        checksum,
-        cluster_size,
-        backing_chain_limit,
-        overwrite,
-        threads,
-        confine_to,
-    )?;
-    if let Err(interrupt) = job.wait_inner(py, None) {
-        job.inner.cancel();
-        let inner = job.inner.clone();
-        py.detach(move || inner.wait(None));
-        return Err(interrupt);
+conversion_function! {
+    /// Starts a copy in the background and returns its `Job`. With `confine_to`, the source and
+    /// every file of its backing chain must lie in that directory (else `FormatError`).
+    fn start_convert(_py, options) -> PyResult<Job> {
+        options.start()
     }
-    job.outcome(py)?.ok_or_else(|| DataMoverError::new_err("copy finished without a result"))
+}
+
+conversion_function! {
+    /// Copies/converts `src` to `dst` and returns the stats. Ctrl-C cancels the copy cleanly.
+    fn convert(py, options) -> PyResult<ConvertStats> {
+        let job = options.start()?;
+        if let Err(interrupt) = job.wait_inner(py, None) {
+            job.inner.cancel();
+            let inner = job.inner.clone();
+            py.detach(move || inner.wait(None));
+            return Err(interrupt);
+        }
+        job.outcome(py)?.ok_or_else(|| DataMoverError::new_err("copy finished without a result"))
+    }
 }
 
 /// Describes an image like `qemu-img info`; with `checksum`, also digests the virtual disk.

@@ -2,19 +2,20 @@
 //!
 //! An existing block device or regular file receiving raw output is written in place (never
 //! truncated or replaced). Anything else is written to a temporary file in the destination's
-//! directory and renamed over the destination only after a successful flush.
+//! directory and renamed over the destination only after a successful flush. The raw target
+//! lives here; qcow2 output is `qcow2::writer`, behind the same `image::Target` trait.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::codec::Codec;
 use crate::error::{Error, Kind, Result};
+use crate::image::{Format, Scratch, Tally, Target};
 use crate::qcow2::writer::Qcow2Writer;
-use crate::source::Format;
-use crate::sys::{self, AlignedBuf, ALIGN};
+use crate::sys::{self, AlignedBuf, Direct};
 
 #[derive(Debug, Clone)]
 pub struct TargetOptions {
@@ -41,31 +42,18 @@ enum ZeroMode {
 /// Buffered writes above this size are split: on these kernels 1 MiB write() calls cost
 /// about 3x more per byte than 128-256 KiB ones.
 const BUFFERED_WRITE: usize = 256 << 10;
-/// Runs shorter than this go through the page cache (then early writeback and the final
-/// fsync) even when O_DIRECT is on: small O_DIRECT writes between holes each cost an extent
-/// allocation and a synchronous device round trip, while long runs are much cheaper direct
-/// (no page-cache copy, little CPU, which matters on a shared 2-core host).
-pub const DIRECT_MIN: usize = 1 << 20;
-/// DIRECT_MIN for regular files, overridable with SPCS_DATAMOVER_DIRECT_MIN (bytes) to tune a
-/// host's storage (0: every aligned run O_DIRECT).
-pub fn file_direct_min() -> usize {
-    static V: OnceLock<usize> = OnceLock::new();
-    *V.get_or_init(|| {
-        std::env::var("SPCS_DATAMOVER_DIRECT_MIN").ok().and_then(|v| v.parse().ok()).unwrap_or(DIRECT_MIN)
-    })
-}
+/// Zero-detection granularity for raw targets (QEMU's default -S 4k).
+const ZERO_BLOCK: usize = 4096;
 
 /// Zeroing of large ranges is split so cancellation stays prompt.
 pub const ZERO_STEP: u64 = 256 << 20;
 
 pub struct RawTarget {
     file: File,
-    direct: Option<File>,
-    direct_failed: AtomicBool,
+    /// O_DIRECT writes of long aligned runs, when enabled and supported (see `sys::Direct`).
+    direct: Option<Direct>,
     path: PathBuf,
     zero: ZeroMode,
-    /// Shortest run written with O_DIRECT: DIRECT_MIN on files, any on block devices.
-    direct_min: usize,
     /// Bytes written since the last writeback kick (buffered mode only).
     unflushed: AtomicU64,
 }
@@ -95,28 +83,13 @@ impl RawTarget {
     }
 
     /// Writes `data` at `offset`; O_DIRECT for the aligned part of long runs when enabled.
-    pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
-        let direct = self
-            .direct
-            .as_ref()
-            .filter(|_| data.len() >= self.direct_min && !self.direct_failed.load(Ordering::Relaxed));
-        let (Some(d), true) = (direct, offset.is_multiple_of(ALIGN as u64)) else {
-            return self.buffered_write(data, offset);
+    pub fn write_run(&self, data: &[u8], offset: u64) -> Result<()> {
+        let direct = match &self.direct {
+            Some(d) => d.write_prefix(data, offset).map_err(|e| self.err("write failed", offset, &e))?,
+            None => 0,
         };
-        let aligned = data.len() / ALIGN * ALIGN;
-        if aligned > 0 {
-            match sys::pwrite_all(d, &data[..aligned], offset) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    // The filesystem accepted O_DIRECT at open but not this request.
-                    self.direct_failed.store(true, Ordering::Relaxed);
-                    return self.buffered_write(data, offset);
-                }
-                Err(e) => return Err(self.err("write failed", offset, &e)),
-            }
-        }
-        if aligned < data.len() {
-            self.buffered_write(&data[aligned..], offset + aligned as u64)?;
+        if direct < data.len() {
+            self.buffered_write(&data[direct..], offset + direct as u64)?;
         }
         Ok(())
     }
@@ -126,14 +99,14 @@ impl RawTarget {
         let mut at = offset;
         while at < offset + len {
             let n = (offset + len - at).min(z.len() as u64) as usize;
-            self.write(&z[..n], at)?;
+            self.write_run(&z[..n], at)?;
             at += n as u64;
         }
         Ok(())
     }
 
     /// Makes `[offset, offset + len)` read as zeros, unless the target already does.
-    pub fn zero(&self, offset: u64, len: u64) -> Result<()> {
+    pub fn make_zero(&self, offset: u64, len: u64) -> Result<()> {
         match self.zero {
             ZeroMode::Skip => Ok(()),
             ZeroMode::Punch => match sys::punch_hole(&self.file, offset, len) {
@@ -171,27 +144,69 @@ impl RawTarget {
     pub fn skips_zeros(&self) -> bool {
         self.zero == ZeroMode::Skip
     }
+}
 
-    fn finish(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| self.err("fsync failed", 0, &e))
+impl Target for RawTarget {
+    /// Writes the non-zero 4 KiB runs of a chunk; zero runs are skipped or zeroed.
+    fn write(&self, offset: u64, buf: &mut [u8], len: usize, _: &mut Scratch) -> Result<Tally> {
+        let buf = &buf[..len];
+        let mut tally = Tally::default();
+        let mut i = 0;
+        while i < len {
+            let zero = sys::is_zero(&buf[i..(i + ZERO_BLOCK).min(len)]);
+            let mut j = (i + ZERO_BLOCK).min(len);
+            while j < len {
+                let e = (j + ZERO_BLOCK).min(len);
+                if sys::is_zero(&buf[j..e]) != zero {
+                    break;
+                }
+                j = e;
+            }
+            if zero {
+                self.make_zero(offset + i as u64, (j - i) as u64)?;
+                tally.skipped += (j - i) as u64;
+            } else {
+                self.write_run(&buf[i..j], offset + i as u64)?;
+                tally.written += (j - i) as u64;
+            }
+            i = j;
+        }
+        Ok(tally)
+    }
+
+    fn zero(&self, offset: u64, len: u64, stop: &dyn Fn() -> bool) -> Result<()> {
+        let mut at = offset;
+        while at < offset + len {
+            if stop() {
+                return Ok(());
+            }
+            let n = (offset + len - at).min(ZERO_STEP);
+            self.make_zero(at, n)?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<u64> {
+        self.file.sync_data().map_err(|e| self.err("fsync failed", 0, &e))?;
+        Ok(0)
     }
 }
 
-pub enum Target {
-    Raw(RawTarget),
-    Qcow2(Qcow2Writer),
-    /// No output: a read pass (digest only).
-    Null,
-}
+/// No output: a read pass (digest only).
+struct NullTarget;
 
-impl Target {
-    /// Flushes everything; returns metadata bytes written (qcow2).
-    pub fn finish(&self) -> Result<u64> {
-        match self {
-            Target::Raw(r) => r.finish().map(|_| 0),
-            Target::Qcow2(w) => w.finish(),
-            Target::Null => Ok(0),
-        }
+impl Target for NullTarget {
+    fn write(&self, _: u64, _: &mut [u8], _: usize, _: &mut Scratch) -> Result<Tally> {
+        Ok(Tally::default())
+    }
+
+    fn zero(&self, _: u64, _: u64, _: &dyn Fn() -> bool) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<u64> {
+        Ok(0)
     }
 }
 
@@ -203,7 +218,7 @@ enum Placement {
 
 /// A prepared destination: the target to write and how to commit or abandon it.
 pub struct Destination {
-    pub target: Target,
+    pub target: Box<dyn Target>,
     placement: Placement,
     pub path: PathBuf,
 }
@@ -217,23 +232,19 @@ fn temp_name(final_path: &Path) -> PathBuf {
     dir.join(format!(".{name}.spcs-partial.{}.{n}", std::process::id()))
 }
 
-fn open_direct(path: &Path, want: Option<bool>) -> Result<Option<File>> {
-    if want == Some(false) {
-        return Ok(None);
-    }
-    match sys::open_direct(path) {
-        Ok(Some(f)) => Ok(Some(f)),
-        Ok(None) if want == Some(true) => {
-            Err(Error::invalid("O_DIRECT was requested but the target does not support it").at(path))
+fn open_direct(path: &Path, want: Option<bool>, block_device: bool) -> Result<Option<Direct>> {
+    Direct::open(path, want, block_device).map_err(|e| {
+        if Direct::is_refusal(&e) {
+            Error::invalid(e.to_string()).at(path)
+        } else {
+            Error::target_io(path, "cannot open", None, &e)
         }
-        Ok(None) => Ok(None),
-        Err(e) => Err(Error::target_io(path, "cannot open", None, &e)),
-    }
+    })
 }
 
 impl Destination {
     pub fn null() -> Destination {
-        Destination { target: Target::Null, placement: Placement::None, path: PathBuf::new() }
+        Destination { target: Box::new(NullTarget), placement: Placement::None, path: PathBuf::new() }
     }
 
     /// Decides in place vs temporary file, checks sizes, and opens the target. Writes nothing
@@ -300,17 +311,9 @@ impl Destination {
         } else {
             ZeroMode::Punch
         };
-        let direct = open_direct(dst, opts.direct)?;
-        let target = RawTarget {
-            file,
-            direct,
-            direct_failed: AtomicBool::new(false),
-            path: dst.to_path_buf(),
-            zero,
-            direct_min: if is_block { 0 } else { file_direct_min() },
-            unflushed: AtomicU64::new(0),
-        };
-        Ok(Destination { target: Target::Raw(target), placement: Placement::InPlace, path: dst.to_path_buf() })
+        let direct = open_direct(dst, opts.direct, is_block)?;
+        let target = RawTarget { file, direct, path: dst.to_path_buf(), zero, unflushed: AtomicU64::new(0) };
+        Ok(Destination { target: Box::new(target), placement: Placement::InPlace, path: dst.to_path_buf() })
     }
 
     fn new_file(
@@ -326,23 +329,21 @@ impl Destination {
                 Error::target_io(shown, "cannot create a temporary file next to the destination", None, &e)
             })?;
         let placement = Placement::Temp { temp: temp.clone(), final_path, replace };
-        let built = (|| -> Result<Target> {
-            let direct = open_direct(&temp, opts.direct)?;
+        let built = (|| -> Result<Box<dyn Target>> {
+            let direct = open_direct(&temp, opts.direct, false)?;
             match opts.format {
                 Format::Raw => {
                     file.set_len(virtual_size)
                         .map_err(|e| Error::target_io(shown, "cannot size the target", Some(virtual_size), &e))?;
-                    Ok(Target::Raw(RawTarget {
+                    Ok(Box::new(RawTarget {
                         file,
                         direct,
-                        direct_failed: AtomicBool::new(false),
                         path: shown.to_path_buf(),
                         zero: ZeroMode::Skip,
-                        direct_min: file_direct_min(),
                         unflushed: AtomicU64::new(0),
                     }))
                 }
-                Format::Qcow2 => Ok(Target::Qcow2(Qcow2Writer::new(
+                Format::Qcow2 => Ok(Box::new(Qcow2Writer::new(
                     file,
                     direct,
                     shown,

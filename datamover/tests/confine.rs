@@ -7,9 +7,10 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use _datamover::error::{Error, Kind};
+use _datamover::image::Format;
 use _datamover::info::info;
 use _datamover::pipeline::Control;
-use _datamover::source::{open_source, Format};
+use _datamover::source::open_source;
 use common::*;
 
 const SECRET: &[u8] = b"spcs-test-secret-token-0123456789\n";

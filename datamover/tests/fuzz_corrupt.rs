@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use _datamover::codec::Codec;
 use _datamover::error::Kind;
+use _datamover::image::Format;
 use _datamover::pipeline::Control;
-use _datamover::source::Format;
 use common::*;
 
 /// Largest virtual size a mutant may claim before the copy is skipped (info still runs).

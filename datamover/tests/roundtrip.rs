@@ -4,7 +4,7 @@
 mod common;
 
 use _datamover::codec::Codec;
-use _datamover::source::Format;
+use _datamover::image::Format;
 use common::*;
 
 fn sha256_file(path: &std::path::Path) -> String {

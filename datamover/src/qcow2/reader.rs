@@ -6,10 +6,10 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use super::{Header, OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_ZERO};
+use super::{Descriptor, Header, Subcluster, OFFSET_MASK};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::source::{map_backing, push_piece, HoleMap, ImageFile, Layer, Piece};
+use crate::image::{map_backing, push_piece, HoleMap, ImageFile, Layer, Piece};
 use crate::sys;
 
 pub struct Qcow2Layer {
@@ -133,37 +133,15 @@ impl Qcow2Layer {
         let cluster = pos >> self.cluster_bits;
         let within = pos & (self.cluster_size - 1);
         let (entry, bitmap) = self.entry(cluster)?;
-        if entry & OFLAG_COMPRESSED != 0 {
-            let x = 62 - (self.cluster_bits - 8);
-            let host = entry & ((1u64 << x) - 1);
-            let sectors = ((entry & !OFLAG_COMPRESSED & !super::OFLAG_COPIED) >> x) + 1;
-            let stored = sectors * 512 - (host & 511);
-            if host == 0 || host >= self.file_len {
-                return Err(Error::format(
-                    &self.path,
-                    format!("compressed cluster {cluster} at host offset {host} lies outside the file"),
-                ));
-            }
-            push_piece(
-                out,
-                Piece::Compressed {
-                    file: self.index,
-                    host,
-                    stored,
-                    codec: self.codec,
-                    cluster: self.cluster_size,
-                    skip: within,
-                    len: n,
-                },
-            );
-            return Ok(());
-        }
-        let host = entry & OFFSET_MASK;
+        let (host, zero) = match Descriptor::decode(entry, self.cluster_bits) {
+            Descriptor::Compressed { host, stored } => return self.compressed(cluster, host, stored, within, n, out),
+            Descriptor::Standard { host, zero } => (host, zero),
+        };
         if host != 0 && !host.is_multiple_of(self.cluster_size) {
             return Err(Error::format(&self.path, format!("cluster {cluster} has an unaligned host offset {host}")));
         }
         if !self.extended {
-            let status = if self.zero_flag && entry & OFLAG_ZERO != 0 {
+            let status = if self.zero_flag && zero {
                 Status::Zero
             } else if host == 0 {
                 Status::Unallocated
@@ -178,28 +156,47 @@ impl Qcow2Layer {
         while p < end {
             let i = p / sc;
             let m = ((i + 1) * sc).min(end) - p;
-            let alloc = bitmap >> i & 1 != 0;
-            let zero = bitmap >> (32 + i) & 1 != 0;
-            let status = match (alloc, zero) {
-                (true, true) => {
+            let status = match Subcluster::of(bitmap, i) {
+                Subcluster::Invalid => {
                     return Err(Error::format(
                         &self.path,
                         format!("cluster {cluster} subcluster {i} is both allocated and zero"),
                     ));
                 }
-                (true, false) if host == 0 => {
+                Subcluster::Allocated if host == 0 => {
                     return Err(Error::format(
                         &self.path,
                         format!("cluster {cluster} has allocated subclusters but no host offset"),
                     ));
                 }
-                (true, false) => Status::Data(host + p),
-                (false, true) => Status::Zero,
-                (false, false) => Status::Unallocated,
+                Subcluster::Allocated => Status::Data(host + p),
+                Subcluster::Zero => Status::Zero,
+                Subcluster::Unallocated => Status::Unallocated,
             };
             self.emit(status, (cluster << self.cluster_bits) + p, m, out)?;
             p += m;
         }
+        Ok(())
+    }
+
+    /// Emits bytes `within..within + n` of compressed cluster `cluster`.
+    fn compressed(
+        &self,
+        cluster: u64,
+        host: u64,
+        stored: u64,
+        within: u64,
+        n: u64,
+        out: &mut Vec<Piece>,
+    ) -> Result<()> {
+        if host == 0 || host >= self.file_len {
+            return Err(Error::format(
+                &self.path,
+                format!("compressed cluster {cluster} at host offset {host} lies outside the file"),
+            ));
+        }
+        let (file, codec, size) = (self.index, self.codec, self.cluster_size);
+        push_piece(out, Piece::Compressed { file, host, stored, codec, cluster: size, skip: within, len: n });
         Ok(())
     }
 }
@@ -218,5 +215,218 @@ impl Layer for Qcow2Layer {
             pos += n;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Kind;
+    use crate::qcow2::testing::{image, put64};
+    use crate::qcow2::{INCOMPAT_EXTL2, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
+
+    /// An image written to a temporary file, removed on drop.
+    struct TempImage(PathBuf);
+
+    impl TempImage {
+        fn new(tag: &str, bytes: &[u8]) -> TempImage {
+            let p = std::env::temp_dir().join(format!("spcs-qcow2-reader-{tag}-{}.qcow2", std::process::id()));
+            std::fs::write(&p, bytes).expect("write image");
+            TempImage(p)
+        }
+
+        fn open(&self) -> ImageFile {
+            let file = File::open(&self.0).expect("open image");
+            let len = file.metadata().expect("stat").len();
+            ImageFile { file, path: self.0.clone(), len, is_block: false }
+        }
+
+        fn layer(&self, backing: Option<Box<dyn Layer>>) -> Qcow2Layer {
+            let img = self.open();
+            let header = Header::read(&img).expect("header");
+            Qcow2Layer::open(0, &img, header, backing).expect("open layer")
+        }
+    }
+
+    impl Drop for TempImage {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A backing layer whose virtual bytes are file 1's bytes at the same offsets.
+    struct Identity(u64);
+
+    impl Layer for Identity {
+        fn size(&self) -> u64 {
+            self.0
+        }
+
+        fn map(&mut self, offset: u64, len: u64, out: &mut Vec<Piece>) -> Result<()> {
+            push_piece(out, Piece::Data { file: 1, host: offset, len, pad: false });
+            Ok(())
+        }
+    }
+
+    fn map(layer: &mut Qcow2Layer, offset: u64, len: u64) -> Result<Vec<Piece>> {
+        let mut out = Vec::new();
+        layer.map(offset, len, &mut out)?;
+        assert_eq!(out.iter().map(Piece::len).sum::<u64>(), len, "pieces cover the range");
+        Ok(out)
+    }
+
+    fn refused(layer: &mut Qcow2Layer, offset: u64, len: u64) -> String {
+        let e = map(layer, offset, len).expect_err("should be refused");
+        assert_eq!(e.kind, Kind::Format, "{e}");
+        e.message
+    }
+
+    const C: u64 = 65536;
+
+    /// 64 KiB clusters, 4 of virtual disk: header, L1, refcount table, L2 at cluster 3, data
+    /// at 4, compressed data in 5. L2 entries are given; `host` 4 is filled with 0x5a.
+    fn standard(version: u32, l2: [u64; 4]) -> Vec<u8> {
+        let mut b = image(version, 16, 4 * C, 0, 6);
+        put64(&mut b, C as usize, (3 * C) | OFLAG_COPIED);
+        for (i, e) in l2.into_iter().enumerate() {
+            put64(&mut b, (3 * C) as usize + 8 * i, e);
+        }
+        b[(4 * C) as usize..(5 * C) as usize].fill(0x5a);
+        b
+    }
+
+    #[test]
+    fn standard_l2_entries_map_to_pieces() {
+        // Compressed data 100 bytes into cluster 5, one sector more: 1024 - 100 bytes stored.
+        let compressed = OFLAG_COMPRESSED | 1 << 54 | (5 * C + 100);
+        let t = TempImage::new("standard", &standard(3, [(4 * C) | OFLAG_COPIED, OFLAG_ZERO, 0, compressed]));
+        let mut l = t.layer(None);
+        assert_eq!(l.size(), 4 * C);
+        let whole = Piece::Compressed {
+            file: 0,
+            host: 5 * C + 100,
+            stored: 924,
+            codec: Codec::Zlib,
+            cluster: C,
+            skip: 0,
+            len: C,
+        };
+        assert_eq!(
+            map(&mut l, 0, 4 * C).expect("map"),
+            vec![
+                Piece::Data { file: 0, host: 4 * C, len: C, pad: true },
+                // The zero cluster and the unallocated one without a backing file.
+                Piece::Zero { len: 2 * C },
+                whole,
+            ]
+        );
+        // Inside clusters: the offset within the cluster carries over.
+        assert_eq!(
+            map(&mut l, 100, 200).expect("map"),
+            vec![Piece::Data { file: 0, host: 4 * C + 100, len: 200, pad: true }]
+        );
+        let part = Piece::Compressed {
+            file: 0,
+            host: 5 * C + 100,
+            stored: 924,
+            codec: Codec::Zlib,
+            cluster: C,
+            skip: 512,
+            len: 1024,
+        };
+        assert_eq!(map(&mut l, 3 * C + 512, 1024).expect("map"), vec![part]);
+    }
+
+    #[test]
+    fn unallocated_clusters_read_from_the_backing_layer() {
+        let t = TempImage::new("backing", &standard(3, [0, OFLAG_ZERO, 4 * C, 0]));
+        // The backing layer is shorter than the image: past its end reads as zeros.
+        let mut l = t.layer(Some(Box::new(Identity(3 * C + 4096))));
+        assert_eq!(
+            map(&mut l, 0, 4 * C).expect("map"),
+            vec![
+                Piece::Data { file: 1, host: 0, len: C, pad: false },
+                // A zero cluster hides the backing file.
+                Piece::Zero { len: C },
+                Piece::Data { file: 0, host: 4 * C, len: C, pad: true },
+                Piece::Data { file: 1, host: 3 * C, len: 4096, pad: false },
+                Piece::Zero { len: C - 4096 },
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_flag_counts_only_in_version_3() {
+        let entries = [(4 * C) | OFLAG_ZERO, 0, 0, 0];
+        let v3 = TempImage::new("zero-v3", &standard(3, entries));
+        assert_eq!(map(&mut v3.layer(None), 0, C).expect("map"), vec![Piece::Zero { len: C }]);
+        // Version 2 has no zero flag: bit 0 is reserved, the cluster is data.
+        let v2 = TempImage::new("zero-v2", &standard(2, entries));
+        assert_eq!(
+            map(&mut v2.layer(None), 0, C).expect("map"),
+            vec![Piece::Data { file: 0, host: 4 * C, len: C, pad: true }]
+        );
+    }
+
+    #[test]
+    fn bad_l2_entries_are_refused() {
+        let t = TempImage::new("bad", &standard(3, [4 * C + 512, OFLAG_COMPRESSED | (6 * C), OFLAG_COMPRESSED, 9 * C]));
+        let mut l = t.layer(None);
+        assert_eq!(refused(&mut l, 0, C), "cluster 0 has an unaligned host offset 262656");
+        assert_eq!(refused(&mut l, C, C), "compressed cluster 1 at host offset 393216 lies outside the file");
+        assert_eq!(refused(&mut l, 2 * C, C), "compressed cluster 2 at host offset 0 lies outside the file");
+        assert_eq!(
+            refused(&mut l, 3 * C, C),
+            "data cluster at host offset 589824 lies past the end of the file (393216 bytes)"
+        );
+    }
+
+    #[test]
+    fn extended_l2_subclusters_map_to_pieces() {
+        // 16 KiB clusters (512-byte subclusters), 3 of virtual disk; 16-byte L2 entries.
+        const C: u64 = 16384;
+        let mut b = image(3, 14, 3 * C, INCOMPAT_EXTL2, 5);
+        put64(&mut b, C as usize, (3 * C) | OFLAG_COPIED);
+        let l2 = (3 * C) as usize;
+        // Cluster 0 at host cluster 4: subclusters 0-1 allocated, 2 zero, the rest unallocated.
+        put64(&mut b, l2, (4 * C) | OFLAG_COPIED);
+        put64(&mut b, l2 + 8, 0b11 | 1 << (32 + 2));
+        // Cluster 1: an allocated subcluster but no host cluster.
+        put64(&mut b, l2 + 16, 0);
+        put64(&mut b, l2 + 24, 1 << 7);
+        // Cluster 2: subcluster 5 both allocated and zero.
+        put64(&mut b, l2 + 32, 4 * C);
+        put64(&mut b, l2 + 40, 1 << 5 | 1 << (32 + 5));
+        b[(4 * C) as usize..].fill(0x5a);
+        let t = TempImage::new("extended", &b);
+        let mut l = t.layer(Some(Box::new(Identity(3 * C))));
+        assert_eq!(
+            map(&mut l, 0, C).expect("map"),
+            vec![
+                Piece::Data { file: 0, host: 4 * C, len: 1024, pad: true },
+                Piece::Zero { len: 512 },
+                Piece::Data { file: 1, host: 1536, len: C - 1536, pad: false },
+            ]
+        );
+        // Part of a subcluster, and across the allocated/zero boundary.
+        assert_eq!(
+            map(&mut l, 600, 100).expect("map"),
+            vec![Piece::Data { file: 0, host: 4 * C + 600, len: 100, pad: true }]
+        );
+        assert_eq!(
+            map(&mut l, 1000, 600).expect("map"),
+            vec![
+                Piece::Data { file: 0, host: 4 * C + 1000, len: 24, pad: true },
+                Piece::Zero { len: 512 },
+                Piece::Data { file: 1, host: 1536, len: 64, pad: false },
+            ]
+        );
+        // Subclusters before the allocated one of cluster 1 still map to the backing file.
+        assert_eq!(
+            map(&mut l, C, 7 * 512).expect("map"),
+            vec![Piece::Data { file: 1, host: C, len: 7 * 512, pad: false }]
+        );
+        assert_eq!(refused(&mut l, C, C), "cluster 1 has allocated subclusters but no host offset");
+        assert_eq!(refused(&mut l, 2 * C, C), "cluster 2 subcluster 5 is both allocated and zero");
     }
 }

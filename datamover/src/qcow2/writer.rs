@@ -1,9 +1,12 @@
 //! Streaming qcow2 (version 3) writer.
 //!
-//! Host space is handed out append-only under a short lock, so workers write their clusters
-//! in parallel and out of order while the file stays compact. L2 tables live in memory only
-//! until every cluster they map has been written (a completion watermark), then go to disk;
-//! the L1 table, refcount table and blocks and the header are written by `finish`.
+//! Each chunk is packed here: zero clusters stay unallocated, the rest is written as runs of
+//! whole clusters or, with compression, compressed one by one and packed back to back (a
+//! cluster that does not shrink is stored plain). Host space is handed out append-only under
+//! a short lock, so workers write their clusters in parallel and out of order while the file
+//! stays compact. L2 tables live in memory only until every cluster they map has been written
+//! (a completion watermark), then go to disk; the L1 table, refcount table and blocks and the
+//! header are written by `finish`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -11,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::{l1_entries_for, MAGIC, OFLAG_COMPRESSED, OFLAG_COPIED};
+use super::{compressed_entry, l1_entries_for, MAGIC, OFLAG_COPIED};
 use crate::codec::Codec;
-use crate::error::{Error, Result};
-use crate::sys;
+use crate::error::{Error, Kind, Result};
+use crate::image::{Scratch, Tally, Target};
+use crate::sys::{self, Direct};
 
 /// 16-bit refcounts (refcount_order 4), as `qemu-img create` writes.
 const REFCOUNT_ORDER: u32 = 4;
@@ -51,8 +55,8 @@ struct State {
 
 pub struct Qcow2Writer {
     file: File,
-    /// O_DIRECT descriptor for whole-cluster data writes, when enabled and supported.
-    direct: Option<File>,
+    /// O_DIRECT for whole-cluster data writes, when enabled and supported (see `sys::Direct`).
+    direct: Option<Direct>,
     path: PathBuf,
     cluster_bits: u32,
     cluster_size: u64,
@@ -86,7 +90,7 @@ impl State {
 impl Qcow2Writer {
     pub fn new(
         file: File,
-        direct: Option<File>,
+        direct: Option<Direct>,
         path: &Path,
         size: u64,
         cluster_size: u64,
@@ -166,7 +170,7 @@ impl Qcow2Writer {
     }
 
     /// Writes `data` (whole clusters) for virtual clusters starting at `vcluster`.
-    pub fn write_clusters(&self, vcluster: u64, data: &[u8]) -> Result<()> {
+    fn write_clusters(&self, vcluster: u64, data: &[u8]) -> Result<()> {
         let count = data.len() as u64 / self.cluster_size;
         let host = {
             let mut st = self.lock();
@@ -179,26 +183,26 @@ impl Qcow2Writer {
             }
             first << self.cluster_bits
         };
-        if let Some(d) = self.direct.as_ref().filter(|_| data.len() >= crate::target::file_direct_min()) {
-            match sys::pwrite_all(d, data, host) {
-                Ok(()) => return Ok(()),
-                // The filesystem took O_DIRECT at open but not this request: write it buffered.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(self.io_err("write failed", host, &e)),
-            }
+        // Runs are whole clusters of at least ALIGN bytes at cluster-aligned offsets: the
+        // policy writes them direct entirely or not at all.
+        let direct = match &self.direct {
+            Some(d) => d.write_prefix(data, host).map_err(|e| self.io_err("write failed", host, &e))?,
+            None => 0,
+        };
+        if direct < data.len() {
+            let (rest, at) = (&data[direct..], host + direct as u64);
+            sys::pwrite_all(&self.file, rest, at).map_err(|e| self.io_err("write failed", at, &e))?;
+            self.wrote_buffered(rest.len());
         }
-        sys::pwrite_all(&self.file, data, host).map_err(|e| self.io_err("write failed", host, &e))?;
-        self.wrote_buffered(data.len());
         Ok(())
     }
 
     /// Writes compressed clusters packed back to back. `items` are (virtual cluster, length)
     /// of consecutive slices of `data`.
-    pub fn write_compressed(&self, items: &[(u64, usize)], data: &[u8]) -> Result<()> {
+    fn write_compressed(&self, items: &[(u64, usize)], data: &[u8]) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
-        let x = 62 - (self.cluster_bits - 8);
         let start = {
             let mut st = self.lock();
             let total = data.len() as u64;
@@ -215,13 +219,12 @@ impl Qcow2Writer {
             let mut at = start;
             for &(vc, len) in items {
                 let len = len as u64;
-                let sectors = ((at + len - 1) >> 9) - (at >> 9);
                 // Each compressed cluster counts once in every host cluster its sectors touch.
                 let (c0, c1) = ((at & !511) >> self.cluster_bits, ((at + len - 1) | 511) >> self.cluster_bits);
                 for c in c0..=c1 {
                     st.bump(c, 1);
                 }
-                self.set_l2(&mut st, vc, OFLAG_COMPRESSED | sectors << x | at);
+                self.set_l2(&mut st, vc, compressed_entry(at, len, self.cluster_bits));
                 at += len;
             }
             // The stream may continue in the same cluster only while nothing is allocated after it.
@@ -235,8 +238,70 @@ impl Qcow2Writer {
 
     /// Compressed clusters are padded to this length so that no host cluster can be shared by
     /// more compressed clusters than a 16-bit refcount counts (trailing bytes are ignored).
-    pub fn min_compressed_len(&self) -> usize {
+    fn min_compressed_len(&self) -> usize {
         (self.cluster_size >> 15).max(1) as usize
+    }
+
+    /// Writes the non-zero clusters of a chunk as runs of plain clusters; zero clusters stay
+    /// unallocated.
+    fn write_plain(&self, first: u64, buf: &[u8], len: usize) -> Result<Tally> {
+        let cs = self.cluster_size as usize;
+        let n = buf.len() / cs;
+        let mut tally = Tally::default();
+        let mut i = 0;
+        while i < n {
+            if sys::is_zero(&buf[i * cs..(i + 1) * cs]) {
+                tally.skipped += (((i + 1) * cs).min(len) - i * cs) as u64;
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < n && !sys::is_zero(&buf[j * cs..(j + 1) * cs]) {
+                j += 1;
+            }
+            self.write_clusters(first + i as u64, &buf[i * cs..j * cs])?;
+            tally.written += ((j - i) * cs) as u64;
+            i = j;
+        }
+        Ok(tally)
+    }
+
+    /// Compresses the non-zero clusters of a chunk and writes them packed back to back; a
+    /// cluster that does not shrink is written plain, zero clusters stay unallocated.
+    fn write_packed(&self, codec: Codec, first: u64, buf: &[u8], len: usize, scratch: &mut Scratch) -> Result<Tally> {
+        let cs = self.cluster_size as usize;
+        let n = buf.len() / cs;
+        let mut tally = Tally::default();
+        scratch.out.resize(buf.len() + cs, 0);
+        let min_len = self.min_compressed_len();
+        let mut items = Vec::with_capacity(n);
+        let mut at = 0usize;
+        for i in 0..n {
+            let c = &buf[i * cs..(i + 1) * cs];
+            if sys::is_zero(c) {
+                tally.skipped += (((i + 1) * cs).min(len) - i * cs) as u64;
+                continue;
+            }
+            let got = scratch
+                .comp
+                .compress(codec, c, &mut scratch.out[at..at + cs - 1])
+                .map_err(|m| Error::new(Kind::Internal, m))?;
+            match got {
+                Some(m) => {
+                    let m2 = m.max(min_len);
+                    scratch.out[at + m..at + m2].fill(0);
+                    items.push((first + i as u64, m2));
+                    at += m2;
+                }
+                None => {
+                    self.write_clusters(first + i as u64, c)?;
+                    tally.written += cs as u64;
+                }
+            }
+        }
+        self.write_compressed(&items, &scratch.out[..at])?;
+        tally.written += at as u64;
+        Ok(tally)
     }
 
     /// Marks a virtual range as finished; L2 tables wholly below the finished prefix are written.
@@ -267,7 +332,7 @@ impl Qcow2Writer {
 
     /// Writes the remaining L2 tables, the L1 table, the refcount structures and the header,
     /// then flushes. Returns the metadata bytes written.
-    pub fn finish(&self) -> Result<u64> {
+    fn finish_image(&self) -> Result<u64> {
         let mut st = self.lock();
         let mut rest: Vec<u64> = st.l2.keys().copied().collect();
         rest.sort_unstable();
@@ -351,6 +416,32 @@ impl Qcow2Writer {
         st.meta_bytes += h.len() as u64;
         self.file.sync_all().map_err(|e| self.io_err("fsync failed", 0, &e))?;
         Ok(st.meta_bytes)
+    }
+}
+
+impl Target for Qcow2Writer {
+    /// Writes the non-zero clusters of a chunk, compressed when asked; zero clusters stay
+    /// unallocated. The chunk's last cluster is padded with zeros.
+    fn write(&self, offset: u64, buf: &mut [u8], len: usize, scratch: &mut Scratch) -> Result<Tally> {
+        let cs = self.cluster_size as usize;
+        let padded = len.next_multiple_of(cs);
+        buf[len..padded].fill(0);
+        let first = offset / cs as u64;
+        let tally = match self.compression {
+            None => self.write_plain(first, &buf[..padded], len)?,
+            Some(codec) => self.write_packed(codec, first, &buf[..padded], len, scratch)?,
+        };
+        self.complete(offset, len as u64)?;
+        Ok(tally)
+    }
+
+    /// Zero ranges stay unallocated: they only need to count as finished.
+    fn zero(&self, offset: u64, len: u64, _: &dyn Fn() -> bool) -> Result<()> {
+        self.complete(offset, len)
+    }
+
+    fn finish(&self) -> Result<u64> {
+        self.finish_image()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Sources: a chain of opened images and the mapping of the virtual disk onto their files.
 //!
 //! The planner asks the top layer to `map` a virtual range into `Piece`s (zero, plain bytes at
-//! a host offset, or part of a compressed cluster). Workers then execute the pieces with
-//! positional reads, so the copy never walks metadata in the hot path.
+//! a host offset, or part of a compressed cluster; see `image`). Workers then execute the
+//! pieces with positional reads, so the copy never walks metadata in the hot path. This module
+//! only opens files and chains layers; the formats (`raw`, `qcow2`) implement the layers.
 
 mod raw;
 
@@ -12,134 +13,12 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use crate::codec::Codec;
 use crate::error::{Error, Kind, Result};
+use crate::image::{Description, Format, ImageFile, Layer};
 use crate::qcow2::{self, reader::Qcow2Layer};
 use crate::sys;
 
-pub use raw::{HoleMap, RawLayer};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Raw,
-    Qcow2,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Qcow2 => "qcow2",
-        }
-    }
-
-    pub fn parse(name: &str) -> Result<Format> {
-        match name {
-            "raw" => Ok(Format::Raw),
-            "qcow2" => Ok(Format::Qcow2),
-            other => Err(Error::invalid(format!("unsupported image format {other:?} (expected \"raw\" or \"qcow2\")"))),
-        }
-    }
-}
-
-/// One opened image file of the chain, shared read-only with the workers.
-pub struct ImageFile {
-    pub file: File,
-    pub path: PathBuf,
-    pub len: u64,
-    pub is_block: bool,
-}
-
-/// A run of the virtual disk and how to produce its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
-    /// Reads as zeros (hole, zero cluster, unallocated without backing, past a backing's end).
-    Zero { len: u64 },
-    /// `len` bytes at `host` in file `file`; bytes past the file's end read as zeros when
-    /// `pad` (qcow2 data clusters), and are an error otherwise (a raw source that shrank).
-    Data { file: usize, host: u64, len: u64, pad: bool },
-    /// Bytes `skip..skip + len` of a compressed cluster of `cluster` bytes whose stored data
-    /// starts at `host` and spans at most `stored` bytes.
-    Compressed { file: usize, host: u64, stored: u64, codec: Codec, cluster: u64, skip: u64, len: u64 },
-}
-
-impl Piece {
-    #[allow(clippy::len_without_is_empty)] // pieces are never empty: push_piece drops those
-    pub fn len(&self) -> u64 {
-        match *self {
-            Piece::Zero { len } | Piece::Data { len, .. } | Piece::Compressed { len, .. } => len,
-        }
-    }
-}
-
-/// Appends a piece, merging it with the previous one when they are contiguous.
-pub fn push_piece(out: &mut Vec<Piece>, p: Piece) {
-    if p.len() == 0 {
-        return;
-    }
-    if let Some(last) = out.last_mut() {
-        match (last, &p) {
-            (Piece::Zero { len }, Piece::Zero { len: l2 }) => {
-                *len += l2;
-                return;
-            }
-            (Piece::Data { file, host, len, pad }, Piece::Data { file: f2, host: h2, len: l2, pad: p2 })
-                if *file == *f2 && *host + *len == *h2 && *pad == *p2 =>
-            {
-                *len += l2;
-                return;
-            }
-            // Consecutive parts of one compressed cluster (a backing file with larger clusters
-            // than its overlay): decompress it once.
-            (
-                Piece::Compressed { file, host, skip, len, .. },
-                Piece::Compressed { file: f2, host: h2, skip: s2, len: l2, .. },
-            ) if *file == *f2 && *host == *h2 && *skip + *len == *s2 => {
-                *len += l2;
-                return;
-            }
-            _ => {}
-        }
-    }
-    out.push(p);
-}
-
-/// A layer of the chain: maps virtual ranges to pieces.
-pub trait Layer: Send {
-    fn size(&self) -> u64;
-    /// Appends pieces covering exactly `[offset, offset + len)`, which lies within `size()`.
-    fn map(&mut self, offset: u64, len: u64, out: &mut Vec<Piece>) -> Result<()>;
-}
-
-/// Maps a range of a backing layer that may be shorter than its overlay: the rest is zero.
-pub fn map_backing(backing: Option<&mut Box<dyn Layer>>, offset: u64, len: u64, out: &mut Vec<Piece>) -> Result<()> {
-    let Some(b) = backing else {
-        push_piece(out, Piece::Zero { len });
-        return Ok(());
-    };
-    let size = b.size();
-    if offset >= size {
-        push_piece(out, Piece::Zero { len });
-        return Ok(());
-    }
-    let inside = len.min(size - offset);
-    b.map(offset, inside, out)?;
-    push_piece(out, Piece::Zero { len: len - inside });
-    Ok(())
-}
-
-/// What the top image says about itself (for `info`).
-#[derive(Debug, Clone, Default)]
-pub struct Description {
-    pub cluster_size: Option<u64>,
-    pub compression: Option<Codec>,
-    pub backing_file: Option<String>,
-    pub backing_format: Option<String>,
-    pub compat: Option<String>,
-    pub extended_l2: bool,
-    pub dirty: bool,
-    pub corrupt: bool,
-}
+pub use raw::RawLayer;
 
 pub struct Source {
     pub files: Arc<Vec<ImageFile>>,

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use _datamover::codec::Codec;
 use _datamover::digest::DigestKind;
+use _datamover::image::Format;
 use _datamover::pipeline::{convert, Control, Request, Stats};
-use _datamover::source::Format;
 use _datamover::target::TargetOptions;
 
 pub struct TempDir(pub PathBuf);

@@ -1,0 +1,228 @@
+//! The vocabulary the image formats share, so that they depend on it and never on each other.
+//!
+//! Reading: an opened `ImageFile`, the `Piece`s a virtual range maps to (zero, plain bytes at a
+//! host offset, or part of a compressed cluster), the `Layer`s of a backing chain that produce
+//! them, the `HoleMap` of a file and the `Description` an image gives of itself. Writing: the
+//! `Target` trait every output implements. `source` builds chains of layers, `qcow2` and
+//! `source::raw` implement layers, `qcow2::writer` and `target` implement targets, and
+//! `pipeline` moves pieces into a target without knowing any format.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use crate::codec::{Codec, Compressor};
+use crate::error::{Error, Result};
+use crate::sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Raw,
+    Qcow2,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Format> {
+        match name {
+            "raw" => Ok(Format::Raw),
+            "qcow2" => Ok(Format::Qcow2),
+            other => Err(Error::invalid(format!("unsupported image format {other:?} (expected \"raw\" or \"qcow2\")"))),
+        }
+    }
+}
+
+/// One opened image file of the chain, shared read-only with the workers.
+pub struct ImageFile {
+    pub file: File,
+    pub path: PathBuf,
+    pub len: u64,
+    pub is_block: bool,
+}
+
+/// What the top image says about itself (for `info`).
+#[derive(Debug, Clone, Default)]
+pub struct Description {
+    pub cluster_size: Option<u64>,
+    pub compression: Option<Codec>,
+    pub backing_file: Option<String>,
+    pub backing_format: Option<String>,
+    pub compat: Option<String>,
+    pub extended_l2: bool,
+    pub dirty: bool,
+    pub corrupt: bool,
+}
+
+/// A run of the virtual disk and how to produce its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Reads as zeros (hole, zero cluster, unallocated without backing, past a backing's end).
+    Zero { len: u64 },
+    /// `len` bytes at `host` in file `file`; bytes past the file's end read as zeros when
+    /// `pad` (qcow2 data clusters), and are an error otherwise (a raw source that shrank).
+    Data { file: usize, host: u64, len: u64, pad: bool },
+    /// Bytes `skip..skip + len` of a compressed cluster of `cluster` bytes whose stored data
+    /// starts at `host` and spans at most `stored` bytes.
+    Compressed { file: usize, host: u64, stored: u64, codec: Codec, cluster: u64, skip: u64, len: u64 },
+}
+
+impl Piece {
+    #[allow(clippy::len_without_is_empty)] // pieces are never empty: push_piece drops those
+    pub fn len(&self) -> u64 {
+        match *self {
+            Piece::Zero { len } | Piece::Data { len, .. } | Piece::Compressed { len, .. } => len,
+        }
+    }
+}
+
+/// Appends a piece, merging it with the previous one when they are contiguous.
+pub fn push_piece(out: &mut Vec<Piece>, p: Piece) {
+    if p.len() == 0 {
+        return;
+    }
+    if let Some(last) = out.last_mut() {
+        match (last, &p) {
+            (Piece::Zero { len }, Piece::Zero { len: l2 }) => {
+                *len += l2;
+                return;
+            }
+            (Piece::Data { file, host, len, pad }, Piece::Data { file: f2, host: h2, len: l2, pad: p2 })
+                if *file == *f2 && *host + *len == *h2 && *pad == *p2 =>
+            {
+                *len += l2;
+                return;
+            }
+            // Consecutive parts of one compressed cluster (a backing file with larger clusters
+            // than its overlay): decompress it once.
+            (
+                Piece::Compressed { file, host, skip, len, .. },
+                Piece::Compressed { file: f2, host: h2, skip: s2, len: l2, .. },
+            ) if *file == *f2 && *host == *h2 && *skip + *len == *s2 => {
+                *len += l2;
+                return;
+            }
+            _ => {}
+        }
+    }
+    out.push(p);
+}
+
+/// A layer of the chain: maps virtual ranges to pieces.
+pub trait Layer: Send {
+    fn size(&self) -> u64;
+    /// Appends pieces covering exactly `[offset, offset + len)`, which lies within `size()`.
+    fn map(&mut self, offset: u64, len: u64, out: &mut Vec<Piece>) -> Result<()>;
+}
+
+/// Maps a range of a backing layer that may be shorter than its overlay: the rest is zero.
+pub fn map_backing(backing: Option<&mut Box<dyn Layer>>, offset: u64, len: u64, out: &mut Vec<Piece>) -> Result<()> {
+    let Some(b) = backing else {
+        push_piece(out, Piece::Zero { len });
+        return Ok(());
+    };
+    let size = b.size();
+    if offset >= size {
+        push_piece(out, Piece::Zero { len });
+        return Ok(());
+    }
+    let inside = len.min(size - offset);
+    b.map(offset, inside, out)?;
+    push_piece(out, Piece::Zero { len: len - inside });
+    Ok(())
+}
+
+/// Answers "is `offset` in data or a hole, and until where" for a file, remembering the last
+/// extent so sequential walks cost one lseek pair per extent.
+pub struct HoleMap {
+    file: File,
+    path: PathBuf,
+    supported: bool,
+    cached: Option<(u64, u64, bool)>,
+}
+
+impl HoleMap {
+    pub fn new(img: &ImageFile) -> Result<HoleMap> {
+        let file =
+            img.file.try_clone().map_err(|e| Error::source_io(&img.path, "cannot duplicate descriptor", None, &e))?;
+        // Block devices have no allocation map: everything is data.
+        Ok(HoleMap { file, path: img.path.clone(), supported: !img.is_block, cached: None })
+    }
+
+    /// (is_data, end of that extent); `end` may be u64::MAX.
+    pub fn extent(&mut self, offset: u64) -> Result<(bool, u64)> {
+        if let Some((s, e, d)) = self.cached {
+            if s <= offset && offset < e {
+                return Ok((d, e));
+            }
+        }
+        if !self.supported {
+            return Ok((true, u64::MAX));
+        }
+        let ext = match sys::seek_data(&self.file, offset) {
+            Ok(None) => (offset, u64::MAX, false),
+            Ok(Some(d)) if d > offset => (offset, d, false),
+            Ok(Some(_)) => match sys::seek_hole(&self.file, offset) {
+                Ok(Some(h)) if h > offset => (offset, h, true),
+                Ok(_) => (offset, u64::MAX, true),
+                Err(e) => return Err(Error::source_io(&self.path, "SEEK_HOLE failed", Some(offset), &e)),
+            },
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)) => {
+                self.supported = false;
+                return Ok((true, u64::MAX));
+            }
+            Err(e) => return Err(Error::source_io(&self.path, "SEEK_DATA failed", Some(offset), &e)),
+        };
+        self.cached = Some(ext);
+        Ok((ext.2, ext.1))
+    }
+
+    /// Pushes the data and zero pieces of `[start, start + len)` of file `file` (host offsets).
+    pub fn pieces(&mut self, file: usize, start: u64, len: u64, pad: bool, out: &mut Vec<Piece>) -> Result<()> {
+        let (mut pos, end) = (start, start + len);
+        while pos < end {
+            let (data, ext_end) = self.extent(pos)?;
+            let n = ext_end.min(end) - pos;
+            if data {
+                push_piece(out, Piece::Data { file, host: pos, len: n, pad });
+            } else {
+                push_piece(out, Piece::Zero { len: n });
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+}
+
+/// What a target did with a chunk: bytes it stored, and bytes it skipped or zeroed as zeros.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub written: u64,
+    pub skipped: u64,
+}
+
+/// Per-worker working memory a target may use while storing a chunk (kept between chunks:
+/// compression contexts and buffers are expensive to set up).
+#[derive(Default)]
+pub struct Scratch {
+    pub comp: Compressor,
+    pub out: Vec<u8>,
+}
+
+/// Where a copy's virtual disk goes: a raw file or device, a qcow2 image, or nowhere. Workers
+/// call it concurrently and out of order, each with its own `Scratch`.
+pub trait Target: Send + Sync {
+    /// Stores the virtual bytes `buf[..len]` at virtual `offset`, leaving out what reads as
+    /// zero where the format allows. Chunks start on a multiple of every cluster size, and
+    /// `len` is one too except at the end of the disk; `buf` past `len` is free for padding.
+    fn write(&self, offset: u64, buf: &mut [u8], len: usize, scratch: &mut Scratch) -> Result<Tally>;
+    /// Makes `[offset, offset + len)` read as zeros; stops early, without error, once `stop()`
+    /// is true (the copy is being abandoned).
+    fn zero(&self, offset: u64, len: u64, stop: &dyn Fn() -> bool) -> Result<()>;
+    /// Flushes everything; returns the metadata bytes written.
+    fn finish(&self) -> Result<u64>;
+}
