@@ -37,6 +37,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from spcs.common import errors, validate
+from spcs.common.interceptors import ERROR_DOMAIN, WrappingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ ROLE_OPERATOR = "operator"
 NODE_ROLE_PREFIX = "node/"
 # The ErrorInfo reason of a denial (StorPool refusing a token is PERMISSION_DENIED too).
 REASON = "CERTIFICATE_NOT_AUTHORIZED"
-ERROR_DOMAIN = "spcs"  # as spcs.common.interceptors
 MAKE_CERTS = "deploy/tls/make-certs.sh"
 # SPIFFE trust domain: lower-case letters, digits, dots, dashes, underscores.
 _SPIFFE = re.compile(
@@ -247,29 +247,17 @@ def node_policy(host_id: str) -> Policy:
     )
 
 
-class AuthzInterceptor(grpc.ServerInterceptor):
+class AuthzInterceptor(WrappingInterceptor):
     """Checks every call but the open ones against a `Policy`; wraps all four handler kinds."""
 
     def __init__(self, policy: Policy) -> None:
+        super().__init__()
         self.policy = policy
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
         self._peers: dict[bytes, Peer] = {}
         self._lock = threading.Lock()
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = continuation(handler_call_details)
-        if handler is None or self.policy.is_open(method):
-            return handler
-        wrapped = self._wrapped[method] = self._wrap(method, handler)
-        return wrapped
+    def wraps(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+        return not self.policy.is_open(method)
 
     def peer(self, context: grpc.ServicerContext) -> Peer | None:
         pems = (context.auth_context() or {}).get("x509_pem_cert") or ()

@@ -15,6 +15,7 @@ that quotes an oversized field still fits gRPC's metadata limit.
 
 from __future__ import annotations
 
+import abc
 import logging
 import time
 import uuid
@@ -222,13 +223,9 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex[:12]
 
 
-class CallInterceptor(grpc.ServerInterceptor):
-    """Wraps every unary-unary handler; streaming RPCs (health Watch, reflection) pass through.
-
-    The wrapped handler of each method is built once and reused: building it per call cost more
-    than the rest of the interceptor. The request id goes back in the trailing metadata, which
-    travels with the status (an early header send blocked each call for ~0.1 ms).
-    """
+class WrappingInterceptor(grpc.ServerInterceptor, abc.ABC):
+    """A server interceptor that wraps the handler of each method once and reuses it: building
+    the wrapper per call cost more than the rest of the interceptor."""
 
     def __init__(self) -> None:
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -243,13 +240,31 @@ class CallInterceptor(grpc.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None or not self.wraps(method, handler):
             return handler
         wrapped = self._wrapped[method] = self._wrap(method, handler)
         return wrapped
 
-    @staticmethod
-    def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    @abc.abstractmethod
+    def wraps(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+        """Whether this interceptor wraps `method` (else its handler passes through)."""
+
+    @abc.abstractmethod
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler that runs instead of `handler`."""
+
+
+class CallInterceptor(WrappingInterceptor):
+    """Wraps every unary-unary handler; streaming RPCs (health Watch, reflection) pass through.
+
+    The request id goes back in the trailing metadata, which travels with the status (an early
+    header send blocked each call for ~0.1 ms).
+    """
+
+    def wraps(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+        return handler.unary_unary is not None
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:

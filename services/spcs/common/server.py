@@ -198,15 +198,25 @@ class Server:
 
     def serve_forever(self) -> int:
         """Start, stop on SIGTERM/SIGINT, return the exit code (0 after a clean stop)."""
-        self.start()
+        requested = threading.Event()
+        started = threading.Event()
 
         def handle(signum: int, frame: FrameType | None) -> None:
             log.info("received %s", signal.Signals(signum).name)
-            # stop() blocks until drained; a signal handler must return quickly.
-            threading.Thread(target=self.stop, name="shutdown", daemon=True).start()
+            requested.set()  # a signal handler must return quickly: stop() blocks
 
+        def stop_when_asked() -> None:
+            # a signal during start-up (before the port is even open) stops once started
+            requested.wait()
+            started.wait()
+            self.stop()
+
+        # installed before start(): whoever sees the port file may already send a signal
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        threading.Thread(target=stop_when_asked, name="shutdown", daemon=True).start()
         try:
+            self.start()
+            started.set()
             self.wait()
             # wait_for_termination returns once gRPC has stopped; let the cleanups finish too.
             self._finished.wait()
