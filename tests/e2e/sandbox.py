@@ -92,6 +92,29 @@ class Network:
         _stop(self._holder)
 
 
+def _bind_lines(binds: Mapping[str, Path], keep: Sequence[str]) -> list[str]:
+    """Shell lines that show each bind's source at its directory; the `keep` paths below a
+    bound directory are bound back into it from a view of the old directory kept under /mnt
+    (a tmpfs of this namespace only)."""
+    lines: list[str] = []
+    for n, (directory, source) in enumerate(binds.items()):
+        source.mkdir(parents=True, exist_ok=True)
+        inside = [k for k in keep if k.startswith(directory.rstrip("/") + "/")]
+        view = f"/mnt/.sandbox-view-{n}"
+        if inside:
+            if "mount -t tmpfs -o mode=0700 tmpfs /mnt" not in lines:
+                lines.append("mount -t tmpfs -o mode=0700 tmpfs /mnt")
+            lines += [f"mkdir -p {view}", f"mount --bind {shlex.quote(directory)} {view}"]
+        lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(directory)}")
+        for path in inside:
+            rel = shlex.quote(path[len(directory.rstrip("/")) + 1 :])
+            lines += [
+                f"mkdir -p {shlex.quote(directory)}/{rel}",
+                f"mount --bind {view}/{rel} {shlex.quote(directory)}/{rel}",
+            ]
+    return lines
+
+
 class Host:
     """A private mount namespace: `overlays` show the machine's directory with writes kept
     under `workdir`, `tmpfs` are empty, `binds` (directory on this host → a directory of the
@@ -115,6 +138,9 @@ class Host:
         # covers the path to it
         lines = [f"cd {shlex.quote(str(workdir))}"]
         lines += [f"hostname {shlex.quote(hostname)}"] if hostname else []
+        # binds first: a bound directory (the reader's /tmp) may hold the checkout or this
+        # test's own directory, which stay reachable through it
+        lines += _bind_lines(binds or {}, keep=[str(workdir.parent), *overlays])
         for directory in overlays:
             layer = workdir / "layers" / directory.strip("/").replace("/", "_")
             upper, work = layer / "upper", layer / "work"
@@ -124,9 +150,6 @@ class Host:
             lines.append(f"mount -t overlay overlay -o {shlex.quote(options)} {directory}")
         for directory in tmpfs:
             lines.append(f"mount -t tmpfs -o mode=0755 tmpfs {shlex.quote(directory)}")
-        for directory, source in (binds or {}).items():
-            source.mkdir(parents=True, exist_ok=True)
-            lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(directory)}")
         ready = workdir / "host.ready"
         lines += [f"touch {ready.name}", "exec sleep infinity"]
         uts = ["--uts"] if hostname else []
