@@ -48,9 +48,23 @@ def wait_copying(mgmt: Mgmt, name: str) -> types_pb2.OperationMetadata:
         time.sleep(0.05)
 
 
-def assert_valid_backup(mgmt: Mgmt, result: driver_pb2.CopyDataResult) -> None:
+def assert_retry_succeeds(mgmt: Mgmt, request: driver_pb2.CopyDataRequest) -> None:
+    """The same request (same operation id) again: a new attempt that writes a valid backup."""
+    assert mgmt.driver.CopyData(request).name == f"operations/{request.operation_id}"
+    done = mgmt.wait(f"operations/{request.operation_id}")
+    assert not done.HasField("error"), done.error
+    result = driver_pb2.CopyDataResult()
+    done.response.Unpack(result)
     file = mgmt.stack.secondary / result.result.snapshot.path
     assert "No errors" in qemu_img("check", str(file))
+
+
+def copy_error(mgmt: Mgmt, source: types_pb2.DataObject, destination: types_pb2.DataObject) -> int:
+    """The status code a copy ends with."""
+    request = driver_pb2.CopyDataRequest(
+        operation_id=new_id("op"), source=source, destination=destination
+    )
+    return mgmt.wait(mgmt.driver.CopyData(request).name).error.code
 
 
 def test_a_cancelled_backup_keeps_the_snapshot_and_the_same_id_retried_succeeds(stack: Mgmt):
@@ -67,13 +81,7 @@ def test_a_cancelled_backup_keeps_the_snapshot_and_the_same_id_retried_succeeds(
     assert partials(mgmt) == []
     assert not list((mgmt.stack.secondary / "snapshots/5/1").glob("bk-*"))
     # the same operation id again: a new attempt, which succeeds
-    again = mgmt.driver.CopyData(request)
-    assert again.name == op.name
-    done = mgmt.wait(op.name)
-    assert not done.HasField("error"), done.error
-    result = driver_pb2.CopyDataResult()
-    done.response.Unpack(result)
-    assert_valid_backup(mgmt, result)
+    assert_retry_succeeds(mgmt, request)
 
 
 def test_a_node_killed_mid_backup_leaves_nothing_partial_and_a_retry_succeeds(stack: Mgmt):
@@ -104,12 +112,7 @@ def test_a_node_killed_mid_backup_leaves_nothing_partial_and_a_retry_succeeds(st
     )
     mgmt.stack._wait_registered()
     # the same operation id retried: the copy runs again (on the restarted node) and succeeds
-    mgmt.driver.CopyData(request)
-    done = mgmt.wait(op.name)
-    assert not done.HasField("error"), done.error
-    result = driver_pb2.CopyDataResult()
-    done.response.Unpack(result)
-    assert_valid_backup(mgmt, result)
+    assert_retry_succeeds(mgmt, request)
 
 
 def test_a_failed_strategy_backup_keeps_the_snapshot(stack: Mgmt):
@@ -146,24 +149,13 @@ def test_a_failed_copy_into_a_volume_removes_only_a_volume_it_created(stack: Mgm
     )
     # the copy creates the volume: a failure removes it
     new = volume_object(mgmt, 4 * MIB)
-    op = mgmt.driver.CopyData(
-        driver_pb2.CopyDataRequest(operation_id=new_id("op"), source=missing, destination=new)
-    )
-    assert mgmt.wait(op.name).error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert copy_error(mgmt, missing, new) == grpc.StatusCode.NOT_FOUND.value[0]
     assert f"cs-vol-{new.volume.uuid}" not in mgmt.storpool_names()
     # the caller's own volume (made with CreateVolume) is never deleted by a failed copy
     own = mgmt.create_volume(4 * MIB)
     mgmt.write(own.path, {0: b"mine"})
-    op = mgmt.driver.CopyData(
-        driver_pb2.CopyDataRequest(
-            operation_id=new_id("op"),
-            source=missing,
-            destination=types_pb2.DataObject(
-                volume=types_pb2.Volume(uuid=own.uuid, size_bytes=4 * MIB, store=mgmt.primary())
-            ),
-        )
-    )
-    assert mgmt.wait(op.name).error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    into_own = volume_object(mgmt, 4 * MIB, uuid=own.uuid)
+    assert copy_error(mgmt, missing, into_own) == grpc.StatusCode.NOT_FOUND.value[0]
     assert mgmt.read(own.path)[:4] == b"mine"
 
 

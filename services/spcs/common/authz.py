@@ -171,10 +171,8 @@ class Policy:
         return method.startswith(self.always_allowed)
 
     def rule_for(self, method: str) -> Rule | None:
-        try:
+        if method in self._by_method:
             return self._by_method[method]
-        except KeyError:
-            pass
         matching = [rule for rule in self.rules if method.startswith(rule.prefix)]
         rule = max(matching, key=lambda r: len(r.prefix)) if matching else None
         self._by_method[method] = rule
