@@ -27,10 +27,11 @@ build: setup
 proto: setup
     "{{py}}" proto/generate.py
 
-# Lint: ruff, rustfmt, clippy, and the stubs match proto/
+# Lint: ruff, mypy (strict, services/spcs), rustfmt, clippy, and the stubs match proto/
 lint: setup
     "{{venv}}/bin/ruff" check services tests proto bench
     "{{venv}}/bin/ruff" format --check services tests proto bench
+    "{{venv}}/bin/mypy"
     cargo fmt --manifest-path datamover/Cargo.toml --check
     cargo clippy --manifest-path datamover/Cargo.toml --all-targets -- -D warnings
     "{{py}}" proto/generate.py --check
@@ -45,6 +46,10 @@ fmt: setup
 test *ARGS: setup
     cargo test --manifest-path datamover/Cargo.toml --release -q
     "{{py}}" -m pytest {{ARGS}}
+
+# The fast tier: in-process tests only (marked `fast`; no service processes), under a minute
+test-fast *ARGS: setup
+    "{{py}}" -m pytest -m fast {{ARGS}}
 
 # Benchmarks: data mover vs qemu-img, then control plane vs direct StorPool calls
 bench: bench-datamover bench-controlplane

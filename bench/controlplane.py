@@ -632,6 +632,27 @@ def measure_burst(inst: Installation, service: Service, count: int, callers: int
 # ---------------------------------------------------------------------------- report
 
 
+def _latency_rows(latency: Latency) -> float:
+    """One row per operation; returns the largest p50 overhead (ms) of the service path."""
+    worst = 0.0
+    for operation in OPERATIONS:
+        d = latency.samples[("direct", operation)]
+        s = latency.samples[("service", operation)]
+        d50, d99, s50, s99 = (
+            percentile(d, 50),
+            percentile(d, 99),
+            percentile(s, 50),
+            percentile(s, 99),
+        )
+        h50 = percentile(latency.handler.get(operation, []), 50)
+        worst = max(worst, s50 - d50)
+        print(
+            f"{operation:16s} {d50:10.2f} {d99:7.2f} {s50:11.2f} {s99:7.2f} {s50 - d50:12.2f} "
+            f"{s50 / d50:8.2f}x {s99 / d99:8.2f}x {h50:11.2f}"
+        )
+    return worst
+
+
 def report(
     args: argparse.Namespace,
     calls: dict[str, list[str]],
@@ -656,22 +677,7 @@ def report(
     )
     print(header)
     print("-" * len(header))
-    worst = 0.0
-    for operation in OPERATIONS:
-        d = latency.samples[("direct", operation)]
-        s = latency.samples[("service", operation)]
-        d50, d99, s50, s99 = (
-            percentile(d, 50),
-            percentile(d, 99),
-            percentile(s, 50),
-            percentile(s, 99),
-        )
-        h50 = percentile(latency.handler.get(operation, []), 50)
-        worst = max(worst, s50 - d50)
-        print(
-            f"{operation:16s} {d50:10.2f} {d99:7.2f} {s50:11.2f} {s99:7.2f} {s50 - d50:12.2f} "
-            f"{s50 / d50:8.2f}x {s99 / d99:8.2f}x {h50:11.2f}"
-        )
+    worst = _latency_rows(latency)
     noop = latency.samples[("service", NOOP)]
     print(
         f"{NOOP:16s} {'-':>10s} {'-':>7s} {percentile(noop, 50):11.2f} {percentile(noop, 99):7.2f} "

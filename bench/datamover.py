@@ -261,6 +261,16 @@ def _virtual_size(path: Path) -> int:
     return datamover.info(path).virtual_size
 
 
+def _chosen_cases(p: argparse.ArgumentParser, chosen: str | None) -> list[Case]:
+    if not chosen:
+        return list(CASES)
+    wanted = chosen.split(",")
+    unknown = set(wanted) - {c.name for c in CASES}
+    if unknown:
+        p.error(f"unknown cases: {', '.join(sorted(unknown))}")
+    return [c for c in CASES if c.name in wanted]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workdir", type=Path, default=REPO / "bench-data")
@@ -275,13 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = int(args.size_gib * GiB) // (64 * MiB) * 64 * MiB
     if size <= 0:
         p.error("--size-gib is too small (minimum 0.0625)")
-    cases = list(CASES)
-    if args.cases:
-        wanted = args.cases.split(",")
-        unknown = set(wanted) - {c.name for c in CASES}
-        if unknown:
-            p.error(f"unknown cases: {', '.join(sorted(unknown))}")
-        cases = [c for c in CASES if c.name in wanted]
+    cases = _chosen_cases(p, args.cases)
     for tool in ("qemu-img", "dd", "uptime"):
         if shutil.which(tool) is None:
             p.error(f"{tool} is not installed")

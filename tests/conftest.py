@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Service
+from tests.stacks import Service
 
 
 @pytest.fixture

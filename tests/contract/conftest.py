@@ -1,4 +1,5 @@
-"""One stack for the whole contract suite, the resource trackers and the shared objects.
+"""One stack for the whole contract suite (tests/stacks.py), the resource trackers and the shared
+objects.
 
 Teardown of the package-scoped `resources` is the suite's final leak check: after every
 tracked object was deleted through gRPC, the emulator must hold exactly the volumes,
@@ -15,8 +16,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from spcs.demo.stack import Stack
-from spcs.storpool.api import StorPoolApi
 from spcs.v1 import driver_pb2, hosts_pb2, lifecycle_pb2, types_pb2
 from tests.contract.harness import (
     BASE_TEMPLATE,
@@ -28,34 +27,30 @@ from tests.contract.harness import (
     Contract,
     Resources,
     new_id,
-    pattern,
     qcow2_template,
 )
+from tests.stacks import stack, storpool_api
+from tests.support import pattern
 
 
 @pytest.fixture(scope="package")
 def contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contract]:
-    stack = Stack(
+    with stack(
         tmp_path_factory.mktemp("contract"),
-        hosts=2,
         extra_templates={LIFECYCLE_TEMPLATE: 64 << 30, OTHER_TEMPLATE: 64 << 30},
-        management_args=["--storpool-retry-seconds", "5", "--node-retry-seconds", "3"],
-        node_args=["--storpool-retry-seconds", "5", "--detach-attempts", "2"],
-    )
-    stack.start()
-    assert stack.emulator is not None and stack.management is not None
-    contract = Contract(
-        stack,
-        grpc.insecure_channel(stack.management.address),
-        [grpc.insecure_channel(node.address) for node in stack.nodes],
-        StorPoolApi(stack.emulator.host, stack.emulator.port, stack.emulator.token),
-    )
-    try:
-        yield contract
-    finally:
-        for channel in (contract.management, *contract.nodes):
-            channel.close()
-        stack.stop()
+    ) as running:
+        assert running.emulator is not None and running.management is not None
+        contract = Contract(
+            running,
+            grpc.insecure_channel(running.management.address),
+            [grpc.insecure_channel(node.address) for node in running.nodes],
+            storpool_api(running.emulator),
+        )
+        try:
+            yield contract
+        finally:
+            for channel in (contract.management, *contract.nodes):
+                channel.close()
 
 
 @pytest.fixture(scope="package")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import threading
 import time
 import uuid
@@ -25,7 +24,6 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
-from spcs.demo.stack import Stack
 from spcs.storpool.api import StorPoolApi
 from spcs.v1 import (
     driver_pb2,
@@ -41,12 +39,14 @@ from spcs.v1 import (
     strategies_pb2_grpc,
     types_pb2,
 )
+from tests.stacks import TEMPLATE, Stack
+from tests.support import patterned_raw, qemu_img
 
 MIB = 1 << 20
 ZONE = "zone-1"
 HOSTS = ("host-1", "host-2")
 # One StorPool template per pool (spcs refuses two pools on one endpoint and template).
-BASE_TEMPLATE = "spcs-demo"  # the pool the error tests share
+BASE_TEMPLATE = TEMPLATE  # the pool the error tests share
 LIFECYCLE_TEMPLATE = "spcs-contract"  # the pools the lifecycle creates and deletes
 OTHER_TEMPLATE = "spcs-contract-other"  # never a pool: for "wrong template" requests
 # A device path of nothing: well-formed, never a StorPool object.
@@ -336,28 +336,12 @@ class Contract:
         return running
 
 
-def pattern(seed: int, length: int) -> bytes:
-    """Recognisable non-zero bytes."""
-    block = bytes((seed * 37 + i * 11) % 251 + 1 for i in range(256))
-    return (block * (length // 256 + 1))[:length]
-
-
 def qcow2_template(directory: Path, name: str, size: int, writes: dict[int, bytes]) -> Path:
     """A QCOW2 image (made by qemu-img from a raw file holding `writes`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    raw = directory / f".{name}.raw"
-    with raw.open("wb") as handle:
-        handle.truncate(size)
-        for offset, data in writes.items():
-            handle.seek(offset)
-            handle.write(data)
+    raw = patterned_raw(directory / f".{name}.raw", size, writes)
     image = directory / f"{name}.qcow2"
-    subprocess.run(
-        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(image)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    qemu_img("convert", "-f", "raw", "-O", "qcow2", str(raw), str(image))
     raw.unlink()
     return image
 

@@ -28,9 +28,9 @@ from tests.contract.harness import (
     expect_error,
     iterations,
     new_id,
-    pattern,
     twice,
 )
+from tests.support import pattern
 
 SIZE = 2 * MIB
 

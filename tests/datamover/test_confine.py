@@ -29,7 +29,7 @@ ABSOLUTE = "absolute backing file names are not allowed here"
 PARENT = '".." components are not allowed here'
 SYMLINK = "it resolves outside through a symlink"
 
-pytestmark = requires_qemu
+pytestmark = [requires_qemu, pytest.mark.fast]
 
 
 @dataclass

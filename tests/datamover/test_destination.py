@@ -14,6 +14,8 @@ from spcs import datamover
 
 from .conftest import MiB, qemu_img, requires_qemu, write_pattern
 
+pytestmark = pytest.mark.fast
+
 
 def _garbage(path: Path, size: int) -> None:
     with path.open("wb") as f:

@@ -11,6 +11,8 @@ from spcs import datamover
 
 from .conftest import MiB, qemu_img, requires_qemu, write_pattern
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture
 def good_qcow2(tmp_path: Path) -> Path:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from spcs.demo.stack import Stack
 from spcs.demo.story import DemoFailure, Story
+from tests.stacks import stack
 from tests.support import REPO
 
 
@@ -78,11 +78,10 @@ class TamperingStory(Story):
 
 
 def test_demo_stops_on_a_checksum_mismatch(tmp_path: Path):
-    stack = Stack(tmp_path, hosts=2)
-    stack.start()
-    try:
-        with pytest.raises(DemoFailure, match="sha256"):
-            TamperingStory(stack, template_size=1 << 30).run()
-    finally:
-        stack.stop()
-    assert all(code == 0 for code in stack.last_exit_codes.values())
+    # the stack `spcs demo` runs: two hosts, the services on their own settings
+    with (
+        stack(tmp_path, test_defaults=False) as running,
+        pytest.raises(DemoFailure, match="sha256"),
+    ):
+        TamperingStory(running, template_size=1 << 30).run()
+    assert all(code == 0 for code in running.last_exit_codes.values())

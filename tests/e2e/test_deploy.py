@@ -22,7 +22,8 @@ from spcs.emulator import Emulator
 from spcs.management import settings as management_settings
 from spcs.node import settings as node_settings
 from tests.e2e.helpers import MISSING, find_grpcurl
-from tests.support import REPO, Service, start_service
+from tests.stacks import Service, start_service
+from tests.support import REPO
 
 DEPLOY = REPO / "deploy"
 UNITS = DEPLOY / "systemd"

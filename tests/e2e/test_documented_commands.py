@@ -60,6 +60,10 @@ NOT_RUN = {
         "the whole test suite, this test included: running it from inside the suite would "
         "recurse (CI runs it as its own step)"
     ),
+    "just test-fast  # the in-process tier (domain, contract checks, emulator), under a minute": (
+        "a part of this suite (every test marked `fast`), which `just test` runs too; from "
+        "inside the suite its `setup` step would reinstall the package under the running tests"
+    ),
     "systemctl daemon-reload": SYSTEMD + "; the unit file it would load is checked to be "
     "deploy/systemd/'s, which tests/e2e/test_deploy.py verifies",
     "systemctl enable --now spcs-management": SYSTEMD + "; instead the test starts the "

@@ -16,6 +16,8 @@ from spcs.emulator import Emulator, EmulatorError, devices
 from .conftest import GiB
 from .helpers import TOKEN, check, error_of, raw_call
 
+pytestmark = pytest.mark.fast
+
 
 def _api_error(fn: Any, *args: Any) -> spapi.ApiError:
     with pytest.raises(spapi.ApiError) as caught:

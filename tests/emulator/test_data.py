@@ -12,6 +12,8 @@ from spcs.emulator import Emulator, blockdata
 
 from .conftest import GiB, MiB
 
+pytestmark = pytest.mark.fast
+
 
 def _attach(api: Any, ref: str, client: int = 1, *, snapshot: bool = False) -> None:
     key, mode = ("snapshot", "ro") if snapshot else ("volume", "rw")

@@ -17,6 +17,8 @@ from spcs.emulator import cli as emulator_cli
 from .conftest import MiB
 from .helpers import TOKEN, error_of, raw_call
 
+pytestmark = pytest.mark.fast
+
 
 def _faults(emu: Emulator, config: dict[str, Any]) -> dict[str, Any]:
     status, reply = raw_call(emu.port, "POST", "/ctrl/1.0/_emulator/faults", config)

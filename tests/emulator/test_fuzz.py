@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from storpool import sptypes
 
 from spcs.emulator import Emulator
@@ -15,6 +16,8 @@ from spcs.emulator.routes import ROUTES
 
 from .conftest import MiB
 from .helpers import check, check_summary, error_of, raw_call
+
+pytestmark = pytest.mark.fast
 
 FIELDS = [
     "name", "size", "sizeAdd", "shrinkOk", "template", "parent", "baseOn", "tags", "iops", "bw",

@@ -22,6 +22,8 @@ from spcs.emulator.naming import MAX_SIZE
 from .conftest import GiB, MiB
 from .helpers import TOKEN, error_of, raw_call
 
+pytestmark = pytest.mark.fast
+
 CREATE = "/ctrl/1.0/MultiCluster/VolumeCreate"
 # What a reply must never carry: Python exception names, errno texts, tracebacks, paths.
 LEAKS = re.compile(r"Error\b|Errno|errno|Traceback|File exists|File too large|/objects/|\.raw")

@@ -8,6 +8,8 @@ from storpool.spcatch import InvalidArgumentError
 
 from .helpers import check, required_fields
 
+pytestmark = pytest.mark.fast
+
 SUMMARY = {
     "name": "vol1",
     "globalId": "emu.a.1",

@@ -14,6 +14,8 @@ from spcs.emulator import Emulator
 from .conftest import GiB, MiB
 from .helpers import check, check_summary, error_of, raw_call
 
+pytestmark = pytest.mark.fast
+
 
 def _api_error(fn: Any, *args: Any) -> spapi.ApiError:
     with pytest.raises(spapi.ApiError) as caught:

@@ -15,6 +15,8 @@ from spcs.emulator import Emulator
 from .conftest import GiB, MiB
 from .helpers import TOKEN, check, check_summary, error_of, raw_call
 
+pytestmark = pytest.mark.fast
+
 
 def _names(reply: dict[str, Any]) -> list[str]:
     return [v["name"] for v in reply["data"]]

@@ -13,6 +13,8 @@ from spcs.emulator import Emulator
 from .conftest import GiB
 from .helpers import check, check_summary, error_of, raw_call
 
+pytestmark = pytest.mark.fast
+
 
 def _raw(api: Any, name: str) -> dict[str, Any]:
     (vol,) = api.volumeList(name, returnRawAPIData=True)

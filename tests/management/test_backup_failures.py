@@ -17,11 +17,10 @@ import pytest
 from google.longrunning import operations_pb2
 
 from spcs.v1 import driver_pb2, strategies_pb2, types_pb2
-from tests.management.conftest import MIB, Mgmt, new_id, rpc_error, running_stack
+from tests.management.helpers import MIB, Mgmt, new_id, rpc_error, running_stack
 from tests.management.test_copies import volume_object
 from tests.management.test_queue import backup_request, metadata, random_snapshot
-from tests.node.conftest import qemu_img
-from tests.support import log_containing
+from tests.support import log_containing, qemu_img
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import grpc
 from google.longrunning import operations_pb2
 
 from spcs.v1 import driver_pb2, strategies_pb2, types_pb2
-from tests.management.conftest import MIB, Mgmt, new_id, rpc_error
+from tests.management.helpers import MIB, Mgmt, new_id, rpc_error
 from tests.management.test_copies import volume_object
-from tests.node.conftest import pattern
+from tests.support import pattern
 
 
 def start_all(

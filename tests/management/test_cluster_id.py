@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from spcs.v1 import hosts_pb2, hosts_pb2_grpc, lifecycle_pb2, node_pb2, node_pb2_grpc
-from tests.management.conftest import MIB, Mgmt, running_stack
+from tests.management.helpers import MIB, Mgmt, running_stack
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from spcs.node import template_properties
 from spcs.v1 import driver_pb2, lifecycle_pb2, types_pb2
-from tests.management.conftest import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error
-from tests.node.conftest import pattern, qemu_img
+from tests.management.helpers import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error
+from tests.support import pattern, qemu_img
 
 
 def node_download_bytes(mgmt: Mgmt) -> tuple[int, int]:

@@ -8,7 +8,7 @@ import time
 import grpc
 
 from spcs.v1 import driver_pb2, lifecycle_pb2, types_pb2
-from tests.management.conftest import MIB, Mgmt, new_id, rpc_error
+from tests.management.helpers import MIB, Mgmt, new_id, rpc_error
 
 
 def test_storpool_hiccups_are_ridden_out_and_outages_reported(mgmt: Mgmt):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from spcs.demo.stack import TEMPLATE
 from spcs.v1 import driver_pb2, hosts_pb2, lifecycle_pb2, types_pb2
-from tests.management.conftest import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error
+from tests.management.helpers import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error
+from tests.stacks import TEMPLATE
 from tests.support import log_containing
 
 

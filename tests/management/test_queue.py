@@ -13,7 +13,7 @@ import pytest
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from spcs.v1 import driver_pb2, hosts_pb2, types_pb2
-from tests.management.conftest import MIB, Mgmt, new_id, running_stack
+from tests.management.helpers import MIB, Mgmt, new_id, running_stack
 from tests.management.test_bursts import results, start_all
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 
 from spcs.v1 import driver_pb2, strategies_pb2, types_pb2
-from tests.management.conftest import MIB, Mgmt, new_id, rpc_error
-from tests.node.conftest import pattern
+from tests.management.helpers import MIB, Mgmt, new_id, rpc_error
+from tests.support import pattern
 
 HIGHEST = strategies_pb2.STRATEGY_PRIORITY_HIGHEST
 CANT = strategies_pb2.STRATEGY_PRIORITY_CANT_HANDLE

@@ -13,11 +13,11 @@ import grpc
 import pytest
 
 from spcs.common.validate import MAX_SIZE
-from spcs.demo.stack import TEMPLATE
 from spcs.storpool import names
 from spcs.v1 import driver_pb2, lifecycle_pb2, node_pb2, node_pb2_grpc, types_pb2
-from tests.management.conftest import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error, running_stack
-from tests.node.conftest import pattern
+from tests.management.helpers import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error, running_stack
+from tests.stacks import TEMPLATE
+from tests.support import pattern
 
 STATS_SECONDS = 3.0
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

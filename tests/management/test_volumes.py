@@ -9,9 +9,8 @@ import grpc
 import pytest
 
 from spcs.v1 import driver_pb2, lifecycle_pb2, types_pb2
-from tests.management.conftest import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error
-from tests.node.conftest import pattern
-from tests.support import log_containing
+from tests.management.helpers import MIB, OTHER_TEMPLATE, Mgmt, new_id, rpc_error
+from tests.support import log_containing, pattern
 
 
 def test_create_data_volume_tags_limits_and_replay(mgmt: Mgmt):

@@ -9,7 +9,8 @@ import grpc
 import pytest
 
 from spcs.v1 import node_pb2, types_pb2
-from tests.node.conftest import NodeStack, pattern
+from tests.stacks import NodeStack
+from tests.support import pattern
 
 RW = types_pb2.ACCESS_MODE_READ_WRITE
 RO = types_pb2.ACCESS_MODE_READ_ONLY

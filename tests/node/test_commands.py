@@ -12,7 +12,8 @@ from google.longrunning import operations_pb2
 
 from spcs.node import template_properties
 from spcs.v1 import node_pb2, types_pb2
-from tests.node.conftest import NodeStack, pattern, patterned_raw, qemu_img, same_content
+from tests.stacks import NodeStack
+from tests.support import pattern, patterned_raw, qemu_img, same_content
 
 MIB = 1 << 20
 

@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from spcs.v1 import node_pb2, types_pb2
-from tests.node.conftest import NodeStack, pattern, patterned_raw, qemu_img
 from tests.node.test_commands import object_file, snapshot_of
-from tests.support import log_containing
+from tests.stacks import NodeStack
+from tests.support import log_containing, pattern, patterned_raw, qemu_img
 
 MIB = 1 << 20
 SECRET = b"SP_AUTH_TOKEN=the-secret-token-of-this-host\n" * 64

@@ -11,12 +11,12 @@ import grpc
 import pytest
 from google.longrunning import operations_pb2
 
-from spcs.management import db as management_db
 from spcs.management.nodes import NodeDirectory
+from spcs.management.sqlite_state import SqliteState
 from spcs.v1 import node_pb2, types_pb2
-from tests.node.conftest import NodeStack, pattern, qemu_img, same_content
 from tests.node.test_commands import make_template, object_file, result_of, snapshot_of
-from tests.support import start_service
+from tests.stacks import NodeStack, start_management
+from tests.support import pattern, qemu_img, same_content
 
 MIB = 1 << 20
 
@@ -161,13 +161,13 @@ def test_copy_slots_are_limited(stack: NodeStack):
 
 
 def test_registers_with_management_and_survives_its_absence(stack: NodeStack):
-    mgmt = start_service(["management", "--db", str(stack.tmp / "m.db")], stack.tmp, "mgmt")
+    mgmt = start_management(stack.tmp)
     try:
         stack.start_node("--management", mgmt.address)
-        db = management_db.open_database(stack.tmp / "m.db")
+        store = SqliteState(stack.tmp / "m.db")
         deadline = time.monotonic() + 15
         while True:
-            nodes = NodeDirectory(db).all()
+            nodes = NodeDirectory(store).all()
             if nodes:
                 break
             assert time.monotonic() < deadline, stack.node.log()
@@ -175,7 +175,7 @@ def test_registers_with_management_and_survives_its_absence(stack: NodeStack):
         assert [(n.host_id, n.address, n.client_id, n.cluster_id) for n in nodes] == [
             ("host-1", stack.node.address, 1, "emu.a")
         ]
-        db.close()
+        store.close()
     finally:
         assert mgmt.terminate() == 0
     # management is gone: the node keeps serving

@@ -14,6 +14,8 @@ from spcs.emulator import Emulator
 from spcs.storpool import names
 from spcs.storpool.api import RetryPolicy, StorPoolApi
 
+pytestmark = pytest.mark.fast
+
 TOKEN = "9876543210"
 
 
@@ -53,7 +55,7 @@ def test_volume_and_snapshot_round_trip(emu: Emulator):
     )
     snap_gid = api.snapshot_create("cs-vol-1", name="cs-snap-1", tags={"cs": "snapshot"})
     snapshot = api.snapshot(f"~{snap_gid}")
-    assert snapshot.snapshot and snapshot.on_volume == "cs-vol-1"
+    assert snapshot.is_snapshot and snapshot.on_volume == "cs-vol-1"
     api.volume_update("cs-vol-1", size=2 << 30, tags={"cvm": ""})
     assert api.volume("cs-vol-1").size == 2 << 30 and "cvm" not in api.volume("cs-vol-1").tags
     assert api.volume_delete("cs-vol-1") is True and api.volume_delete("cs-vol-1") is False
@@ -156,3 +158,19 @@ def test_tag_values_are_checked():
     with pytest.raises(errors.InvalidArgument, match="vm uuid with spaces"):
         names.volume_tags("u", vm_uuid="vm uuid with spaces")
     assert names.bandwidth_to_storpool(1) == 1 and names.bandwidth_to_storpool(2048) == 2
+
+
+@pytest.mark.parametrize("ref", ["a?b", "a/b", "a b", "a#b", "../a"])
+def test_a_ref_that_would_change_the_url_is_refused_and_touches_nothing(emu: Emulator, ref: str):
+    """VolumeDelete/<ref> and SnapshotUpdate/<ref> put the ref into the URL path: "a?b" would
+    delete volume "a", a space would be retried as a network error."""
+    api = api_for(emu, seconds=1.0)
+    api.volume_create(name="a", size=1 << 20, template="hybrid")
+    gid = api.snapshot_create("a", name="a-snap")
+    started = time.monotonic()
+    with pytest.raises(errors.InvalidArgument, match="not a valid object name"):
+        api.volume_delete(ref)
+    with pytest.raises(errors.InvalidArgument, match="not a valid object name"):
+        api.snapshot_update(ref, tags={"x": "y"})
+    assert time.monotonic() - started < 0.5  # refused at once, not retried
+    assert api.volume("a").name == "a" and api.snapshot(f"~{gid}").tags == {}

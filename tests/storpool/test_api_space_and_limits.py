@@ -15,6 +15,8 @@ from spcs.common import errors, validate
 from spcs.emulator import Emulator
 from spcs.storpool.api import UNRESOLVABLE_HOST, RetryPolicy, StorPoolApi, cluster_of
 
+pytestmark = pytest.mark.fast
+
 TOKEN = "9876543210"
 MIB = 1 << 20
 

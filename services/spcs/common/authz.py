@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from cryptography import x509
@@ -37,7 +37,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from spcs.common import errors, validate
-from spcs.common.interceptors import ERROR_DOMAIN, WrappingInterceptor
+from spcs.common.interceptors import ERROR_DOMAIN, MethodHandler, WrappingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -254,11 +254,13 @@ class AuthzInterceptor(WrappingInterceptor):
         self._peers: dict[bytes, Peer] = {}
         self._lock = threading.Lock()
 
-    def wraps(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+    def wraps(self, method: str, handler: MethodHandler) -> bool:
         return not self.policy.is_open(method)
 
     def peer(self, context: grpc.ServicerContext) -> Peer | None:
-        pems = (context.auth_context() or {}).get("x509_pem_cert") or ()
+        # each property is a list of values (types-grpcio has `Mapping[str, bytes]`)
+        auth = cast("Mapping[str, Sequence[bytes]]", context.auth_context())
+        pems = (auth or {}).get("x509_pem_cert") or ()
         if not pems:
             return None
         pem = pems[0]
@@ -280,13 +282,14 @@ class AuthzInterceptor(WrappingInterceptor):
                 "and this call presented none; connect with mutual TLS"
             )
         else:
-            message = self.policy.denial(method, peer, request)
-            if message is None:
+            denial = self.policy.denial(method, peer, request)
+            if denial is None:
                 return None
+            message = denial
         log.warning("permission denied to %s: %s", context.peer(), message)
         return message
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: MethodHandler) -> MethodHandler:
         serializers = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -310,8 +313,10 @@ class AuthzInterceptor(WrappingInterceptor):
             return grpc.stream_unary_rpc_method_handler(
                 self._guard(method, handler.stream_unary, with_request=False), **serializers
             )
+        stream = handler.stream_stream
+        assert stream is not None  # a handler has one of the four behaviours
         return grpc.stream_stream_rpc_method_handler(
-            self._guard(method, handler.stream_stream, with_request=False), **serializers
+            self._guard(method, stream, with_request=False), **serializers
         )
 
     def _guard(

@@ -10,6 +10,10 @@ data-mover errors in the node's copy code); nothing else decides status codes.
 from __future__ import annotations
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+# The ErrorInfo domain of every error spcs answers.
+ERROR_DOMAIN = "spcs"
 
 
 class SpcsError(Exception):
@@ -136,10 +140,37 @@ _BY_CODE: dict[grpc.StatusCode, type[SpcsError]] = {
 def status_code(error: SpcsError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in STATUS_CODES:
-            return STATUS_CODES[cls]  # type: ignore[index]
+            return STATUS_CODES[cls]
     return grpc.StatusCode.UNKNOWN
 
 
-def from_status(code: grpc.StatusCode, message: str) -> SpcsError:
-    """The domain error for a status another spcs service answered with."""
-    return _BY_CODE.get(code, Internal)(message)
+def from_status(code: grpc.StatusCode, message: str, reason: str = "") -> SpcsError:
+    """The domain error for a status another spcs service answered with; its ErrorInfo
+    reason (e.g. STORPOOL_OBJECT_DOES_NOT_EXIST) is kept, so it survives the hop."""
+    return _BY_CODE.get(code, Internal)(message, reason=reason or None)
+
+
+def code_of(number: int) -> grpc.StatusCode:
+    for candidate in grpc.StatusCode:
+        if candidate.value[0] == number:
+            return candidate
+    return grpc.StatusCode.UNKNOWN
+
+
+def rich_status(
+    code: grpc.StatusCode, message: str, reason: str, domain: str = ERROR_DOMAIN
+) -> status_pb2.Status:
+    """A `google.rpc.Status` with the ErrorInfo naming `reason`: what a caller receives, in
+    the trailers of a failed call and as a failed operation's `error`."""
+    status = status_pb2.Status(code=code.value[0], message=message)
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain))
+    return status
+
+
+def reason_of(status: status_pb2.Status) -> str:
+    """The ErrorInfo reason a rich status carries ("" if none)."""
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    return ""

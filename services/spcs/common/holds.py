@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 
@@ -116,10 +117,22 @@ HOLDS: Mapping[str, Mapping[str, Mode]] = {
 }
 
 
+# The entries the RPC being served declared (`spcs.common.contract.rpc`); None outside an RPC
+# (a job's own thread, start-up).
+DECLARED: ContextVar[tuple[str, ...] | None] = ContextVar("spcs_declared_holds", default=None)
+
+
+class Undeclared(Exception):
+    """An RPC took holds its contract does not declare: a bug in this service."""
+
+
 def holds(operation: str, **objects: str | Iterable[str] | None) -> tuple[Hold, ...]:
     """The holds `operation` takes on the objects given by role, in the modes the table
     declares; a role given None holds nothing (e.g. a source that is not in StorPool)."""
     declared = HOLDS[operation]
+    allowed = DECLARED.get()
+    if allowed is not None and operation not in allowed:
+        raise Undeclared(f"{operation} holds are taken but not declared by the RPC's @rpc")
     unknown = set(objects) - set(declared)
     if unknown:
         raise KeyError(f"{operation} declares no holds named {sorted(unknown)}")

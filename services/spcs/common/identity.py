@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import grpc
+
 from spcs import __version__
 from spcs.common import errors
+from spcs.common.contract import rpc
 from spcs.v1 import identity_pb2, identity_pb2_grpc
 
 # A probe answers (ready, message); it raises FailedPrecondition for a missing dependency.
@@ -29,7 +32,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
     def __init__(self, info: IdentityInfo) -> None:
         self._info = info
 
-    def GetInfo(self, request, context):
+    @rpc()
+    def GetInfo(
+        self, request: identity_pb2.GetInfoRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.GetInfoResponse:
         info = self._info
         return identity_pb2.GetInfoResponse(
             name=info.name,
@@ -41,12 +47,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
             datamover_version=info.datamover_version,
         )
 
-    def GetServerCapabilities(self, request, context):
+    @rpc()
+    def GetServerCapabilities(
+        self, request: identity_pb2.GetServerCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.GetServerCapabilitiesResponse:
         return identity_pb2.GetServerCapabilitiesResponse(
             services=list(self._info.services), features=list(self._info.features)
         )
 
-    def Probe(self, request, context):
+    @rpc()
+    def Probe(
+        self, request: identity_pb2.ProbeRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ProbeResponse:
         try:
             ready, message = self._info.probe()
         except errors.SpcsError:

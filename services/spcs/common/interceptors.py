@@ -21,24 +21,30 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from spcs.common import upstream_time
+from spcs.common import errors, upstream_time
 from spcs.common.errors import InvalidArgument, SpcsError, status_code
 from spcs.common.logs import REQUEST_ID
 from spcs.v1 import types_pb2
 
+if TYPE_CHECKING:
+    from google._upb._message import Descriptor as _UpbDescriptor
+
 log = logging.getLogger(__name__)
 
+# A message type's descriptor (types-protobuf's `Message.DESCRIPTOR`: pure-Python or upb).
+MessageDescriptor: TypeAlias = "Descriptor | _UpbDescriptor"
+# The handler of any method (interceptors see every message type).
+MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
 REQUEST_ID_HEADER = "x-request-id"
-ERROR_DOMAIN = "spcs"
+ERROR_DOMAIN = errors.ERROR_DOMAIN
 # Frequent calls logged at DEBUG so they do not drown the log.
 QUIET_METHODS = frozenset(
     {
@@ -71,13 +77,16 @@ KEY_FIELDS = (
 SLOW_CALL_SECONDS = 30.0
 # Status messages travel in a header; gRPC refuses headers past 8 KiB (with ErrorInfo beside).
 MAX_MESSAGE = 2048
+# The trailer that carries the google.rpc.Status (grpc_status.rpc_status's constant of that
+# name, which its type stubs leave out).
+GRPC_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 
 
-def _paths(descriptor: Descriptor) -> tuple[tuple[str, ...], ...]:
+def _paths(descriptor: MessageDescriptor) -> tuple[tuple[str, ...], ...]:
     """The KEY_FIELDS that exist in a message type (worked out once per type)."""
     found = []
     for dotted in KEY_FIELDS:
-        current: Descriptor | None = descriptor
+        current: MessageDescriptor | None = descriptor
         parts = tuple(dotted.split("."))
         for part in parts:
             field = current.fields_by_name.get(part) if current is not None else None
@@ -90,7 +99,7 @@ def _paths(descriptor: Descriptor) -> tuple[tuple[str, ...], ...]:
     return tuple(found)
 
 
-_PATHS: dict[Descriptor, tuple[tuple[str, ...], ...]] = {}
+_PATHS: dict[MessageDescriptor, tuple[tuple[str, ...], ...]] = {}
 
 
 def request_key(request: object) -> str:
@@ -165,11 +174,13 @@ def unknown_enum(message: Message, prefix: str = "") -> str | None:
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
         if field.type == FieldDescriptor.TYPE_ENUM:
-            known = field.enum_type.values_by_number
+            enum = field.enum_type
+            assert enum is not None  # an enum field always has its enum type
+            known = enum.values_by_number
             for item in value if field.is_repeated else (value,):
                 if item not in known:
-                    names = ", ".join(v.name for v in field.enum_type.values)
-                    return f"{path}={item} is not a valid {field.enum_type.name} (one of {names})"
+                    names = ", ".join(v.name for v in enum.values)
+                    return f"{path}={item} is not a valid {enum.name} (one of {names})"
         elif field.message_type is not None:
             if field.message_type.GetOptions().map_entry:
                 entry = field.message_type.fields_by_name["value"]
@@ -200,16 +211,14 @@ def _abort(
     context: grpc.ServicerContext, code: grpc.StatusCode, message: str, reason: str, rid: str
 ) -> None:
     message = bounded(message)
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
-    status = status_pb2.Status(code=code.value[0], message=message)
-    status.details.add().Pack(info)
+    status = errors.rich_status(code, message, reason)
     # the rich status and the request id both travel in the trailers
     context.abort_with_status(
         _Status(
             code,
             message,
             (
-                (rpc_status.GRPC_DETAILS_METADATA_KEY, status.SerializeToString()),
+                (GRPC_DETAILS_METADATA_KEY, status.SerializeToString()),
                 (REQUEST_ID_HEADER, rid),
             ),
         )
@@ -228,13 +237,13 @@ class WrappingInterceptor(grpc.ServerInterceptor, abc.ABC):
     the wrapper per call cost more than the rest of the interceptor."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, MethodHandler] = {}
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], MethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> MethodHandler | None:
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is not None:
@@ -246,11 +255,11 @@ class WrappingInterceptor(grpc.ServerInterceptor, abc.ABC):
         return wrapped
 
     @abc.abstractmethod
-    def wraps(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+    def wraps(self, method: str, handler: MethodHandler) -> bool:
         """Whether this interceptor wraps `method` (else its handler passes through)."""
 
     @abc.abstractmethod
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: MethodHandler) -> MethodHandler:
         """The handler that runs instead of `handler`."""
 
 
@@ -261,11 +270,12 @@ class CallInterceptor(WrappingInterceptor):
     header send blocked each call for ~0.1 ms).
     """
 
-    def wraps(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
+    def wraps(self, method: str, handler: MethodHandler) -> bool:
         return handler.unary_unary is not None
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: MethodHandler) -> MethodHandler:
         inner = handler.unary_unary
+        assert inner is not None  # see `wraps`
 
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             rid = _request_id(context)
@@ -274,14 +284,7 @@ class CallInterceptor(WrappingInterceptor):
             started = time.monotonic()
             code = grpc.StatusCode.OK
             try:
-                if isinstance(request, _Malformed):
-                    raise InvalidArgument(
-                        f"the request is not a valid {request.type_name} message "
-                        f"({request.error}); send the message the contract defines"
-                    )
-                problem = unknown_enum(request) if isinstance(request, Message) else None
-                if problem:
-                    raise InvalidArgument(problem)
+                _check_request(request)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s request: %s", method, redacted_text(request))
                 reply = inner(request, context)
@@ -291,37 +294,15 @@ class CallInterceptor(WrappingInterceptor):
                 code = status_code(error)
                 _abort(context, code, error.message, error.reason, rid)
             except Exception:
-                aborted = context.code()
-                if aborted is not None and aborted != grpc.StatusCode.OK:
+                aborted = _aborted(context)
+                if aborted is not None:
                     code = aborted  # the handler aborted on its own
                     raise
                 code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed unexpectedly", method)
-                _abort(
-                    context,
-                    code,
-                    f"internal error in {method} (request {rid}); the service log has the details",
-                    "INTERNAL",
-                    rid,
-                )
+                log.exception("%s failed unexpectedly", method)  # a bug: the traceback
+                _internal(context, method, rid)
             finally:
-                elapsed = time.monotonic() - started
-                level = (
-                    logging.DEBUG
-                    if method in QUIET_METHODS and code == grpc.StatusCode.OK
-                    else logging.INFO
-                )
-                if elapsed > SLOW_CALL_SECONDS:
-                    level = logging.WARNING
-                log.log(
-                    level,
-                    "rpc=%s key=%s status=%s ms=%.2f storpool_ms=%.2f",
-                    method,
-                    request_key(request),
-                    code.name,
-                    elapsed * 1000,
-                    storpool[0] * 1000,
-                )
+                _log_call(method, request, code, time.monotonic() - started, storpool[0])
                 upstream_time.close_tally(tally)
                 REQUEST_ID.reset(token)
 
@@ -330,3 +311,52 @@ class CallInterceptor(WrappingInterceptor):
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+def _check_request(request: object) -> None:
+    """A request that did not parse, or names an enum value the contract lacks, is bad input."""
+    if isinstance(request, _Malformed):
+        raise InvalidArgument(
+            f"the request is not a valid {request.type_name} message "
+            f"({request.error}); send the message the contract defines"
+        )
+    problem = unknown_enum(request) if isinstance(request, Message) else None
+    if problem:
+        raise InvalidArgument(problem)
+
+
+def _aborted(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status a handler set by aborting the call itself (None if it did not)."""
+    # grpcio has ServicerContext.code() since 1.38; types-grpcio leaves it out
+    code: grpc.StatusCode | None = context.code()  # type: ignore[attr-defined]
+    return code if code is not None and code != grpc.StatusCode.OK else None
+
+
+def _internal(context: grpc.ServicerContext, method: str, rid: str) -> None:
+    """Not a domain error: INTERNAL, naming the request id the log line carries."""
+    _abort(
+        context,
+        grpc.StatusCode.INTERNAL,
+        f"internal error in {method} (request {rid}); the service log has the details",
+        "INTERNAL",
+        rid,
+    )
+
+
+def _log_call(
+    method: str, request: object, code: grpc.StatusCode, elapsed: float, storpool: float
+) -> None:
+    """One line per RPC; frequent calls that succeed at DEBUG, slow ones at WARNING."""
+    quiet = method in QUIET_METHODS and code == grpc.StatusCode.OK
+    level = logging.DEBUG if quiet else logging.INFO
+    if elapsed > SLOW_CALL_SECONDS:
+        level = logging.WARNING
+    log.log(
+        level,
+        "rpc=%s key=%s status=%s ms=%.2f storpool_ms=%.2f",
+        method,
+        request_key(request),
+        code.name,
+        elapsed * 1000,
+        storpool * 1000,
+    )

@@ -45,6 +45,8 @@ class _Enqueue(logging.handlers.QueueHandler):
     """Hands the record over as it is: the writer thread formats it (QueueHandler.prepare would
     format it here, on the RPC's thread)."""
 
+    _spcs = True  # marks spcs's handler: `shutdown` removes it
+
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
 
@@ -53,10 +55,20 @@ class _BatchingListener(logging.handlers.QueueListener):
     """Sleeps while the queue is empty rather than blocking on it, so that enqueueing a record
     never wakes a thread (`dequeue` is the override point the standard library documents)."""
 
-    def dequeue(self, block: bool) -> logging.LogRecord | None:
+    def __init__(
+        self,
+        records: queue.SimpleQueue[logging.LogRecord],
+        *handlers: logging.Handler,
+        respect_handler_level: bool = False,
+    ) -> None:
+        super().__init__(records, *handlers, respect_handler_level=respect_handler_level)
+        self._records = records
+
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        # as QueueListener's own: the stop sentinel (None) comes through like a record
         while True:
             try:
-                return self.queue.get_nowait()
+                return self._records.get_nowait()
             except queue.Empty:
                 if not block:
                     raise
@@ -103,7 +115,6 @@ def setup(level: str = "INFO", log_file: Path | None = None) -> None:
     _listener = _BatchingListener(records, writer, respect_handler_level=False)
     _listener.start()
     enqueue = _Enqueue(records)
-    enqueue._spcs = True  # type: ignore[attr-defined]
     enqueue.addFilter(RequestIdFilter())
     root.addHandler(enqueue)
     root.setLevel(level)

@@ -69,6 +69,20 @@ def operation_name(operation_id: str) -> str:
     return PREFIX + operation_id
 
 
+def _count(job: _Job, done: int, rate: int | None) -> None:
+    """Bytes done, and the rate: the one the job reports, else measured over >= 1 s."""
+    meta = job.metadata
+    now = time.monotonic()
+    last_t, last_done = job.rate_sample
+    if rate is not None:
+        meta.rate_bytes_per_second = rate
+    elif now - last_t >= 1.0 and last_t:
+        meta.rate_bytes_per_second = max(0, int((done - last_done) / (now - last_t)))
+    if now - last_t >= 1.0 or not last_t:
+        job.rate_sample = (now, done)
+    meta.bytes_done = done
+
+
 def _now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.GetCurrentTime()
@@ -333,7 +347,8 @@ class OperationRegistry:
                 "cancelled" if cancelled else "failed",
                 error.message,
             )
-            raise _Failed(status_pb2.Status(code=code.value[0], message=error.message)) from None
+            reason = errors.Cancelled.reason if cancelled else error.reason
+            raise _Failed(errors.rich_status(code, error.message, reason)) from None
         except Exception:
             log.exception("%s failed unexpectedly", job.name)
             raise _Failed(
@@ -376,7 +391,7 @@ class OperationRegistry:
         total: int | None = None,
         written: int | None = None,
         rate: int | None = None,
-        state: int | None = None,
+        state: types_pb2.JobState.ValueType | None = None,
         host_id: str | None = None,
         waiting_for: str | None = None,
     ) -> None:
@@ -396,15 +411,7 @@ class OperationRegistry:
             if written is not None:
                 meta.bytes_written = written
             if done is not None:
-                now = time.monotonic()
-                last_t, last_done = job.rate_sample
-                if rate is not None:
-                    meta.rate_bytes_per_second = rate
-                elif now - last_t >= 1.0 and last_t:
-                    meta.rate_bytes_per_second = max(0, int((done - last_done) / (now - last_t)))
-                if now - last_t >= 1.0 or not last_t:
-                    job.rate_sample = (now, done)
-                meta.bytes_done = done
+                _count(job, done, rate)
             meta.update_time.CopyFrom(_now())
         if changed_stage:
             self._persist(job)
@@ -527,22 +534,32 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     def __init__(self, registry: OperationRegistry) -> None:
         self._registry = registry
 
-    def GetOperation(self, request, context):
+    def GetOperation(
+        self, request: operations_pb2.GetOperationRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         return self._registry.get(request.name)
 
-    def ListOperations(self, request, context):
+    def ListOperations(
+        self, request: operations_pb2.ListOperationsRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.ListOperationsResponse:
         ops, token = self._registry.list(request.filter, request.page_size, request.page_token)
         return operations_pb2.ListOperationsResponse(operations=ops, next_page_token=token)
 
-    def CancelOperation(self, request, context):
+    def CancelOperation(
+        self, request: operations_pb2.CancelOperationRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         self._registry.cancel(request.name)
         return empty_pb2.Empty()
 
-    def DeleteOperation(self, request, context):
+    def DeleteOperation(
+        self, request: operations_pb2.DeleteOperationRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         self._registry.delete(request.name)
         return empty_pb2.Empty()
 
-    def WaitOperation(self, request, context):
+    def WaitOperation(
+        self, request: operations_pb2.WaitOperationRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         timeout = (
             request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else None
         )

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType, ModuleType
+from typing import NoReturn
 
 import grpc
 from google.longrunning import operations_pb2_grpc, operations_proto_pb2
@@ -73,7 +74,9 @@ def _fill_unimplemented(binding: Binding) -> list[str]:
         full_name = f"{binding.name}/{method.name}"
         missing.append(full_name)
 
-        def unimplemented(request: object, context: grpc.ServicerContext, _n: str = full_name):
+        def unimplemented(
+            request: object, context: grpc.ServicerContext, _n: str = full_name
+        ) -> NoReturn:
             raise errors.Unimplemented(
                 f"{_n} is not implemented in spcs {__version__}; do not retry, "
                 "use another method or upgrade spcs"

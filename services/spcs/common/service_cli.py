@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class _HasServer(Protocol):
-    server: ServerSettings
+    @property
+    def server(self) -> ServerSettings: ...
 
 
 S = TypeVar("S", bound=_HasServer)

@@ -43,6 +43,8 @@ written to before the failure). Invalid arguments raise `ValueError`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from spcs._datamover import (
     Cancelled,
     ConvertStats,
@@ -62,20 +64,30 @@ from spcs._datamover import (
     start_convert,
 )
 
+#: An image format read and written (``src_format``, ``dst_format``, `ImageInfo.format`).
+Format = Literal["raw", "qcow2"]
+#: A QCOW2 compression algorithm (``compression``).
+Compression = Literal["zlib", "zstd"]
+#: A digest of the virtual disk (``checksum``).
+Checksum = Literal["sha256", "blake3"]
+
 #: Accepted values of ``compression``.
-COMPRESSIONS = ("zlib", "zstd")
+COMPRESSIONS: tuple[Compression, ...] = ("zlib", "zstd")
 #: Accepted values of ``checksum``.
-CHECKSUMS = ("sha256", "blake3")
+CHECKSUMS: tuple[Checksum, ...] = ("sha256", "blake3")
 #: Image formats read and written.
-FORMATS = ("raw", "qcow2")
+FORMATS: tuple[Format, ...] = ("raw", "qcow2")
 
 __all__ = [
     "CHECKSUMS",
     "COMPRESSIONS",
     "FORMATS",
     "Cancelled",
+    "Checksum",
+    "Compression",
     "ConvertStats",
     "DataMoverError",
+    "Format",
     "FormatError",
     "ImageInfo",
     "IoError",

@@ -87,6 +87,16 @@ def _parse_size(text: str) -> int:
     return int(text)
 
 
+def _compression(name: str | None) -> datamover.Compression | None:
+    """`name` as a compression algorithm; ValueError (the extension's message) when unknown."""
+    for known in datamover.COMPRESSIONS:
+        if name == known:
+            return known
+    if name is None:
+        return None
+    raise ValueError(f'unknown compression "{name}" (expected "zlib" or "zstd")')
+
+
 def _draw(stream: TextIO, p: datamover.Progress) -> None:
     frac = p.done_bytes / p.total_bytes if p.total_bytes else 0.0
     filled = int(frac * _BAR_WIDTH)
@@ -109,15 +119,18 @@ def _wait(job: datamover.Job, progress: bool) -> datamover.ConvertStats:
             return stats
 
 
+def _wanted_compression(args: argparse.Namespace, opts: dict[str, str]) -> str | None:
+    """-c compresses (zlib unless named); -o compression_type only names the algorithm, as
+    with qemu-img, which needs -c to compress."""
+    if not (args.compress or args.compression):
+        return None
+    return str(args.compression or opts.get("compression_type") or "zlib")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         opts = _parse_options(args.options)
-        compression = args.compression or opts.get("compression_type")
-        if args.compress and compression is None:
-            compression = "zlib"
-        if compression is not None and not (args.compress or args.compression):
-            # -o compression_type only names the algorithm; qemu-img needs -c to compress.
-            compression = None
+        compression = _wanted_compression(args, opts)
         cluster_size = _parse_size(opts.get("cluster_size", "65536"))
         direct = {"none": True, "writeback": False, "unsafe": False}.get(args.cache or "")
         job = datamover.start_convert(
@@ -125,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             args.dst,
             src_format=args.src_format,
             dst_format=args.dst_format,
-            compression=compression,
+            compression=_compression(compression),
             target_is_zero=args.target_is_zero,
             direct=direct,
             checksum=args.checksum,

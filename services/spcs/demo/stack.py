@@ -243,7 +243,10 @@ def _wait_serving(process: Process) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                # types-grpcio-health-checking's HealthStub declares no methods
+                reply = health.Check(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(), timeout=2
+                )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:

@@ -103,16 +103,22 @@ class Story:
     # ---- plumbing --------------------------------------------------------------------------
 
     @property
+    def open_channel(self) -> grpc.Channel:
+        """The channel to the management service (`run` opens it)."""
+        assert self.channel is not None, "the story is not running"
+        return self.channel
+
+    @property
     def lifecycle(self) -> lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleStub:
-        return lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleStub(self.channel)
+        return lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleStub(self.open_channel)
 
     @property
     def driver(self) -> driver_pb2_grpc.PrimaryDataStoreDriverStub:
-        return driver_pb2_grpc.PrimaryDataStoreDriverStub(self.channel)
+        return driver_pb2_grpc.PrimaryDataStoreDriverStub(self.open_channel)
 
     @property
     def operations(self) -> operations_pb2_grpc.OperationsStub:
-        return operations_pb2_grpc.OperationsStub(self.channel)
+        return operations_pb2_grpc.OperationsStub(self.open_channel)
 
     def primary(self) -> types_pb2.DataStore:
         return types_pb2.DataStore(primary=types_pb2.PrimaryStore(pool_uuid=self.pool))
@@ -170,7 +176,11 @@ class Story:
             return digest_image(path, length)
 
     def copy(
-        self, source: types_pb2.DataObject, destination: types_pb2.DataObject, step: Step, **options
+        self,
+        source: types_pb2.DataObject,
+        destination: types_pb2.DataObject,
+        step: Step,
+        options: driver_pb2.CopyOptions | None = None,
     ) -> driver_pb2.CopyDataResult:
         """CopyData, following the operation with a progress bar."""
         name = f"demo-{len(self.steps) + 1}-{int(time.time() * 1000)}"
@@ -179,7 +189,7 @@ class Story:
                 operation_id=name,
                 source=source,
                 destination=destination,
-                options=driver_pb2.CopyOptions(**options),
+                options=options if options is not None else driver_pb2.CopyOptions(),
             )
         )
         while not op.done:
@@ -312,7 +322,7 @@ class Story:
         self.run_step("add primary storage (StorPool template spcs-demo)", add)
 
         def connect(step: Step) -> None:
-            hosts = hosts_pb2_grpc.HostListenerStub(self.channel)
+            hosts = hosts_pb2_grpc.HostListenerStub(self.open_channel)
             connected = [
                 hosts.HostConnect(
                     hosts_pb2.HostConnectRequest(host_id=f"host-{n}", pool_uuid=self.pool)
@@ -389,7 +399,8 @@ class Story:
         )
 
     def _data_volume(self) -> tuple[types_pb2.Volume, str]:
-        holder: dict[str, object] = {}
+        holder: dict[str, types_pb2.Volume] = {}
+        shas: dict[str, str] = {}
 
         def create(step: Step) -> None:
             volume = self.driver.CreateVolume(
@@ -408,7 +419,7 @@ class Story:
             self.expect(step, "size", human(volume.size_bytes), "1.0 GiB")
 
         self.run_step("create DATA volume (1 GiB, max 2000 IOPS)", create)
-        volume: types_pb2.Volume = holder["v"]  # type: ignore[assignment]
+        volume = holder["v"]
 
         def attach(step: Step) -> None:
             self._grant(volume, 1)
@@ -430,11 +441,11 @@ class Story:
                     handle.write(pattern(100 + n, 16 * MIB))
                 handle.flush()
                 os.fsync(handle.fileno())
-            holder["sha"] = self.sha(step, device, GIB)
-            step.check = f"wrote 128 MiB, sha256 {str(holder['sha'])[:12]}"
+            shas["sha"] = self.sha(step, device, GIB)
+            step.check = f"wrote 128 MiB, sha256 {shas['sha'][:12]}"
 
         self.run_step("write a pattern through the device", write)
-        return volume, str(holder["sha"])
+        return volume, shas["sha"]
 
     def _snapshot(self, volume: types_pb2.Volume) -> types_pb2.Snapshot:
         holder: dict[str, types_pb2.Snapshot] = {}
@@ -631,7 +642,7 @@ class Story:
                         pool=pool, object=types_pb2.DataObject(volume=volume)
                     )
                 )
-            strategy = strategies_pb2_grpc.SnapshotStrategyStub(self.channel)
+            strategy = strategies_pb2_grpc.SnapshotStrategyStub(self.open_channel)
             strategy.DeleteSnapshot(strategies_pb2.DeleteSnapshotRequest(snapshot=snapshot))
             for cached in (
                 types_pb2.Template(uuid=template.uuid),

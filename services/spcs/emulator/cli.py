@@ -72,7 +72,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="remove device links and loop devices when stopping",
     )
-    faults = parser.add_argument_group("fault injection (off by default)")
+    _fault_options(parser.add_argument_group("fault injection (off by default)"))
+    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+
+
+def _fault_options(faults: argparse._ArgumentGroup) -> None:
     faults.add_argument(
         "--transient-rate",
         type=float,
@@ -112,7 +116,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--fault-error-name", default="busy", metavar="NAME", help="error name of injected faults"
     )
     faults.add_argument("--fault-seed", type=int, metavar="N", help="seed for --transient-rate")
-    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
 
 
 def parse_size(text: str) -> int:

@@ -29,9 +29,8 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
 from spcs.emulator import admin
@@ -52,6 +51,12 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/ctrl/1.0/"
 MAX_BODY = 8 << 20
+
+
+class Headers(Protocol):
+    """A request's headers: the HTTP server's message, or a plain dict in tests."""
+
+    def get(self, name: str, /) -> str | None: ...
 
 
 @dataclass
@@ -89,7 +94,7 @@ class Dispatcher:
         self._names = {cid, f"~{cid}"} | ({cluster_name} if cluster_name else set())
         self._stopping = stopping or threading.Event()
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def handle(self, method: str, target: str, headers: Headers, body: bytes) -> Reply:
         try:
             return self._handle(method, target, headers, body)
         except _HttpError as exc:
@@ -120,7 +125,7 @@ class Dispatcher:
         )
         return Reply(500, err.envelope(), err.name)
 
-    def _handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def _handle(self, method: str, target: str, headers: Headers, body: bytes) -> Reply:
         path, _, query = target.partition("?")
         if not path.startswith(API_PREFIX):
             raise _HttpError(404, invalid(f"unknown path {path}"))
@@ -150,7 +155,7 @@ class Dispatcher:
         req = Request(command, method, args, _parse(body, query), mc)
         return self._run(route.handler, req, all_clusters)
 
-    def _check_auth(self, headers: Mapping[str, str]) -> None:
+    def _check_auth(self, headers: Headers) -> None:
         given = (headers.get("Authorization") or "").strip().encode("utf-8", "replace")
         if not hmac.compare_digest(given, self._auth):
             err = ApiError(NOT_AUTHORIZED, "missing or wrong Authorization: Storpool v1:<token>")

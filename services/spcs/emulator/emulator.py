@@ -90,16 +90,7 @@ class Emulator:
         self.token = ""
 
     def _validate(self) -> None:
-        roots: dict[str, int] = {}
-        for cid, root in self._clients.items():
-            try:
-                naming.client_id(cid)
-            except ApiError as exc:
-                raise EmulatorError(exc.descr) from None
-            real = os.path.realpath(root)
-            if real in roots:
-                raise EmulatorError(f"clients {roots[real]} and {cid} share the device root {root}")
-            roots[real] = cid
+        self._validate_clients()
         for name, capacity in self._templates.items():
             try:
                 naming.template_name(name)
@@ -117,6 +108,18 @@ class Emulator:
             ok, why = devices.loop_supported()
             if not ok:
                 raise EmulatorError(f"--loop: {why}")
+
+    def _validate_clients(self) -> None:
+        roots: dict[str, int] = {}
+        for cid, root in self._clients.items():
+            try:
+                naming.client_id(cid)
+            except ApiError as exc:
+                raise EmulatorError(exc.descr) from None
+            real = os.path.realpath(root)
+            if real in roots:
+                raise EmulatorError(f"clients {roots[real]} and {cid} share the device root {root}")
+            roots[real] = cid
 
     # Life cycle.
 

@@ -9,7 +9,7 @@ from spcs.emulator import naming, policy
 from spcs.emulator.body import Body
 from spcs.emulator.cluster import Cluster, Txn
 from spcs.emulator.errors import busy, exists, invalid, not_found
-from spcs.emulator.model import PlacementGroup, State, Template
+from spcs.emulator.model import PlacementGroup, State, Template, Volume
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ def placement_group_delete(cluster: Cluster, txn: Txn, name: str) -> dict[str, A
     state = txn.state
     if name not in state.placement_groups:
         raise not_found(f"placement group {name}")
-    for obj in [*state.templates.values(), *state.volumes.values()]:
+    placed: list[Template | Volume] = [*state.templates.values(), *state.volumes.values()]
+    for obj in placed:
         if name in (obj.place_all, obj.place_tail, obj.place_head):
             raise busy(f"placement group {name} is in use")
     if name == cluster.default_placement_group:

@@ -6,6 +6,7 @@ draft state, data files and devices, so an error leaves nothing behind.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -161,7 +162,7 @@ def rename(cluster: Cluster, txn: Txn, vol: Volume, value: Any) -> None:
         host = cluster.host(att.client)
         pos = att.pos
         host.rename(pos, old, new)
-        txn.on_undo(lambda host=host, pos=pos: host.rename(pos, new, old))
+        txn.on_undo(functools.partial(host.rename, pos, new, old))
     vol.name = new
 
 

@@ -3,34 +3,39 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from spcs.common import authz, errors
 from spcs.common.identity import IdentityInfo, IdentityServicer
-from spcs.common.journal import SqliteJournal
 from spcs.common.locks import KeyedLocks
 from spcs.common.operations import OperationRegistry, OperationsServicer
-from spcs.common.server import Server, bind, bind_operations
+from spcs.common.server import Binding, Server, bind, bind_operations
 from spcs.common.tls import TlsFiles
 from spcs.management import recovery
 from spcs.management.copies import Copies
-from spcs.management.db import open_database
 from spcs.management.hosts import HostEvents
 from spcs.management.lifecycle import PoolLifecycle
 from spcs.management.nodecalls import NodeCalls
-from spcs.management.nodes import NodeDirectory, NodeRegistryServicer
-from spcs.management.pools import Pools
+from spcs.management.nodes import NodeDirectory
+from spcs.management.pools import Pools, api_clients
 from spcs.management.servicers import (
     DriverServicer,
     HostListenerServicer,
     LifecycleServicer,
+    NodeRegistryServicer,
     SnapshotStrategyServicer,
     VMSnapshotStrategyServicer,
 )
 from spcs.management.settings import ManagementSettings
 from spcs.management.snapshots import Snapshots
+from spcs.management.sqlite_state import SqliteState
+from spcs.management.state import StateStore
 from spcs.management.templates import TemplateCache
-from spcs.management.volumes import Volumes
+from spcs.management.volumes import STATS_SECONDS, Volumes
 from spcs.storpool.api import RetryPolicy
+from spcs.storpool.client import ClientFactory
+from spcs.storpool.conf import StorPoolConf
 from spcs.v1 import (
     driver_pb2,
     driver_pb2_grpc,
@@ -57,66 +62,110 @@ FEATURES = (
 )
 
 
-def build(settings: ManagementSettings) -> Server:
-    db = open_database(settings.db)
-    tls = TlsFiles(
-        settings.server.tls_cert,
-        settings.server.tls_key,
-        settings.server.tls_ca,
-        settings.server.tls_client_auth,
-    )
+@dataclass(frozen=True)
+class Domain:
+    """The management service's domain objects, wired together (no gRPC, no server): what the
+    servicers call, and what in-process tests drive directly."""
+
+    store: StateStore
+    locks: KeyedLocks
+    registry: OperationRegistry
+    nodes: NodeDirectory
+    calls: NodeCalls
+    pools: Pools
+    volumes: Volumes
+    snapshots: Snapshots
+    templates: TemplateCache
+    copies: Copies
+    lifecycle: PoolLifecycle
+
+
+def build_domain(
+    store: StateStore,
+    clients: ClientFactory,
+    *,
+    local: StorPoolConf | None = None,
+    tls: TlsFiles | None = None,
+    node_retry_seconds: float = 30.0,
+    volume_stats_seconds: float = STATS_SECONDS,
+) -> Domain:
     locks = KeyedLocks()
-    nodes = NodeDirectory(db, tls)
-    registry = OperationRegistry(journal=SqliteJournal(db), service_name=NAME, locks=locks)
-    pools = Pools(db, settings.storpool, RetryPolicy(total_seconds=settings.storpool_retry_seconds))
-    calls = NodeCalls(nodes, settings.node_retry_seconds)
-    volumes = Volumes(pools, calls, locks, settings.volume_stats_seconds)
+    nodes = NodeDirectory(store, tls)
+    registry = OperationRegistry(journal=store.journal, service_name=NAME, locks=locks)
+    pools = Pools(store, local, clients)
+    calls = NodeCalls(nodes, node_retry_seconds)
+    volumes = Volumes(pools, calls, locks, volume_stats_seconds)
     snapshots = Snapshots(pools, locks)
     templates = TemplateCache(pools, calls, locks)
     copies = Copies(pools, calls, volumes, snapshots, templates, registry)
     lifecycle = PoolLifecycle(pools, templates, locks)
-    bindings = [
+    return Domain(
+        store,
+        locks,
+        registry,
+        nodes,
+        calls,
+        pools,
+        volumes,
+        snapshots,
+        templates,
+        copies,
+        lifecycle,
+    )
+
+
+def _bindings(d: Domain) -> list[Binding]:
+    return [
         bind(
             lifecycle_pb2,
             lifecycle_pb2_grpc,
             "PrimaryDataStoreLifeCycle",
-            LifecycleServicer(pools, lifecycle, locks),
+            LifecycleServicer(d.pools, d.lifecycle, d.locks),
         ),
         bind(
             driver_pb2,
             driver_pb2_grpc,
             "PrimaryDataStoreDriver",
-            DriverServicer(pools, volumes, snapshots, templates, copies, lifecycle, locks),
+            DriverServicer(
+                d.pools, d.volumes, d.snapshots, d.templates, d.copies, d.lifecycle, d.locks
+            ),
         ),
         bind(
             strategies_pb2,
             strategies_pb2_grpc,
             "SnapshotStrategy",
-            SnapshotStrategyServicer(snapshots, copies, registry),
+            SnapshotStrategyServicer(d.snapshots, d.copies, d.registry),
         ),
         bind(
             strategies_pb2,
             strategies_pb2_grpc,
             "VMSnapshotStrategy",
-            VMSnapshotStrategyServicer(snapshots),
+            VMSnapshotStrategyServicer(d.snapshots),
         ),
         bind(
             hosts_pb2,
             hosts_pb2_grpc,
             "HostListener",
-            HostListenerServicer(HostEvents(pools, nodes, calls)),
+            HostListenerServicer(HostEvents(d.pools, d.nodes, d.calls)),
         ),
-        bind(hosts_pb2, hosts_pb2_grpc, "NodeRegistry", NodeRegistryServicer(nodes, calls.running)),
-        bind_operations(OperationsServicer(registry)),
+        bind(
+            hosts_pb2,
+            hosts_pb2_grpc,
+            "NodeRegistry",
+            NodeRegistryServicer(d.nodes, d.calls.running),
+        ),
+        bind_operations(OperationsServicer(d.registry)),
     ]
 
+
+def _probe(d: Domain) -> Callable[[], tuple[bool, str]]:
     def probe() -> tuple[bool, str]:
         """Ready when the database answers and every pool's StorPool API takes our token."""
-        db.query("SELECT 1")
+        d.store.ping()
         checked = []
-        for pool in pools.all():
+        for pool in d.pools.all():
             try:
-                pools.api(pool).for_probes().template(pool.template)
+                d.pools.api(pool).for_probes().template(pool.template)
             except errors.SpcsError as error:
                 raise errors.FailedPrecondition(
                     f"pool {pool.name} ({pool.uuid}): StorPool is not usable: {error.message}"
@@ -124,19 +173,44 @@ def build(settings: ManagementSettings) -> Server:
             checked.append(pool.name)
         return True, f"database ok; StorPool reachable for pools: {', '.join(checked) or 'none'}"
 
+    return probe
+
+
+def build(settings: ManagementSettings) -> Server:
+    store = SqliteState(settings.db)
+    tls = TlsFiles(
+        settings.server.tls_cert,
+        settings.server.tls_key,
+        settings.server.tls_ca,
+        settings.server.tls_client_auth,
+    )
+    retry = RetryPolicy(total_seconds=settings.storpool_retry_seconds)
+    d = build_domain(
+        store,
+        api_clients(retry),
+        local=settings.storpool,
+        tls=tls,
+        node_retry_seconds=settings.node_retry_seconds,
+        volume_stats_seconds=settings.volume_stats_seconds,
+    )
+    bindings = _bindings(d)
     identity = IdentityInfo(
         name=NAME,
         services=[],
         features=FEATURES,
         storpool_cluster_id=settings.storpool.cluster_id or "",
-        probe=probe,
+        probe=_probe(d),
     )
     bindings.insert(
         0, bind(identity_pb2, identity_pb2_grpc, "Identity", IdentityServicer(identity))
     )
     identity.services = [b.name for b in bindings]
     server = Server(NAME, settings.server, bindings, authz.management_policy())
-    server.on_start(lambda: recovery.sweep_in_background(pools, registry.is_running))
-    server.on_stop(nodes.close)
-    server.on_stop(db.close)
+
+    def sweep() -> None:
+        recovery.sweep_in_background(d.pools, d.registry.is_running)
+
+    server.on_start(sweep)
+    server.on_stop(d.nodes.close)
+    server.on_stop(store.close)
     return server

@@ -17,44 +17,91 @@ the file is named after the object's uuid, and the result carries the file's pat
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from google.longrunning import operations_pb2
 from google.protobuf.message import Message
 
 from spcs.common import errors, holds, validate
+from spcs.common.contract import Contract
 from spcs.common.operations import JobContext, OperationRegistry, fingerprint
 from spcs.management import objects
 from spcs.management.nodecalls import NodeCalls, node_operation_id
-from spcs.management.pools import PoolRecord, Pools
+from spcs.management.owned import Owned, owning
+from spcs.management.pools import Pools
 from spcs.management.snapshots import Snapshots
+from spcs.management.state import PoolRecord
 from spcs.management.templates import TemplateCache
 from spcs.management.volumes import Volumes, volume_key
 from spcs.storpool import names
-from spcs.storpool.api import Volume
+from spcs.storpool.records import StorPoolSnapshot
 from spcs.v1 import driver_pb2, node_pb2, strategies_pb2, types_pb2
 
 log = logging.getLogger(__name__)
 
 KIND = "spcs.v1.PrimaryDataStoreDriver/CopyData"
 BACKUP_KIND = "spcs.v1.SnapshotStrategy/BackupSnapshot"
+
+
+@dataclass(frozen=True)
+class CopyRule:
+    """A copy kind and what its request needs beyond CopyData's own contract (checked when
+    the call arrives, before the job starts)."""
+
+    kind: str
+    needs: Contract = field(default_factory=Contract)
+
+
+_NEW_VOLUME = ("destination.volume.uuid",)
+_TEMPLATE_OUT = Contract(
+    ids=("destination.template.uuid",), required=("destination.template.path",)
+)
 # (source object, source store, destination object, destination store) → copy
-COPIES: dict[tuple[str, str, str, str], str] = {
-    ("template", "secondary", "template", "primary"): "template-to-primary",
-    ("template", "primary", "volume", "primary"): "template-to-volume",
-    ("template", "secondary", "volume", "primary"): "template-to-volume",
-    ("snapshot", "primary", "snapshot", "secondary"): "snapshot-to-secondary",
-    ("snapshot", "primary", "volume", "primary"): "snapshot-to-volume",
-    ("snapshot", "secondary", "volume", "primary"): "secondary-snapshot-to-volume",
-    ("snapshot", "primary", "template", "secondary"): "snapshot-to-template",
-    ("volume", "primary", "template", "secondary"): "volume-to-template",
-    ("volume", "primary", "volume", "secondary"): "volume-to-secondary",
-    ("volume", "secondary", "volume", "primary"): "volume-from-secondary",
-    ("volume", "primary", "volume", "primary"): "volume-to-pool",
+COPIES: dict[tuple[str, str, str, str], CopyRule] = {
+    ("template", "secondary", "template", "primary"): CopyRule(
+        "template-to-primary", Contract(ids=("source.template.uuid",))
+    ),
+    ("template", "primary", "volume", "primary"): CopyRule(
+        "template-to-volume",
+        Contract(ids=_NEW_VOLUME, one_of=(("source.template.path", "source.template.uuid"),)),
+    ),
+    ("template", "secondary", "volume", "primary"): CopyRule(
+        "template-to-volume", Contract(ids=("source.template.uuid", *_NEW_VOLUME))
+    ),
+    ("snapshot", "primary", "snapshot", "secondary"): CopyRule(
+        "snapshot-to-secondary",
+        Contract(
+            required=("destination.snapshot.path",),
+            id_of=(("destination.snapshot.uuid", "source.snapshot.uuid"),),
+        ),
+    ),
+    ("snapshot", "primary", "volume", "primary"): CopyRule(
+        "snapshot-to-volume", Contract(ids=_NEW_VOLUME)
+    ),
+    ("snapshot", "secondary", "volume", "primary"): CopyRule(
+        "secondary-snapshot-to-volume",
+        Contract(required=("source.snapshot.path",), ids=_NEW_VOLUME),
+    ),
+    ("snapshot", "primary", "template", "secondary"): CopyRule(
+        "snapshot-to-template", _TEMPLATE_OUT
+    ),
+    ("volume", "primary", "template", "secondary"): CopyRule("volume-to-template", _TEMPLATE_OUT),
+    ("volume", "primary", "volume", "secondary"): CopyRule(
+        "volume-to-secondary",
+        Contract(
+            required=("destination.volume.path",),
+            id_of=(("destination.volume.uuid", "source.volume.uuid"),),
+        ),
+    ),
+    ("volume", "secondary", "volume", "primary"): CopyRule(
+        "volume-from-secondary", Contract(required=("source.volume.path",), ids=_NEW_VOLUME)
+    ),
+    ("volume", "primary", "volume", "primary"): CopyRule("volume-to-pool"),
 }
+COPY_KINDS = tuple(sorted({rule.kind for rule in COPIES.values()}))
 
 
 @dataclass(frozen=True)
@@ -71,26 +118,41 @@ class Backup:
     """A snapshot backup to secondary storage (from CopyData or SnapshotStrategy)."""
 
     pool: PoolRecord
-    snapshot: Volume
+    snapshot: StorPoolSnapshot
     uuid: str
     url: str
     file_path: str
-    format: int
-    compression: int
+    format: types_pb2.ImageFormat.ValueType
+    compression: types_pb2.Compression.ValueType
     host_id: str = ""
 
 
 Handler = Callable[[JobContext, driver_pb2.CopyDataRequest], Copied]
+# The object a DataObject holds.
+Part = types_pb2.Volume | types_pb2.Snapshot | types_pb2.Template
+_Request = TypeVar("_Request", bound=Message)
 
 
-def _part(obj: types_pb2.DataObject) -> tuple[str, Message]:
+def _part(obj: types_pb2.DataObject) -> tuple[str, Part]:
     kind = obj.WhichOneof("object")
     if kind is None:
         raise errors.InvalidArgument("a data object (volume, snapshot or template) is required")
-    return kind, getattr(obj, kind)
+    if kind == "volume":
+        return kind, obj.volume
+    if kind == "snapshot":
+        return kind, obj.snapshot
+    return kind, obj.template
 
 
-def _store(inner) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def _arguments(request: _Request) -> _Request:
+    """A copy of the request without its operation_id: what its fingerprint covers."""
+    args = type(request)()
+    args.CopyFrom(request)
+    args.ClearField("operation_id")
+    return args
+
+
+def _store(inner: Part) -> tuple[str, str]:
     """('primary', pool uuid) or ('secondary', url)."""
     which = inner.store.WhichOneof("store")
     if which == "primary":
@@ -100,15 +162,15 @@ def _store(inner) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     raise errors.InvalidArgument("every object of a copy needs its store (primary or secondary)")
 
 
-def classify(source: types_pb2.DataObject, destination: types_pb2.DataObject) -> str | None:
+def classify(source: types_pb2.DataObject, destination: types_pb2.DataObject) -> CopyRule | None:
     s_kind, s_inner = _part(source)
     d_kind, d_inner = _part(destination)
     s_store, s_where = _store(s_inner)
     d_store, d_where = _store(d_inner)
-    copy = COPIES.get((s_kind, s_store, d_kind, d_store))
-    if copy == "volume-to-pool" and s_where == d_where:
+    rule = COPIES.get((s_kind, s_store, d_kind, d_store))
+    if rule is not None and rule.kind == "volume-to-pool" and s_where == d_where:
         return None  # a copy within one pool is not a CloudStack operation
-    return copy
+    return rule
 
 
 def _copy_result(copy: str, done: Copied) -> driver_pb2.CopyDataResult:
@@ -147,8 +209,7 @@ class Copies:
         }
 
     def can_copy(self, request: driver_pb2.CanCopyRequest) -> driver_pb2.CanCopyResponse:
-        validate.require(request, "source", "destination")
-        copy = classify(request.source, request.destination)
+        rule = classify(request.source, request.destination)
         for obj in (request.source, request.destination):
             _, inner = _part(obj)
             store, where = _store(inner)
@@ -156,9 +217,9 @@ class Copies:
                 return driver_pb2.CanCopyResponse(
                     can_copy=False, reason=f"pool {where} is not a pool of this service"
                 )
-        if copy is None:
+        if rule is None:
             return driver_pb2.CanCopyResponse(can_copy=False, reason=self._unsupported(request))
-        return driver_pb2.CanCopyResponse(can_copy=True, reason=copy)
+        return driver_pb2.CanCopyResponse(can_copy=True, reason=rule.kind)
 
     @staticmethod
     def _unsupported(request: driver_pb2.CanCopyRequest | driver_pb2.CopyDataRequest) -> str:
@@ -172,11 +233,14 @@ class Copies:
     # ---- starting -------------------------------------------------------------------------
 
     def start(self, request: driver_pb2.CopyDataRequest) -> operations_pb2.Operation:
-        validate.require(request, "operation_id", "source", "destination")
-        copy = classify(request.source, request.destination)
-        if copy is None:
+        rule = classify(request.source, request.destination)
+        if rule is None:
             raise errors.InvalidArgument(self._unsupported(request) + " (CanCopy answers false)")
-        self._check_pools(request)
+        copy = rule.kind
+        pools = self._check_pools(request)
+        if not (copy == "snapshot-to-secondary" and pools[0].bypass_secondary):
+            # (a pool that keeps snapshots on primary writes no file: no path is needed)
+            rule.needs.check(request)
         handler = self.handlers[copy]
         destination = self._destination_key(request)
         return self._start(
@@ -191,14 +255,6 @@ class Copies:
         self, request: strategies_pb2.BackupSnapshotRequest
     ) -> operations_pb2.Operation:
         """SnapshotStrategy.BackupSnapshot: the snapshot-to-secondary copy with a file path."""
-        validate.require(
-            request,
-            "operation_id",
-            "snapshot",
-            "pool.pool_uuid",
-            "destination.url",
-            "destination_path",
-        )
         validate.identifier(request.snapshot.uuid or "x", "snapshot.uuid")
         pool = self.pools.get(request.pool.pool_uuid)
         snap = objects.require_snapshot(self.pools.api(pool), request.snapshot)
@@ -231,13 +287,10 @@ class Copies:
         taken: tuple[holds.Hold, ...],
         run: Callable[[JobContext], driver_pb2.CopyDataResult],
     ) -> operations_pb2.Operation:
-        args = type(request)()
-        args.CopyFrom(request)
-        args.ClearField("operation_id")
         return self.registry.start(
             request.operation_id,
             kind=kind,
-            fingerprint=fingerprint(args),
+            fingerprint=fingerprint(_arguments(request)),
             target=target,
             runner=run,
             holds=taken,
@@ -252,9 +305,9 @@ class Copies:
             return None
         api = self.pools.api(self.pools.get(where))
         if kind == "volume":
-            return holds.storpool_object(objects.require_volume(api, inner).global_id)
+            return holds.storpool_object(objects.require_volume(api, source.volume).global_id)
         if kind == "snapshot":
-            return holds.storpool_object(objects.require_snapshot(api, inner).global_id)
+            return holds.storpool_object(objects.require_snapshot(api, source.snapshot).global_id)
         snap = api.snapshot_or_none(names.api_ref(inner.path, "source.template.path"))
         if snap is None:
             raise errors.NotFound(f"cached template {inner.path} does not exist in pool {where}")
@@ -267,20 +320,22 @@ class Copies:
         kind, inner = _part(request.destination)
         store, where = _store(inner)
         if kind == "volume" and store == "primary":
-            return volume_key(inner)
+            return volume_key(request.destination.volume)
         if kind == "template":
             return holds.template_on(inner.uuid or inner.path, where)
         _, source = _part(request.source)
         uuid = inner.uuid or source.uuid
         return holds.secondary_file(where, f"{inner.path.rstrip('/')}/{uuid}")
 
-    def _check_pools(self, request: driver_pb2.CopyDataRequest) -> None:
-        """Unknown pools fail the call itself, not the job."""
+    def _check_pools(self, request: driver_pb2.CopyDataRequest) -> list[PoolRecord]:
+        """The copy's pools, source first: unknown pools fail the call itself, not the job."""
+        pools = []
         for obj in (request.source, request.destination):
             _, inner = _part(obj)
             store, where = _store(inner)
             if store == "primary":
-                self.pools.get(where)
+                pools.append(self.pools.get(where))
+        return pools
 
     # ---- secondary → StorPool -------------------------------------------------------------
 
@@ -328,19 +383,21 @@ class Copies:
     def _file_into_new_volume(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
         """A snapshot backup or a volume file on secondary storage, into a new volume."""
         _, source = _part(request.source)
-        validate.require(source, "path")
         volume = request.destination.volume
-        validate.require(volume, "uuid")
         pool = self.pools.usable(volume.store.primary.pool_uuid)
         api = self.pools.api(pool)
         size = (max(source.size_bytes, volume.size_bytes, 512) + 511) // 512 * 512
-        target, created = self.volumes.create_for_copy(pool, volume, size, ctx.operation_id)
-        try:
+        made, created = self.volumes.create_for_copy(pool, volume, size, ctx.operation_id)
+        # a half-written volume this copy made must not look like the result; a volume the
+        # caller had is left to the caller
+        filling = bool(made.tags.get(names.FILLING_TAG))
+        owned = Owned(made, f"volume {made.ref}", lambda: api.volume_delete(made.ref), filling)
+        with owning(owned) as target:
             result, host = self.nodes.run_job(
                 ctx,
                 pool,
                 request.options.host_id,
-                "DownloadVolume",
+                lambda s: s.DownloadVolume,
                 node_pb2.DownloadVolumeRequest(
                     operation_id=node_operation_id(ctx, "download", target.global_id),
                     source=source.store.secondary,
@@ -353,13 +410,7 @@ class Copies:
                 node_pb2.DownloadResult(),
                 "copying into StorPool",
             )
-        except BaseException:
-            # a half-written volume this copy made must not look like the result; a volume
-            # the caller had is left to the caller
-            if target.tags.get(names.FILLING_TAG):
-                api.volume_delete(target.ref)
-            raise
-        if target.tags.get(names.FILLING_TAG):
+        if filling:
             api.volume_update(target.ref, tags={names.FILLING_TAG: ""})
         return Copied(
             types_pb2.DataObject(
@@ -395,7 +446,7 @@ class Copies:
     # ---- StorPool → secondary -------------------------------------------------------------
 
     @staticmethod
-    def _output_format(request: driver_pb2.CopyDataRequest) -> int:
+    def _output_format(request: driver_pb2.CopyDataRequest) -> types_pb2.ImageFormat.ValueType:
         return request.options.format or types_pb2.IMAGE_FORMAT_QCOW2
 
     def backup_snapshot(self, ctx: JobContext, backup: Backup) -> Copied:
@@ -406,7 +457,7 @@ class Copies:
             ctx,
             backup.pool,
             backup.host_id,
-            "BackupSnapshot",
+            lambda s: s.BackupSnapshot,
             node_pb2.NodeBackupSnapshotRequest(
                 operation_id=node_operation_id(ctx, "backup", snap.global_id),
                 snapshot_path=names.byid_path(snap.global_id),
@@ -439,9 +490,7 @@ class Copies:
             # the pool keeps snapshots on primary only: the result stays the StorPool snapshot
             kept = objects.snapshot_message(snap, pool.uuid, destination.uuid or source.uuid)
             return Copied(types_pb2.DataObject(snapshot=kept))
-        validate.require(destination, "path")
         uuid = destination.uuid or source.uuid
-        validate.identifier(uuid, "snapshot uuid")
         backup = Backup(
             pool=pool,
             snapshot=snap,
@@ -459,15 +508,14 @@ class Copies:
         ctx: JobContext,
         request: driver_pb2.CopyDataRequest,
         pool: PoolRecord,
-        cache: Volume,
+        cache: StorPoolSnapshot,
     ) -> Copied:
         template = request.destination.template
-        validate.require(template, "uuid", "path")
         result, host = self.nodes.run_job(
             ctx,
             pool,
             request.options.host_id,
-            "BackupTemplate",
+            lambda s: s.BackupTemplate,
             node_pb2.BackupTemplateRequest(
                 operation_id=node_operation_id(ctx, "template", cache.global_id),
                 source=node_pb2.DiskRef(
@@ -504,32 +552,25 @@ class Copies:
         """A template on secondary from a volume or snapshot; it stays cached on the pool."""
         kind, source = _part(request.source)
         template = request.destination.template
-        validate.require(template, "uuid")
-        validate.identifier(template.uuid, "template.uuid")
         pool = self.pools.get(source.store.primary.pool_uuid)
         api = self.pools.api(pool)
         ctx.stage("caching the template on the pool")
         if kind == "volume":
-            volume = objects.require_volume(api, source)
+            volume = objects.require_volume(api, request.source.volume)
             cache, created = self.templates.cache_from_volume(pool, volume, template.uuid)
         else:
-            snap = objects.require_snapshot(api, source)
+            snap = objects.require_snapshot(api, request.source.snapshot)
             cache, created = self.templates.cache_from_snapshot(pool, snap, template.uuid)
-        try:
+        # a cache snapshot this copy made for a template that did not get written must not
+        # linger; one that was there before stays
+        drop = types_pb2.Template(uuid=template.uuid)
+        owned = Owned(cache, f"cache {cache.ref}", lambda: self.templates.drop(pool, drop), created)
+        with owning(owned):
             return self._template_backup(ctx, request, pool, cache)
-        except BaseException:
-            # a cache snapshot this copy made for a template that did not get written must
-            # not linger; one that was there before stays
-            if created:
-                with contextlib.suppress(errors.SpcsError):
-                    self.templates.drop(pool, types_pb2.Template(uuid=template.uuid))
-            raise
 
     def _volume_to_secondary(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
         source, destination = request.source.volume, request.destination.volume
-        validate.require(destination, "path")
         uuid = destination.uuid or source.uuid
-        validate.require(types_pb2.Volume(uuid=uuid), "uuid")
         pool = self.pools.get(source.store.primary.pool_uuid)
         api = self.pools.api(pool)
         volume = objects.require_volume(api, source)
@@ -540,12 +581,15 @@ class Copies:
             gid = api.snapshot_create(volume.ref, name=temporary, tags=tags)
         except errors.AlreadyExists:
             gid = api.snapshot(temporary).global_id
-        try:
+        point_in_time = Owned(
+            gid, f"snapshot ~{gid}", lambda: api.snapshot_delete(f"~{gid}"), scratch=True
+        )
+        with owning(point_in_time):
             result, host = self.nodes.run_job(
                 ctx,
                 pool,
                 request.options.host_id,
-                "CopyVolumeToSecondary",
+                lambda s: s.CopyVolumeToSecondary,
                 node_pb2.CopyVolumeToSecondaryRequest(
                     operation_id=node_operation_id(ctx, "export", gid),
                     source=node_pb2.DiskRef(
@@ -560,8 +604,6 @@ class Copies:
                 node_pb2.BackupResult(),
                 "copying to secondary",
             )
-        finally:
-            api.snapshot_delete(f"~{gid}")  # the copy's own point-in-time snapshot
         exported = types_pb2.Volume(
             uuid=uuid,
             path=result.path,

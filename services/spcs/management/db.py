@@ -1,17 +1,9 @@
-"""The management service's database: what neither CloudStack nor StorPool can tell us.
-
-StorPool (names and tags) is the source of truth for volumes and snapshots. This database keeps
-only pools (with their StorPool connection: the file is created 0600 because it holds API
-tokens), registered nodes, which hosts are connected to which pool, template-cache entries and
-the operations journal, so a restart loses nothing.
-"""
+"""The schema of the management service's SQLite state store (`sqlite_state.SqliteState`):
+numbered migrations, applied in order at start (what each table holds: `state.py`)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from spcs.common.sqlite import OPERATIONS_TABLE, Database
+from spcs.common.sqlite import OPERATIONS_TABLE
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: nodes and the operations journal
@@ -71,10 +63,3 @@ MIGRATIONS: tuple[str, ...] = (
     # 3: the copies a node runs at once (as it announced), for queueing copies
     "ALTER TABLE nodes ADD COLUMN max_copies INTEGER NOT NULL DEFAULT 2",
 )
-
-
-def open_database(path: Path) -> Database:
-    if not path.exists():
-        # created private: it holds StorPool API tokens
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    return Database(path, MIGRATIONS)

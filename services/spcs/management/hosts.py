@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from spcs.common import errors, validate
+from spcs.common import errors
 from spcs.management.nodecalls import NodeCalls
 from spcs.management.nodes import NodeDirectory, node_message
 from spcs.management.pools import Pools
@@ -27,7 +27,6 @@ class HostEvents:
         self.calls = calls
 
     def connect(self, request: hosts_pb2.HostConnectRequest) -> hosts_pb2.HostConnectResponse:
-        validate.require(request, "host_id", "pool_uuid")
         pool = self.pools.get(request.pool_uuid)
         try:
             node = self.nodes.get(request.host_id)
@@ -37,7 +36,7 @@ class HostEvents:
             probe = self.calls.command(
                 request.host_id,
                 "ModifyStoragePool",
-                "ModifyStoragePool",
+                lambda s: s.ModifyStoragePool,
                 node_pb2.ModifyStoragePoolRequest(pool_uuid=pool.uuid, add=True),
             )
         except (errors.Unavailable, errors.FailedPrecondition, errors.NotFound) as error:
@@ -57,7 +56,7 @@ class HostEvents:
                 f"host {request.host_id} (or in the file its node's --storpool-conf names, or "
                 "in the node's environment) and restart the node",
             )
-        self.pools.connect_host(pool.uuid, request.host_id, probe.storpool_client_id)
+        self.pools.store.connect_host(pool.uuid, request.host_id, probe.storpool_client_id)
         log.info(
             "host %s connected to pool %s (StorPool client %d, cluster %s)",
             request.host_id,
@@ -69,7 +68,7 @@ class HostEvents:
             connected=True,
             reason=f"StorPool client {probe.storpool_client_id} running",
             node=node_message(
-                self.nodes.get(node.host_id), self.pools.pools_of_host(request.host_id)
+                self.nodes.get(node.host_id), self.pools.store.pools_of_host(request.host_id)
             ),
         )
 
@@ -77,17 +76,15 @@ class HostEvents:
         self, request: hosts_pb2.HostConnectRequest, why: str
     ) -> hosts_pb2.HostConnectResponse:
         log.warning("host %s not connected to pool %s: %s", request.host_id, request.pool_uuid, why)
-        self.pools.disconnect_host(request.host_id, [request.pool_uuid])
+        self.pools.store.disconnect_host(request.host_id, [request.pool_uuid])
         return hosts_pb2.HostConnectResponse(connected=False, reason=why)
 
     def disconnected(self, request: hosts_pb2.HostEventRequest) -> str:
-        validate.require(request, "host_id")
         pools = [request.pool_uuid] if request.pool_uuid else None
-        count = self.pools.disconnect_host(request.host_id, pools)
+        count = self.pools.store.disconnect_host(request.host_id, pools)
         return f"host {request.host_id} disconnected from {count} pool(s)"
 
     def added(self, request: hosts_pb2.HostEventRequest) -> str:
-        validate.require(request, "host_id")
         try:
             node = self.nodes.get(request.host_id)
         except errors.NotFound:
@@ -98,16 +95,14 @@ class HostEvents:
         return f"host {request.host_id} added; its node at {node.address} is registered"
 
     def about_to_be_removed(self, request: hosts_pb2.HostEventRequest) -> str:
-        validate.require(request, "host_id")
-        pools = self.pools.pools_of_host(request.host_id)
+        pools = self.pools.store.pools_of_host(request.host_id)
         return (
             f"host {request.host_id} is connected to {len(pools)} pool(s); they are "
             "disconnected when it is removed"
         )
 
     def removed(self, request: hosts_pb2.HostEventRequest) -> str:
-        validate.require(request, "host_id")
-        count = self.pools.disconnect_host(request.host_id)
+        count = self.pools.store.disconnect_host(request.host_id)
         forgotten = self.nodes.forget(request.host_id)
         return (
             f"host {request.host_id} removed: disconnected from {count} pool(s)"

@@ -18,24 +18,30 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import tenacity
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
+from grpc_status import rpc_status
 
 from spcs.common import errors
 from spcs.common.operations import JobContext
-from spcs.management.nodes import NodeDirectory, NodeRecord
-from spcs.management.pools import PoolRecord
+from spcs.management.nodes import NodeDirectory
+from spcs.management.state import NodeRecord, PoolRecord
 from spcs.v1 import node_pb2_grpc, types_pb2
+
+if TYPE_CHECKING:
+    from grpc import UnaryUnaryMultiCallable as Unary
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp")
 CALL_TIMEOUT = 60.0
 MAX_OPERATION_ID = 128
 # How often a node job's progress is read back: the management operation lags it by at most
@@ -60,11 +66,11 @@ def node_operation_id(ctx: JobContext, step: str, global_id: str) -> str:
     return f"{hashlib.sha256(name.encode()).hexdigest()[:48]}.{step}"
 
 
-def _status_code(number: int) -> grpc.StatusCode:
-    for candidate in grpc.StatusCode:
-        if candidate.value[0] == number:
-            return candidate
-    return grpc.StatusCode.UNKNOWN
+def _reason(error: grpc.RpcError) -> str:
+    """The ErrorInfo reason in a failed call's rich status ("" if it has none)."""
+    # the RpcError a call raises is also its grpc.Call; the stubs type only the Call
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    return errors.reason_of(status) if status is not None else ""
 
 
 class _Slots:
@@ -241,28 +247,37 @@ class NodeCalls:
                 raise errors.Unavailable(
                     f"node of host {host_id} did not answer {what} in time"
                 ) from None
-            raise errors.from_status(code, f"host {host_id}: {detail}") from None
+            raise errors.from_status(code, f"host {host_id}: {detail}", _reason(error)) from None
 
     def adaptor(
-        self, host_id: str, what: str, method: str, request: Message, timeout: float = CALL_TIMEOUT
-    ) -> Message:
+        self,
+        host_id: str,
+        what: str,
+        method: Callable[[node_pb2_grpc.StorageAdaptorStub], Unary[Req, Resp]],
+        request: Req,
+        timeout: float = CALL_TIMEOUT,
+    ) -> Resp:
+        """`method(stub)(request)` on the node's StorageAdaptor, e.g. `lambda s:
+        s.ConnectPhysicalDisk`."""
         return self.call(
             host_id,
             what,
-            lambda ch: getattr(node_pb2_grpc.StorageAdaptorStub(ch), method)(
-                request, timeout=timeout
-            ),
+            lambda ch: method(node_pb2_grpc.StorageAdaptorStub(ch))(request, timeout=timeout),
         )
 
     def command(
-        self, host_id: str, what: str, method: str, request: Message, timeout: float = CALL_TIMEOUT
-    ) -> Message:
+        self,
+        host_id: str,
+        what: str,
+        method: Callable[[node_pb2_grpc.AgentCommandsStub], Unary[Req, Resp]],
+        request: Req,
+        timeout: float = CALL_TIMEOUT,
+    ) -> Resp:
+        """`method(stub)(request)` on the node's AgentCommands."""
         return self.call(
             host_id,
             what,
-            lambda ch: getattr(node_pb2_grpc.AgentCommandsStub(ch), method)(
-                request, timeout=timeout
-            ),
+            lambda ch: method(node_pb2_grpc.AgentCommandsStub(ch))(request, timeout=timeout),
         )
 
     # ---- node jobs ------------------------------------------------------------------------
@@ -272,8 +287,8 @@ class NodeCalls:
         ctx: JobContext,
         pool: PoolRecord,
         preferred: str,
-        method: str,
-        request: Message,
+        method: Callable[[node_pb2_grpc.AgentCommandsStub], Unary[Req, operations_pb2.Operation]],
+        request: Req,
         result: M,
         stage: str,
     ) -> tuple[M, str]:
@@ -282,7 +297,7 @@ class NodeCalls:
         while True:
             host_id = self._claim(ctx, pool, preferred)
             try:
-                op = self.command(host_id, f"{method} ({stage})", method, request)
+                op = self.command(host_id, stage, method, request)
             except errors.ResourceExhausted:
                 # its slots are taken by other callers: queue again
                 self._mark_busy(host_id)
@@ -336,7 +351,9 @@ class NodeCalls:
                 raise
         if op.HasField("error"):
             raise errors.from_status(
-                _status_code(op.error.code), f"host {host_id}: {op.error.message}"
+                errors.code_of(op.error.code),
+                f"host {host_id}: {op.error.message}",
+                errors.reason_of(op.error),
             )
         op.response.Unpack(result)
         return result

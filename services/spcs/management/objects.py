@@ -7,20 +7,26 @@ plugin created (anonymous, `~gid`) are found when only a uuid is known.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from spcs.common import errors
 from spcs.storpool import names
-from spcs.storpool.api import StorPoolApi, Volume
+from spcs.storpool.client import StorPoolClient
+from spcs.storpool.records import StorPoolObject, StorPoolSnapshot, StorPoolVolume
 from spcs.v1 import types_pb2
+
+Found = TypeVar("Found", bound=StorPoolObject)
 
 
 def _by_tag(
-    objects: list[Volume], uuid: str, kinds: tuple[str, ...], sp_template: str = ""
-) -> Volume | None:
+    objects: Sequence[Found], uuid: str, kinds: tuple[str, ...], sp_template: str = ""
+) -> Found | None:
     for obj in objects:
         if (
             obj.tags.get("uuid") == uuid
             and obj.tags.get("cs") in kinds
-            and not obj.deleted
+            and not (isinstance(obj, StorPoolSnapshot) and obj.deleted)
             and (not sp_template or obj.template == sp_template)
         ):
             return obj
@@ -28,8 +34,8 @@ def _by_tag(
 
 
 def find_volume(
-    api: StorPoolApi, *, path: str = "", uuid: str = "", field: str = "volume.path"
-) -> Volume | None:
+    api: StorPoolClient, *, path: str = "", uuid: str = "", field: str = "volume.path"
+) -> StorPoolVolume | None:
     if path:
         return api.volume_or_none(names.api_ref(path, field))
     if not uuid:
@@ -39,8 +45,8 @@ def find_volume(
 
 
 def find_snapshot(
-    api: StorPoolApi, *, path: str = "", uuid: str = "", field: str = "snapshot.path"
-) -> Volume | None:
+    api: StorPoolClient, *, path: str = "", uuid: str = "", field: str = "snapshot.path"
+) -> StorPoolSnapshot | None:
     if path:
         return api.snapshot_or_none(names.api_ref(path, field))
     if not uuid:
@@ -50,8 +56,8 @@ def find_snapshot(
 
 
 def find_template(
-    api: StorPoolApi, pool_uuid: str, sp_template: str, *, path: str = "", uuid: str = ""
-) -> Volume | None:
+    api: StorPoolClient, pool_uuid: str, sp_template: str, *, path: str = "", uuid: str = ""
+) -> StorPoolSnapshot | None:
     """A template's cache snapshot on a pool: by path, by spcs's name, or by its `uuid` tag
     in the pool's StorPool template (the Java plugin's cache snapshots are anonymous)."""
     if path:
@@ -63,8 +69,8 @@ def find_template(
 
 
 def require_volume(
-    api: StorPoolApi, volume: types_pb2.Volume, field: str = "volume.path"
-) -> Volume:
+    api: StorPoolClient, volume: types_pb2.Volume, field: str = "volume.path"
+) -> StorPoolVolume:
     found = find_volume(api, path=volume.path, uuid=volume.uuid, field=field)
     if found is None:
         raise errors.NotFound(
@@ -74,8 +80,8 @@ def require_volume(
 
 
 def require_snapshot(
-    api: StorPoolApi, snapshot: types_pb2.Snapshot, field: str = "snapshot.path"
-) -> Volume:
+    api: StorPoolClient, snapshot: types_pb2.Snapshot, field: str = "snapshot.path"
+) -> StorPoolSnapshot:
     found = find_snapshot(api, path=snapshot.path, uuid=snapshot.uuid, field=field)
     if found is None:
         raise errors.NotFound(
@@ -85,7 +91,9 @@ def require_snapshot(
     return found
 
 
-def volume_message(obj: Volume, pool_uuid: str, uuid: str = "", used: int = 0) -> types_pb2.Volume:
+def volume_message(
+    obj: StorPoolVolume, pool_uuid: str, uuid: str = "", used: int = 0
+) -> types_pb2.Volume:
     return types_pb2.Volume(
         uuid=uuid or obj.tags.get("uuid", ""),
         path=names.byid_path(obj.global_id),
@@ -102,7 +110,7 @@ def volume_message(obj: Volume, pool_uuid: str, uuid: str = "", used: int = 0) -
     )
 
 
-def snapshot_message(obj: Volume, pool_uuid: str, uuid: str = "") -> types_pb2.Snapshot:
+def snapshot_message(obj: StorPoolSnapshot, pool_uuid: str, uuid: str = "") -> types_pb2.Snapshot:
     return types_pb2.Snapshot(
         uuid=uuid or obj.tags.get("uuid", ""),
         path=names.byid_path(obj.global_id),

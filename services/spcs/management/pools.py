@@ -1,29 +1,23 @@
-"""Primary storage pools: their lifecycle, their StorPool connections, the hosts connected to them.
+"""Primary storage pools: their lifecycle and their StorPool connections.
 
 A pool is one StorPool template on one StorPool API endpoint (the Java plugin refuses a second
 pool on the same endpoint and template, and so do we). Pools are zone-wide and KVM-only. The
-token is kept in the database and used for API calls; it never leaves this module in a reply,
+token is kept in the state store and used for API calls; it never leaves this module in a reply,
 an error or a log line.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import sqlite3
 import threading
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from spcs.common import errors, validate
-from spcs.common.sqlite import Database
 from spcs.management import pool_url
 from spcs.management.pool_url import Connection
-from spcs.storpool import names
+from spcs.management.state import PoolChanges, PoolRecord, StateStore
 from spcs.storpool.api import UNRESOLVABLE_HOST, RetryPolicy, StorPoolApi
+from spcs.storpool.client import ClientFactory, StorPoolClient
 from spcs.storpool.conf import StorPoolConf
 from spcs.v1 import lifecycle_pb2
 
@@ -39,57 +33,6 @@ STATE_NAMES = {
     MAINTENANCE: "Maintenance",
     DISABLED: "Disabled",
 }
-# Pool details that keep snapshots on primary only (no backup to secondary).
-BYPASS_DETAILS = {"snapshot.backup.to.secondary": "false", "sp.bypass.secondary.storage": "true"}
-
-
-@dataclass
-class PoolRecord:
-    uuid: str
-    name: str
-    zone_id: str
-    scope: int
-    state: int
-    conn: Connection
-    capacity_bytes: int
-    capacity_iops: int
-    used_bytes: int
-    tags: list[str]
-    details: dict[str, str]
-    hypervisor: str
-    cluster_id: str
-    pod_id: str
-    fingerprint: str
-    hosts: list[str] = field(default_factory=list)
-
-    @property
-    def template(self) -> str:
-        return self.conn.template
-
-    @property
-    def bypass_secondary(self) -> bool:
-        return any(self.details.get(k, "").lower() == v for k, v in BYPASS_DETAILS.items())
-
-    def message(self) -> lifecycle_pb2.Pool:
-        return lifecycle_pb2.Pool(
-            uuid=self.uuid,
-            name=self.name,
-            zone_id=self.zone_id,
-            scope=self.scope,
-            state=self.state,
-            sp_template=self.template,
-            api_endpoint=self.conn.endpoint,
-            url_form=self.conn.form,
-            capacity_bytes=self.capacity_bytes,
-            capacity_iops=self.capacity_iops,
-            used_bytes=self.used_bytes,
-            tags=self.tags,
-            details=self.details,
-            connected_host_ids=self.hosts,
-            path=names.BYID_DIR + "/",
-        )
-
-
 # Where the API host of each pool URL form comes from, for an unresolvable host.
 _HOST_SOURCES = {
     "parameters": "SP_API_HTTP=<host>:<port> in the pool URL",
@@ -103,88 +46,79 @@ def _fingerprint(request: lifecycle_pb2.InitializePoolRequest) -> str:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
 
+def api_clients(retry: RetryPolicy | None = None) -> ClientFactory:
+    """The production client factory: StorPool's REST API, with our retry policy."""
+
+    def make(host: str, port: int, token: str) -> StorPoolClient:
+        return StorPoolApi(host, port, token, retry=retry)
+
+    return make
+
+
+def _check_kvm_zone(request: lifecycle_pb2.InitializePoolRequest) -> None:
+    zone_scopes = (lifecycle_pb2.POOL_SCOPE_UNSPECIFIED, lifecycle_pb2.POOL_SCOPE_ZONE)
+    if request.scope not in zone_scopes:
+        raise errors.InvalidArgument(
+            "StorPool primary storage is zone-wide only: add it with scope ZONE "
+            f"(got {lifecycle_pb2.PoolScope.Name(request.scope)})"
+        )
+    if request.hypervisor and request.hypervisor.upper() != "KVM":
+        raise errors.InvalidArgument(
+            f"hypervisor {request.hypervisor!r} is not supported: StorPool primary storage "
+            "serves KVM hosts only"
+        )
+
+
+def _new_record(
+    request: lifecycle_pb2.InitializePoolRequest, conn: Connection, fingerprint: str
+) -> PoolRecord:
+    return PoolRecord(
+        uuid=request.pool_uuid,
+        name=request.name,
+        zone_id=request.zone_id,
+        scope=lifecycle_pb2.POOL_SCOPE_ZONE,
+        state=INITIALIZED,
+        conn=conn,
+        capacity_bytes=request.capacity_bytes,
+        capacity_iops=request.capacity_iops,
+        used_bytes=0,
+        tags=list(request.tags) or [request.name],
+        details=dict(request.details),
+        hypervisor="KVM",
+        cluster_id=request.cluster_id,
+        pod_id=request.pod_id,
+        fingerprint=fingerprint,
+    )
+
+
 class Pools:
     def __init__(
-        self, db: Database, local: StorPoolConf | None, retry: RetryPolicy | None = None
+        self, store: StateStore, local: StorPoolConf | None, clients: ClientFactory
     ) -> None:
-        self._db = db
+        self.store = store
         self._local = local
-        self._retry = retry
-        self._apis: dict[tuple[str, int, str], StorPoolApi] = {}
+        self._clients = clients
+        self._apis: dict[tuple[str, int, str], StorPoolClient] = {}
         self._apis_lock = threading.Lock()
-        # Pools are read on every call and change rarely: kept in memory, dropped on any write
-        # (all writes go through _write; one management service owns the database).
-        self._cache: dict[str, PoolRecord] = {}
-        self._generation = 0  # bumped by every write: a read that raced one is not cached
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with self._db.transaction() as tx:
-                yield tx
-        finally:
-            self._generation += 1
-            self._cache.clear()
 
     # ---- connections ---------------------------------------------------------------------
 
-    def api_for(self, conn: Connection) -> StorPoolApi:
+    def api_for(self, conn: Connection) -> StorPoolClient:
+        """One client per endpoint and token (it keeps that endpoint's space cache)."""
         key = (conn.host, conn.port, conn.token)
         with self._apis_lock:
             api = self._apis.get(key)
             if api is None:
-                api = self._apis[key] = StorPoolApi(
-                    conn.host, conn.port, conn.token, retry=self._retry
-                )
+                api = self._apis[key] = self._clients(conn.host, conn.port, conn.token)
             return api
 
-    def api(self, pool: PoolRecord) -> StorPoolApi:
+    def api(self, pool: PoolRecord) -> StorPoolClient:
         return self.api_for(pool.conn)
 
     # ---- reading -------------------------------------------------------------------------
 
-    def _record(self, row) -> PoolRecord:  # type: ignore[no-untyped-def]
-        conn = Connection(
-            row["api_host"], row["api_port"], row["api_token"], row["sp_template"], row["url_form"]
-        )
-        hosts = [
-            r["host_id"]
-            for r in self._db.query(
-                "SELECT host_id FROM pool_hosts WHERE pool_uuid = ? ORDER BY host_id",
-                (row["uuid"],),
-            )
-        ]
-        return PoolRecord(
-            uuid=row["uuid"],
-            name=row["name"],
-            zone_id=row["zone_id"],
-            scope=row["scope"],
-            state=row["state"],
-            conn=conn,
-            capacity_bytes=row["capacity_bytes"],
-            capacity_iops=row["capacity_iops"],
-            used_bytes=row["used_bytes"],
-            tags=json.loads(row["tags"]),
-            details=json.loads(row["details"]),
-            hypervisor=row["hypervisor"],
-            cluster_id=row["cluster_id"],
-            pod_id=row["pod_id"],
-            fingerprint=row["fingerprint"],
-            hosts=hosts,
-        )
-
     def find(self, uuid: str) -> PoolRecord | None:
-        cached = self._cache.get(uuid)
-        if cached is not None:
-            return cached
-        generation = self._generation
-        rows = self._db.query("SELECT * FROM pools WHERE uuid = ?", (uuid,))
-        if not rows:
-            return None
-        record = self._record(rows[0])
-        if generation == self._generation:
-            self._cache[uuid] = record
-        return record
+        return self.store.pool(uuid)
 
     def get(self, uuid: str) -> PoolRecord:
         validate.identifier(uuid, "pool_uuid")
@@ -197,7 +131,7 @@ class Pools:
         return pool
 
     def all(self) -> list[PoolRecord]:
-        return [self._record(r) for r in self._db.query("SELECT * FROM pools ORDER BY name")]
+        return self.store.pools()
 
     def usable(self, uuid: str) -> PoolRecord:
         """A pool new objects may be placed on."""
@@ -217,19 +151,8 @@ class Pools:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def initialize(self, request: lifecycle_pb2.InitializePoolRequest) -> PoolRecord:
-        validate.require(request, "pool_uuid", "name", "url", "zone_id", "capacity_bytes")
-        validate.identifier(request.pool_uuid, "pool_uuid")
-        zone_scopes = (lifecycle_pb2.POOL_SCOPE_UNSPECIFIED, lifecycle_pb2.POOL_SCOPE_ZONE)
-        if request.scope not in zone_scopes:
-            raise errors.InvalidArgument(
-                "StorPool primary storage is zone-wide only: add it with scope ZONE "
-                f"(got {lifecycle_pb2.PoolScope.Name(request.scope)})"
-            )
-        if request.hypervisor and request.hypervisor.upper() != "KVM":
-            raise errors.InvalidArgument(
-                f"hypervisor {request.hypervisor!r} is not supported: StorPool primary storage "
-                "serves KVM hosts only"
-            )
+        """Add the pool (a replay with the same arguments answers the pool as it is)."""
+        _check_kvm_zone(request)
         conn = pool_url.parse(request.url, self._local)
         print_ = _fingerprint(request)
         existing = self.find(request.pool_uuid)
@@ -241,6 +164,25 @@ class Pools:
                     "or UpdatePool"
                 )
             return existing
+        self._check_template_is_free(conn)
+        try:
+            self._check_template(conn)
+        except errors.NotFound:
+            raise errors.NotFound(
+                f"StorPool template {conn.template} does not exist at {conn.endpoint}; create "
+                "it in StorPool (placement and replication) or fix the URL"
+            ) from None
+        self.store.add_pool(_new_record(request, conn, print_))
+        log.info(
+            "pool %s (%s) initialized: template %s at %s",
+            request.name,
+            request.pool_uuid,
+            conn.template,
+            conn.endpoint,
+        )
+        return self.get(request.pool_uuid)
+
+    def _check_template_is_free(self, conn: Connection) -> None:
         for other in self.all():
             if (other.conn.host, other.conn.port, other.template) == (
                 conn.host,
@@ -251,50 +193,6 @@ class Pools:
                     f"pool {other.name} ({other.uuid}) already uses StorPool template "
                     f"{conn.template} at {conn.endpoint}; one template serves one pool"
                 )
-        try:
-            self._check_template(conn)
-        except errors.NotFound:
-            raise errors.NotFound(
-                f"StorPool template {conn.template} does not exist at {conn.endpoint}; create "
-                "it in StorPool (placement and replication) or fix the URL"
-            ) from None
-        tags = list(request.tags) or [request.name]
-        with self._write() as tx:
-            tx.execute(
-                "INSERT INTO pools(uuid, name, zone_id, scope, state, sp_template, api_host, "
-                "api_port, api_token, url_form, capacity_bytes, capacity_iops, tags, details, "
-                "hypervisor, cluster_id, pod_id, fingerprint, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    request.pool_uuid,
-                    request.name,
-                    request.zone_id,
-                    lifecycle_pb2.POOL_SCOPE_ZONE,
-                    INITIALIZED,
-                    conn.template,
-                    conn.host,
-                    conn.port,
-                    conn.token,
-                    conn.form,
-                    request.capacity_bytes,
-                    request.capacity_iops,
-                    json.dumps(tags),
-                    json.dumps(dict(request.details)),
-                    "KVM",
-                    request.cluster_id,
-                    request.pod_id,
-                    print_,
-                    time.time(),
-                ),
-            )
-        log.info(
-            "pool %s (%s) initialized: template %s at %s",
-            request.name,
-            request.pool_uuid,
-            conn.template,
-            conn.endpoint,
-        )
-        return self.get(request.pool_uuid)
 
     def attach_zone(self, uuid: str, zone_id: str, hypervisor: str) -> PoolRecord:
         pool = self.get(uuid)
@@ -316,7 +214,7 @@ class Pools:
             "cluster (attach it to its zone with AttachZone)"
         )
 
-    def change_state(self, uuid: str, state: int) -> PoolRecord:
+    def change_state(self, uuid: str, state: lifecycle_pb2.PoolState.ValueType) -> PoolRecord:
         pool = self.get(uuid)
         if pool.state == INITIALIZED:
             # every state past Initialized comes through AttachZone (maintenance is no shortcut)
@@ -347,9 +245,8 @@ class Pools:
                 f"url: StorPool API host {conn.host!r} does not resolve; check {where}"
             ) from None
 
-    def _set_state(self, uuid: str, state: int) -> None:
-        with self._write() as tx:
-            tx.execute("UPDATE pools SET state = ? WHERE uuid = ?", (state, uuid))
+    def _set_state(self, uuid: str, state: lifecycle_pb2.PoolState.ValueType) -> None:
+        self.store.set_pool_state(uuid, state)
 
     def update(self, request: lifecycle_pb2.UpdatePoolRequest) -> PoolRecord:
         pool = self.get(request.pool_uuid)
@@ -369,88 +266,20 @@ class Pools:
             else:
                 details.pop(key, None)
         tags = list(request.tags) if request.update_tags else pool.tags
-        with self._write() as tx:
-            tx.execute(
-                "UPDATE pools SET capacity_bytes = ?, capacity_iops = ?, tags = ?, details = ?, "
-                "api_host = ?, api_port = ?, api_token = ?, url_form = ? WHERE uuid = ?",
-                (
-                    request.capacity_bytes or pool.capacity_bytes,
-                    request.capacity_iops or pool.capacity_iops,
-                    json.dumps(tags),
-                    json.dumps(details),
-                    conn.host,
-                    conn.port,
-                    conn.token,
-                    conn.form,
-                    pool.uuid,
-                ),
-            )
+        self.store.update_pool(
+            pool.uuid,
+            PoolChanges(
+                capacity_bytes=request.capacity_bytes or pool.capacity_bytes,
+                capacity_iops=request.capacity_iops or pool.capacity_iops,
+                tags=tags,
+                details=details,
+                conn=conn,
+            ),
+        )
         return self.get(pool.uuid)
 
     def remove(self, uuid: str) -> None:
-        with self._write() as tx:
-            tx.execute("DELETE FROM pools WHERE uuid = ?", (uuid,))
+        self.store.remove_pool(uuid)
 
     def set_used(self, uuid: str, used: int) -> None:
-        with self._write() as tx:
-            tx.execute("UPDATE pools SET used_bytes = ? WHERE uuid = ?", (used, uuid))
-
-    # ---- hosts ---------------------------------------------------------------------------
-
-    def connect_host(self, uuid: str, host_id: str, client_id: int) -> None:
-        with self._write() as tx:
-            tx.execute(
-                "INSERT INTO pool_hosts(pool_uuid, host_id, client_id, connected) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT(pool_uuid, host_id) DO UPDATE SET "
-                "client_id = excluded.client_id, connected = excluded.connected",
-                (uuid, host_id, client_id, time.time()),
-            )
-
-    def disconnect_host(self, host_id: str, pool_uuids: Iterable[str] | None = None) -> int:
-        with self._write() as tx:
-            if pool_uuids is None:
-                cursor = tx.execute("DELETE FROM pool_hosts WHERE host_id = ?", (host_id,))
-            else:
-                cursor = tx.executemany(
-                    "DELETE FROM pool_hosts WHERE host_id = ? AND pool_uuid = ?",
-                    [(host_id, uuid) for uuid in pool_uuids],
-                )
-            return cursor.rowcount
-
-    def pools_of_host(self, host_id: str) -> list[str]:
-        return [
-            r["pool_uuid"]
-            for r in self._db.query(
-                "SELECT pool_uuid FROM pool_hosts WHERE host_id = ? ORDER BY pool_uuid", (host_id,)
-            )
-        ]
-
-    # ---- template cache entries ------------------------------------------------------------
-
-    def cache_entry(
-        self, uuid: str, template_uuid: str, snapshot_name: str, global_id: str, size: int
-    ) -> None:
-        with self._write() as tx:
-            tx.execute(
-                "INSERT INTO template_cache(pool_uuid, template_uuid, snapshot_name, global_id, "
-                "size, created) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(pool_uuid, template_uuid) "
-                "DO UPDATE SET snapshot_name = excluded.snapshot_name, global_id = "
-                "excluded.global_id, size = excluded.size",
-                (uuid, template_uuid, snapshot_name, global_id, size, time.time()),
-            )
-
-    def drop_cache_entry(self, uuid: str, template_uuid: str) -> None:
-        with self._write() as tx:
-            tx.execute(
-                "DELETE FROM template_cache WHERE pool_uuid = ? AND template_uuid = ?",
-                (uuid, template_uuid),
-            )
-
-    def cache_entries(self, uuid: str) -> list[tuple[str, str, str]]:
-        """(template uuid, snapshot name, global id) of every cached template of the pool."""
-        return [
-            (r["template_uuid"], r["snapshot_name"], r["global_id"])
-            for r in self._db.query(
-                "SELECT * FROM template_cache WHERE pool_uuid = ? ORDER BY template_uuid", (uuid,)
-            )
-        ]
+        self.store.set_pool_used(uuid, used)

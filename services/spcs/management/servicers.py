@@ -1,15 +1,28 @@
-"""Thin gRPC handlers of the management service: validate, lock, call the domain, reply."""
+"""Thin gRPC handlers of the management service: declare, hold, call the domain, reply.
+
+Each handler's `@rpc` declares its request contract (required fields, ids, sizes, the
+idempotency key and the holds it takes; `spcs.common.contract`), checked before it runs.
+"""
 
 from __future__ import annotations
 
-from spcs.common import errors, holds, validate
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import grpc
+from google.longrunning import operations_pb2
+
+from spcs.common import errors, holds
+from spcs.common.contract import rpc
 from spcs.common.locks import KeyedLocks
 from spcs.common.operations import OperationRegistry
-from spcs.management.copies import Copies
+from spcs.management.copies import COPY_KINDS, Copies
 from spcs.management.hosts import HostEvents
 from spcs.management.lifecycle import PoolLifecycle
+from spcs.management.nodes import NodeDirectory, node_message
 from spcs.management.pools import DISABLED, MAINTENANCE, UP, Pools
 from spcs.management.snapshots import Snapshots
+from spcs.management.state import DEFAULT_MAX_COPIES, REFRESH_SECONDS
 from spcs.management.templates import TemplateCache
 from spcs.management.volumes import Volumes
 from spcs.v1 import (
@@ -21,7 +34,12 @@ from spcs.v1 import (
     lifecycle_pb2_grpc,
     strategies_pb2,
     strategies_pb2_grpc,
+    types_pb2,
 )
+
+_POOL = ("pool.pool_uuid",)
+_SNAPSHOT = ("snapshot.path", "snapshot.uuid")
+_DISK_PATH = (("object.volume.path",), ("object.snapshot.path",))
 
 CAPABILITIES = {
     "STORAGE_SYSTEM_SNAPSHOT": "true",
@@ -39,59 +57,92 @@ class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
         self._lifecycle = lifecycle
         self._locks = locks
 
-    def _locked(self, uuid: str, operation: str):  # type: ignore[no-untyped-def]
-        validate.identifier(uuid, "pool_uuid")
+    def _locked(self, uuid: str, operation: str) -> AbstractContextManager[None]:
         return self._locks.hold(operation, pool=holds.pool(uuid))
 
-    def InitializePool(self, request, context):
-        validate.identifier(request.pool_uuid, "pool_uuid")
+    @rpc(
+        key="pool_uuid",
+        required=("name", "url", "zone_id", "capacity_bytes"),
+        holds="InitializePool",
+    )
+    def InitializePool(
+        self, request: lifecycle_pb2.InitializePoolRequest, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.Pool:
         with self._locked(request.pool_uuid, "InitializePool"):
             return self._pools.initialize(request).message()
 
-    def AttachZone(self, request, context):
-        validate.require(request, "pool_uuid", "zone_id")
+    @rpc(ids=("pool_uuid",), required=("zone_id",), holds="AttachZone")
+    def AttachZone(
+        self, request: lifecycle_pb2.AttachZoneRequest, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.Pool:
         with self._locked(request.pool_uuid, "AttachZone"):
             return self._pools.attach_zone(
                 request.pool_uuid, request.zone_id, request.hypervisor
             ).message()
 
-    def AttachCluster(self, request, context):
-        validate.require(request, "pool_uuid", "cluster_id")
+    @rpc(ids=("pool_uuid",), required=("cluster_id",))
+    def AttachCluster(
+        self, request: lifecycle_pb2.AttachClusterRequest, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.Pool:
         return self._pools.attach_cluster(request.pool_uuid).message()
 
-    def _state(self, request: lifecycle_pb2.PoolRef, state: int, operation: str):  # type: ignore[no-untyped-def]
-        validate.require(request, "pool_uuid")
+    def _state(
+        self,
+        request: lifecycle_pb2.PoolRef,
+        state: lifecycle_pb2.PoolState.ValueType,
+        operation: str,
+    ) -> lifecycle_pb2.Pool:
         with self._locked(request.pool_uuid, operation):
             return self._pools.change_state(request.pool_uuid, state).message()
 
-    def MaintainPool(self, request, context):
+    @rpc(ids=("pool_uuid",), holds="MaintainPool")
+    def MaintainPool(
+        self, request: lifecycle_pb2.PoolRef, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.Pool:
         return self._state(request, MAINTENANCE, "MaintainPool")
 
-    def CancelMaintainPool(self, request, context):
+    @rpc(ids=("pool_uuid",), holds="CancelMaintainPool")
+    def CancelMaintainPool(
+        self, request: lifecycle_pb2.PoolRef, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.Pool:
         return self._state(request, UP, "CancelMaintainPool")
 
-    def EnablePool(self, request, context):
+    @rpc(ids=("pool_uuid",), holds="EnablePool")
+    def EnablePool(
+        self, request: lifecycle_pb2.PoolRef, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.Pool:
         return self._state(request, UP, "EnablePool")
 
-    def DisablePool(self, request, context):
+    @rpc(ids=("pool_uuid",), holds="DisablePool")
+    def DisablePool(
+        self, request: lifecycle_pb2.PoolRef, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.Pool:
         return self._state(request, DISABLED, "DisablePool")
 
-    def DeletePool(self, request, context):
-        validate.require(request, "pool_uuid")
-        validate.identifier(request.pool_uuid, "pool_uuid")
+    @rpc(ids=("pool_uuid",), holds="DeletePool")
+    def DeletePool(
+        self, request: lifecycle_pb2.DeletePoolRequest, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.DeletePoolResponse:
         deleted, removed = self._lifecycle.delete(request.pool_uuid)
         return lifecycle_pb2.DeletePoolResponse(deleted=deleted, template_snapshots_removed=removed)
 
-    def UpdatePool(self, request, context):
-        validate.require(request, "pool_uuid")
+    @rpc(ids=("pool_uuid",), holds="UpdatePool")
+    def UpdatePool(
+        self, request: lifecycle_pb2.UpdatePoolRequest, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.Pool:
         with self._locked(request.pool_uuid, "UpdatePool"):
             return self._pools.update(request).message()
 
-    def GetPool(self, request, context):
-        validate.require(request, "pool_uuid")
+    @rpc(ids=("pool_uuid",))
+    def GetPool(
+        self, request: lifecycle_pb2.PoolRef, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.Pool:
         return self._pools.get(request.pool_uuid).message()
 
-    def ListPools(self, request, context):
+    @rpc()
+    def ListPools(
+        self, request: lifecycle_pb2.ListPoolsRequest, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.ListPoolsResponse:
         return lifecycle_pb2.ListPoolsResponse(pools=[p.message() for p in self._pools.all()])
 
 
@@ -114,83 +165,147 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
         self._lifecycle = lifecycle
         self._locks = locks
 
-    def GetDriverCapabilities(self, request, context):
+    @rpc()
+    def GetDriverCapabilities(
+        self, request: driver_pb2.GetDriverCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.GetDriverCapabilitiesResponse:
         return driver_pb2.GetDriverCapabilitiesResponse(capabilities=CAPABILITIES)
 
-    def CreateVolume(self, request, context):
-        validate.require(request, "pool.pool_uuid", "volume")
+    @rpc(key="volume.uuid", ids=_POOL, sizes=("volume.size_bytes",), holds="CreateVolume")
+    def CreateVolume(
+        self, request: driver_pb2.CreateVolumeRequest, context: grpc.ServicerContext
+    ) -> types_pb2.Volume:
         return self._volumes.create(request.pool.pool_uuid, request.volume)
 
-    def DeleteData(self, request, context):
-        validate.require(request, "object", "pool.pool_uuid")
+    @rpc(
+        ids=_POOL,
+        chosen=("object",),
+        one_of=(
+            ("object.volume.path", "object.volume.uuid"),
+            ("object.snapshot.path", "object.snapshot.uuid"),
+            ("object.template.path", "object.template.uuid"),
+        ),
+        holds=("DeleteVolume", "DeleteSnapshot", "DeleteTemplate"),
+    )
+    def DeleteData(
+        self, request: driver_pb2.DeleteDataRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.DeleteDataResponse:
         kind = request.object.WhichOneof("object")
-        if kind is None:
-            raise errors.InvalidArgument("object must be a volume, a snapshot or a template")
         pool = self._pools.get(request.pool.pool_uuid)
         if kind == "volume":
             deleted = self._volumes.delete(pool, request.object.volume)
         elif kind == "snapshot":
             deleted = self._snapshots.delete(request.object.snapshot, pool.uuid)
         else:
-            template = request.object.template
-            if not template.uuid and not template.path:
-                raise errors.InvalidArgument("object.template needs a uuid or a path")
-            deleted = self._templates.drop(pool, template)
+            deleted = self._templates.drop(pool, request.object.template)
         return driver_pb2.DeleteDataResponse(deleted=deleted)
 
-    def CanCopy(self, request, context):
+    @rpc(chosen=("source", "destination"))
+    def CanCopy(
+        self, request: driver_pb2.CanCopyRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.CanCopyResponse:
         return self._copies.can_copy(request)
 
-    def CopyData(self, request, context):
+    @rpc(key="operation_id", chosen=("source", "destination"), holds=COPY_KINDS)
+    def CopyData(
+        self, request: driver_pb2.CopyDataRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         return self._copies.start(request)
 
-    def TakeSnapshot(self, request, context):
-        validate.require(request, "pool.pool_uuid", "snapshot")
+    @rpc(key="snapshot.uuid", ids=_POOL, required=("snapshot.volume_path",), holds="TakeSnapshot")
+    def TakeSnapshot(
+        self, request: driver_pb2.TakeSnapshotRequest, context: grpc.ServicerContext
+    ) -> types_pb2.Snapshot:
         return self._snapshots.take(request.pool.pool_uuid, request.snapshot)
 
-    def RevertSnapshot(self, request, context):
+    @rpc(
+        ids=_POOL,
+        required=("snapshot", "volume"),
+        one_of=(("snapshot.path", "snapshot.uuid"), ("volume.path", "volume.uuid")),
+        holds="RevertSnapshot",
+    )
+    def RevertSnapshot(
+        self, request: driver_pb2.RevertSnapshotRequest, context: grpc.ServicerContext
+    ) -> types_pb2.Volume:
         return self._volumes.revert(request)
 
-    def ResizeVolume(self, request, context):
+    @rpc(
+        ids=_POOL,
+        required=("volume",),
+        sizes=("new_size_bytes",),
+        one_of=(("volume.path", "volume.uuid"),),
+        holds="ResizeVolume",
+    )
+    def ResizeVolume(
+        self, request: driver_pb2.ResizeVolumeRequest, context: grpc.ServicerContext
+    ) -> types_pb2.Volume:
         return self._volumes.resize(request)
 
-    def GrantAccess(self, request, context):
+    @rpc(required=("host_id",), chosen=("object",), one_of=_DISK_PATH)
+    def GrantAccess(
+        self, request: driver_pb2.GrantAccessRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.GrantAccessResponse:
         return driver_pb2.GrantAccessResponse(path=self._volumes.grant(request))
 
-    def RevokeAccess(self, request, context):
+    @rpc(required=("host_id",), chosen=("object",), one_of=_DISK_PATH)
+    def RevokeAccess(
+        self, request: driver_pb2.RevokeAccessRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.RevokeAccessResponse:
         return driver_pb2.RevokeAccessResponse(detached=self._volumes.revoke(request))
 
-    def GetStorageStats(self, request, context):
-        validate.require(request, "pool.pool_uuid")
+    @rpc(ids=_POOL)
+    def GetStorageStats(
+        self, request: driver_pb2.GetStorageStatsRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.GetStorageStatsResponse:
         capacity, used = self._lifecycle.storage_stats(request.pool.pool_uuid)
         return driver_pb2.GetStorageStatsResponse(capacity_bytes=capacity, used_bytes=used)
 
-    def GetVolumeStats(self, request, context):
-        validate.require(request, "pool.pool_uuid", "volume_path")
+    @rpc(ids=_POOL, required=("volume_path",))
+    def GetVolumeStats(
+        self, request: driver_pb2.GetVolumeStatsRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.GetVolumeStatsResponse:
         size, used = self._volumes.stats(request.pool.pool_uuid, request.volume_path)
         return driver_pb2.GetVolumeStatsResponse(size_bytes=size, used_bytes=used)
 
-    def GetVolumesStats(self, request, context):
-        validate.require(request, "pool.pool_uuid")
+    @rpc(ids=_POOL)
+    def GetVolumesStats(
+        self, request: driver_pb2.GetVolumesStatsRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.GetVolumesStatsResponse:
         volumes = self._volumes.stats_many(request.pool.pool_uuid, list(request.volume_paths))
         return driver_pb2.GetVolumesStatsResponse(volumes=volumes)
 
-    def DetachVolumeFromAllStorageNodes(self, request, context):
-        validate.require(request, "pool.pool_uuid", "volume_path")
+    @rpc(ids=_POOL, required=("volume_path",))
+    def DetachVolumeFromAllStorageNodes(
+        self,
+        request: driver_pb2.DetachVolumeFromAllStorageNodesRequest,
+        context: grpc.ServicerContext,
+    ) -> driver_pb2.DetachVolumeFromAllStorageNodesResponse:
         clients = self._volumes.detach_all(request.pool.pool_uuid, request.volume_path)
         return driver_pb2.DetachVolumeFromAllStorageNodesResponse(detached_client_ids=clients)
 
-    def ProvideVmInfo(self, request, context):
-        validate.require(request, "pool.pool_uuid", "volume")
+    @rpc(ids=_POOL, required=("volume.path",), holds="ProvideVmInfo")
+    def ProvideVmInfo(
+        self, request: driver_pb2.ProvideVmInfoRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.ProvideVmInfoResponse:
         self._volumes.provide_vm_info(request.pool.pool_uuid, request.volume)
         return driver_pb2.ProvideVmInfoResponse()
 
-    def ProvideVmTags(self, request, context):
+    @rpc(ids=_POOL, required=("vm_uuid", "volume_paths", "key"))
+    def ProvideVmTags(
+        self, request: driver_pb2.ProvideVmTagsRequest, context: grpc.ServicerContext
+    ) -> driver_pb2.ProvideVmTagsResponse:
         updated = self._volumes.provide_vm_tags(request)
         return driver_pb2.ProvideVmTagsResponse(volumes_updated=updated)
 
-    def MigrateVolume(self, request, context):
-        validate.require(request, "source_pool.pool_uuid", "volume", "destination_pool.pool_uuid")
+    @rpc(
+        ids=("source_pool.pool_uuid", "destination_pool.pool_uuid"),
+        required=("volume",),
+        one_of=(("volume.path", "volume.uuid"),),
+        holds="MigrateVolume",
+    )
+    def MigrateVolume(
+        self, request: driver_pb2.MigrateVolumeRequest, context: grpc.ServicerContext
+    ) -> types_pb2.Volume:
         return self._volumes.migrate(
             request.source_pool.pool_uuid,
             request.volume,
@@ -198,8 +313,10 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
             request.vm_running,
         )
 
-    def ChangeVolumeOffering(self, request, context):
-        validate.require(request, "pool.pool_uuid", "volume")
+    @rpc(ids=_POOL, required=("volume.path",), holds="ChangeVolumeOffering")
+    def ChangeVolumeOffering(
+        self, request: driver_pb2.ChangeVolumeOfferingRequest, context: grpc.ServicerContext
+    ) -> types_pb2.Volume:
         return self._volumes.change_offering(request.pool.pool_uuid, request.volume)
 
 
@@ -209,15 +326,29 @@ class SnapshotStrategyServicer(strategies_pb2_grpc.SnapshotStrategyServicer):
         self._copies = copies
         self._registry = registry
 
-    def CanHandleSnapshot(self, request, context):
+    @rpc(required=("snapshot",), one_of=(_SNAPSHOT,))
+    def CanHandleSnapshot(
+        self, request: strategies_pb2.CanHandleSnapshotRequest, context: grpc.ServicerContext
+    ) -> strategies_pb2.CanHandleResponse:
         return self._snapshots.can_handle(request)
 
-    def DeleteSnapshot(self, request, context):
-        validate.require(request, "snapshot")
+    @rpc(required=("snapshot",), one_of=(_SNAPSHOT,), holds="DeleteSnapshot")
+    def DeleteSnapshot(
+        self, request: strategies_pb2.DeleteSnapshotRequest, context: grpc.ServicerContext
+    ) -> strategies_pb2.DeleteSnapshotResponse:
         deleted = self._snapshots.delete(request.snapshot, request.pool.pool_uuid)
         return strategies_pb2.DeleteSnapshotResponse(deleted=deleted)
 
-    def BackupSnapshot(self, request, context):
+    @rpc(
+        key="operation_id",
+        ids=_POOL,
+        required=("snapshot", "destination.url", "destination_path"),
+        one_of=(_SNAPSHOT,),
+        holds="snapshot-to-secondary",
+    )
+    def BackupSnapshot(
+        self, request: strategies_pb2.BackupSnapshotRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         return self._copies.start_backup(request)
 
 
@@ -225,17 +356,42 @@ class VMSnapshotStrategyServicer(strategies_pb2_grpc.VMSnapshotStrategyServicer)
     def __init__(self, snapshots: Snapshots) -> None:
         self._snapshots = snapshots
 
-    def CanHandleVMSnapshot(self, request, context):
+    @rpc()
+    def CanHandleVMSnapshot(
+        self, request: strategies_pb2.CanHandleVMSnapshotRequest, context: grpc.ServicerContext
+    ) -> strategies_pb2.CanHandleResponse:
         return self._snapshots.vm_can_handle(request)
 
-    def TakeVMSnapshot(self, request, context):
+    @rpc(
+        key="vm_snapshot_uuid",
+        ids=_POOL,
+        required=("vm_uuid", "volumes[*].volume_uuid", "volumes[*].volume_path"),
+        holds="TakeVMSnapshot",
+    )
+    def TakeVMSnapshot(
+        self, request: strategies_pb2.TakeVMSnapshotRequest, context: grpc.ServicerContext
+    ) -> strategies_pb2.VMSnapshot:
         return self._snapshots.vm_take(request)
 
-    def RevertVMSnapshot(self, request, context):
+    @rpc(
+        ids=("vm_snapshot_uuid", *_POOL),
+        required=("volumes[*].volume_path", "volumes[*].snapshot_path"),
+        holds="RevertVMSnapshot",
+    )
+    def RevertVMSnapshot(
+        self, request: strategies_pb2.RevertVMSnapshotRequest, context: grpc.ServicerContext
+    ) -> strategies_pb2.RevertVMSnapshotResponse:
         self._snapshots.vm_revert(request)
         return strategies_pb2.RevertVMSnapshotResponse()
 
-    def DeleteVMSnapshot(self, request, context):
+    @rpc(
+        ids=("vm_snapshot_uuid", *_POOL),
+        required=("volumes[*].snapshot_path",),
+        holds="DeleteVMSnapshot",
+    )
+    def DeleteVMSnapshot(
+        self, request: strategies_pb2.DeleteVMSnapshotRequest, context: grpc.ServicerContext
+    ) -> strategies_pb2.DeleteVMSnapshotResponse:
         deleted = self._snapshots.vm_delete(request)
         return strategies_pb2.DeleteVMSnapshotResponse(snapshots_deleted=deleted)
 
@@ -244,17 +400,69 @@ class HostListenerServicer(hosts_pb2_grpc.HostListenerServicer):
     def __init__(self, events: HostEvents) -> None:
         self._events = events
 
-    def HostConnect(self, request, context):
+    @rpc(required=("host_id",), ids=("pool_uuid",))
+    def HostConnect(
+        self, request: hosts_pb2.HostConnectRequest, context: grpc.ServicerContext
+    ) -> hosts_pb2.HostConnectResponse:
         return self._events.connect(request)
 
-    def HostDisconnected(self, request, context):
+    @rpc(required=("host_id",))
+    def HostDisconnected(
+        self, request: hosts_pb2.HostEventRequest, context: grpc.ServicerContext
+    ) -> hosts_pb2.HostEventResponse:
         return hosts_pb2.HostEventResponse(message=self._events.disconnected(request))
 
-    def HostAdded(self, request, context):
+    @rpc(required=("host_id",))
+    def HostAdded(
+        self, request: hosts_pb2.HostEventRequest, context: grpc.ServicerContext
+    ) -> hosts_pb2.HostEventResponse:
         return hosts_pb2.HostEventResponse(message=self._events.added(request))
 
-    def HostAboutToBeRemoved(self, request, context):
+    @rpc(required=("host_id",))
+    def HostAboutToBeRemoved(
+        self, request: hosts_pb2.HostEventRequest, context: grpc.ServicerContext
+    ) -> hosts_pb2.HostEventResponse:
         return hosts_pb2.HostEventResponse(message=self._events.about_to_be_removed(request))
 
-    def HostRemoved(self, request, context):
+    @rpc(required=("host_id",))
+    def HostRemoved(
+        self, request: hosts_pb2.HostEventRequest, context: grpc.ServicerContext
+    ) -> hosts_pb2.HostEventResponse:
         return hosts_pb2.HostEventResponse(message=self._events.removed(request))
+
+
+class NodeRegistryServicer(hosts_pb2_grpc.NodeRegistryServicer):
+    def __init__(
+        self, nodes: NodeDirectory, copies_running: Callable[[str], int] = lambda _host: 0
+    ) -> None:
+        self._nodes = nodes
+        self._copies_running = copies_running
+
+    @rpc(key="host_id", required=("address", "storpool_client_id"))
+    def RegisterNode(
+        self, request: hosts_pb2.RegisterNodeRequest, context: grpc.ServicerContext
+    ) -> hosts_pb2.RegisterNodeResponse:
+        if not 1 <= request.storpool_client_id <= 4095:
+            raise errors.InvalidArgument(
+                f"storpool_client_id {request.storpool_client_id} is outside 1-4095 (SP_OURID)"
+            )
+        self._nodes.register(
+            request.host_id,
+            request.address,
+            request.storpool_client_id,
+            request.storpool_cluster_id,
+            request.version,
+            request.max_copies or DEFAULT_MAX_COPIES,
+        )
+        return hosts_pb2.RegisterNodeResponse(refresh_seconds=REFRESH_SECONDS)
+
+    @rpc()
+    def ListNodes(
+        self, request: hosts_pb2.ListNodesRequest, context: grpc.ServicerContext
+    ) -> hosts_pb2.ListNodesResponse:
+        return hosts_pb2.ListNodesResponse(
+            nodes=[
+                node_message(n, copies_running=self._copies_running(n.host_id))
+                for n in self._nodes.all()
+            ]
+        )

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 
-from spcs.common import errors, holds, validate
+from spcs.common import errors, holds
 from spcs.common.locks import KeyedLocks
 from spcs.management import objects
-from spcs.management.pools import PoolRecord, Pools
+from spcs.management.pools import Pools
+from spcs.management.state import PoolRecord
 from spcs.storpool import names
-from spcs.storpool.api import StorPoolApi, Volume
+from spcs.storpool.client import StorPoolClient
+from spcs.storpool.records import StorPoolSnapshot, StorPoolVolume
 from spcs.v1 import strategies_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,6 @@ class Snapshots:
         self.locks = locks
 
     def take(self, pool_uuid: str, snapshot: types_pb2.Snapshot) -> types_pb2.Snapshot:
-        validate.require(snapshot, "uuid", "volume_path")
-        validate.identifier(snapshot.uuid, "snapshot.uuid")
         pool = self.pools.get(pool_uuid)
         api = self.pools.api(pool)
         volume = objects.require_volume(
@@ -75,7 +75,7 @@ class Snapshots:
         return reply
 
     @staticmethod
-    def _of_volume(api: StorPoolApi, snap: Volume, volume: Volume) -> bool:
+    def _of_volume(api: StorPoolClient, snap: StorPoolSnapshot, volume: StorPoolVolume) -> bool:
         """Is `snap` in the volume's chain of parents? (Later snapshots sit between them.)"""
         ref, hops = volume.parent, 0
         while ref and hops < 1000:
@@ -87,7 +87,7 @@ class Snapshots:
 
     def find(
         self, snapshot: types_pb2.Snapshot, pool_uuid: str = ""
-    ) -> tuple[PoolRecord, Volume] | None:
+    ) -> tuple[PoolRecord, StorPoolSnapshot] | None:
         """The pool and StorPool snapshot behind a CloudStack snapshot, looking in every pool
         when none is named."""
         pools = [self.pools.get(pool_uuid)] if pool_uuid else self.pools.all()
@@ -102,9 +102,6 @@ class Snapshots:
     def can_handle(
         self, request: strategies_pb2.CanHandleSnapshotRequest
     ) -> strategies_pb2.CanHandleResponse:
-        validate.require(request, "snapshot")
-        if not request.snapshot.uuid and not request.snapshot.path:
-            raise errors.InvalidArgument("the snapshot needs a path or a uuid")
         if request.operation not in CLAIMED:
             return strategies_pb2.CanHandleResponse(
                 priority=CANT_HANDLE,
@@ -122,8 +119,6 @@ class Snapshots:
         )
 
     def delete(self, snapshot: types_pb2.Snapshot, pool_uuid: str = "") -> bool:
-        if not snapshot.uuid and not snapshot.path:
-            raise errors.InvalidArgument("snapshot needs a path or a uuid")
         found = self.find(snapshot, pool_uuid)
         if found is None:
             return False
@@ -156,13 +151,10 @@ class Snapshots:
         )
 
     def vm_take(self, request: strategies_pb2.TakeVMSnapshotRequest) -> strategies_pb2.VMSnapshot:
-        validate.require(request, "vm_snapshot_uuid", "vm_uuid", "volumes", "pool.pool_uuid")
-        validate.identifier(request.vm_snapshot_uuid, "vm_snapshot_uuid")
         pool = self.pools.get(request.pool.pool_uuid)
         api = self.pools.api(pool)
         wanted = []
         for ref in request.volumes:
-            validate.require(ref, "volume_uuid", "volume_path")
             volume = objects.require_volume(
                 api, types_pb2.Volume(path=ref.volume_path), "volumes.volume_path"
             )
@@ -217,7 +209,6 @@ class Snapshots:
         return reply
 
     def vm_revert(self, request: strategies_pb2.RevertVMSnapshotRequest) -> None:
-        validate.require(request, "vm_snapshot_uuid", "volumes", "pool.pool_uuid")
         if request.vm_running:
             raise errors.FailedPrecondition(
                 f"VM {request.vm_uuid} is running; stop it before reverting to VM snapshot "
@@ -227,7 +218,6 @@ class Snapshots:
         api = self.pools.api(pool)
         pairs = []
         for ref in request.volumes:
-            validate.require(ref, "volume_path", "snapshot_path")
             pairs.append(
                 (
                     objects.require_volume(
@@ -252,12 +242,10 @@ class Snapshots:
                     api.volume_update(volume.ref, iops=iops or volume.iops)
 
     def vm_delete(self, request: strategies_pb2.DeleteVMSnapshotRequest) -> int:
-        validate.require(request, "vm_snapshot_uuid", "volumes", "pool.pool_uuid")
         pool = self.pools.get(request.pool.pool_uuid)
         api = self.pools.api(pool)
         found = []
         for ref in request.volumes:
-            validate.require(ref, "snapshot_path")
             snap = api.snapshot_or_none(names.api_ref(ref.snapshot_path, "volumes.snapshot_path"))
             if snap is not None:
                 found.append(snap)

@@ -13,14 +13,17 @@ import contextlib
 import logging
 import threading
 
-from spcs.common import errors, holds, validate
+from spcs.common import errors, holds
 from spcs.common.locks import KeyedLocks
 from spcs.common.operations import JobContext
 from spcs.management import objects
 from spcs.management.nodecalls import NodeCalls, node_operation_id
-from spcs.management.pools import PoolRecord, Pools
+from spcs.management.owned import Owned, owning
+from spcs.management.pools import Pools
+from spcs.management.state import CacheEntry, PoolRecord
 from spcs.storpool import names
-from spcs.storpool.api import StorPoolApi, Volume
+from spcs.storpool.client import StorPoolClient
+from spcs.storpool.records import StorPoolSnapshot, StorPoolVolume
 from spcs.v1 import node_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -44,19 +47,20 @@ class TemplateCache:
         with self._guard:
             return self._flights.setdefault(name, threading.Lock())
 
-    def cached(self, pool: PoolRecord, template_uuid: str) -> Volume | None:
+    def cached(self, pool: PoolRecord, template_uuid: str) -> StorPoolSnapshot | None:
         api = self.pools.api(pool)
         snap = objects.find_template(api, pool.uuid, pool.template, uuid=template_uuid)
         if snap is not None:
-            self.pools.cache_entry(pool.uuid, template_uuid, snap.name, snap.global_id, snap.size)
+            self.pools.store.put_cache_entry(
+                pool.uuid, CacheEntry(template_uuid, snap.name, snap.global_id, snap.size)
+            )
         return snap
 
     def ensure(
         self, ctx: JobContext, pool: PoolRecord, template: types_pb2.Template, host_id: str = ""
-    ) -> tuple[Volume, int, str]:
-        """The cache snapshot (downloading it if needed): (snapshot, bytes written, host)."""
-        validate.require(template, "uuid")
-        validate.identifier(template.uuid, "template.uuid")
+    ) -> tuple[StorPoolSnapshot, int, str]:
+        """The cache snapshot (downloading it if needed): (snapshot, bytes written, host).
+        The copy's contract checked the template's uuid."""
         hit = self.cached(pool, template.uuid)
         if hit is not None:
             return hit, 0, ""
@@ -71,7 +75,7 @@ class TemplateCache:
 
     def _download(
         self, ctx: JobContext, pool: PoolRecord, template: types_pb2.Template, host_id: str
-    ) -> tuple[Volume, int, str]:
+    ) -> tuple[StorPoolSnapshot, int, str]:
         if template.store.WhichOneof("store") != "secondary" or not template.path:
             raise errors.NotFound(
                 f"template {template.uuid} is not cached on pool {pool.name} and no secondary "
@@ -88,7 +92,10 @@ class TemplateCache:
             fresh = True
         except errors.AlreadyExists:  # left by an interrupted attempt: reuse, overwrite fully
             gid, fresh = api.volume(temporary).global_id, False
-        try:
+        download = Owned(
+            gid, f"volume {temporary}", lambda: api.volume_delete(temporary), scratch=True
+        )
+        with owning(download):
             request = node_pb2.DownloadTemplateRequest(
                 operation_id=node_operation_id(ctx, "download-new" if fresh else "download", gid),
                 source=template.store.secondary,
@@ -103,17 +110,13 @@ class TemplateCache:
                 ctx,
                 pool,
                 host_id,
-                "DownloadTemplate",
+                lambda s: s.DownloadTemplate,
                 request,
                 node_pb2.DownloadResult(),
                 "downloading the template",
             )
             ctx.stage("snapshotting the downloaded template")
             snapshot, _ = self._snapshot(api, temporary, template.uuid, pool)
-        except BaseException:
-            api.volume_delete(temporary)
-            raise
-        api.volume_delete(temporary)
         log.info(
             "template %s cached on pool %s as %s (%d bytes written on %s)",
             template.uuid,
@@ -125,8 +128,8 @@ class TemplateCache:
         return snapshot, result.bytes_written, host
 
     def _snapshot(
-        self, api: StorPoolApi, source: str, template_uuid: str, pool: PoolRecord
-    ) -> tuple[Volume, bool]:
+        self, api: StorPoolClient, source: str, template_uuid: str, pool: PoolRecord
+    ) -> tuple[StorPoolSnapshot, bool]:
         """The cache snapshot of `source`, and whether this call created it."""
         name = names.template_cache_name(template_uuid, pool.uuid)
         try:
@@ -134,19 +137,21 @@ class TemplateCache:
             snap, created = api.snapshot(f"~{gid}"), True
         except errors.AlreadyExists:
             snap, created = api.snapshot(name), False
-        self.pools.cache_entry(pool.uuid, template_uuid, snap.name, snap.global_id, snap.size)
+        self.pools.store.put_cache_entry(
+            pool.uuid, CacheEntry(template_uuid, snap.name, snap.global_id, snap.size)
+        )
         return snap, created
 
     def cache_from_volume(
-        self, pool: PoolRecord, volume: Volume, template_uuid: str
-    ) -> tuple[Volume, bool]:
+        self, pool: PoolRecord, volume: StorPoolVolume, template_uuid: str
+    ) -> tuple[StorPoolSnapshot, bool]:
         """Snapshot a volume as the template's cache snapshot (point-in-time); (snapshot,
         whether this call created it)."""
         return self._snapshot(self.pools.api(pool), volume.ref, template_uuid, pool)
 
     def cache_from_snapshot(
-        self, pool: PoolRecord, snapshot: Volume, template_uuid: str
-    ) -> tuple[Volume, bool]:
+        self, pool: PoolRecord, snapshot: StorPoolSnapshot, template_uuid: str
+    ) -> tuple[StorPoolSnapshot, bool]:
         """StorPool cannot copy a snapshot directly: clone it into a volume, snapshot that."""
         api = self.pools.api(pool)
         hit = self.cached(pool, template_uuid)
@@ -160,10 +165,11 @@ class TemplateCache:
                 template=pool.template,
                 tags=cache_tags(template_uuid),
             )
-        try:
+        clone = Owned(
+            temporary, f"volume {temporary}", lambda: api.volume_delete(temporary), scratch=True
+        )
+        with owning(clone):
             return self._snapshot(api, temporary, template_uuid, pool)
-        finally:
-            api.volume_delete(temporary)
 
     def drop(self, pool: PoolRecord, template: types_pb2.Template) -> bool:
         """Delete a template's cache snapshot (template garbage collection); conflicts with the
@@ -178,21 +184,38 @@ class TemplateCache:
             cache=holds.storpool_object(snap.global_id) if snap is not None else None,
         ):
             # a cache snapshot with clones is only marked deleted: a replay must answer False
-            deleted = snap is not None and api.snapshot_delete(snap.ref)
+            deleted = snap is not None and self._delete_cache(api, snap)
             if template.uuid:
-                self.pools.drop_cache_entry(pool.uuid, template.uuid)
+                self.pools.store.drop_cache_entry(pool.uuid, template.uuid)
         if deleted and snap is not None:
             log.info("template cache %s deleted from pool %s", snap.ref, pool.name)
         return deleted
 
+    @staticmethod
+    def _delete_cache(api: StorPoolClient, snap: StorPoolSnapshot) -> bool:
+        if not snap.anonymous:
+            # free the name for the template's next cache (see names.dropped_template_name)
+            api.snapshot_update(snap.ref, rename=names.dropped_template_name(snap.global_id))
+        return api.snapshot_delete(snap.ref)
+
     def drop_all(self, pool: PoolRecord) -> int:
-        """Every cache snapshot of the pool (the pool is being deleted)."""
+        """Every cache snapshot of the pool (the pool is being deleted): those spcs named, and
+        those the store recorded by global id (a Java-plugin cache, found by its tags)."""
         api = self.pools.api(pool)
         suffix = f"-{pool.uuid}"
-        removed = 0
-        for snap in api.snapshots():
-            if snap.name.startswith("cs-tmpl-") and snap.name.endswith(suffix) and not snap.deleted:
-                removed += int(api.snapshot_delete(snap.ref))
-        for template_uuid, _, _ in self.pools.cache_entries(pool.uuid):
-            self.pools.drop_cache_entry(pool.uuid, template_uuid)
-        return removed
+        removed: set[str] = set()
+        named = [
+            s
+            for s in api.snapshots()
+            if s.name.startswith("cs-tmpl-") and s.name.endswith(suffix) and not s.deleted
+        ]
+        for snap in named:
+            if api.snapshot_delete(snap.ref):
+                removed.add(snap.global_id)
+        for entry in self.pools.store.cache_entries(pool.uuid):
+            if entry.global_id not in removed:
+                recorded = api.snapshot_or_none(f"~{entry.global_id}")
+                if recorded is not None and api.snapshot_delete(recorded.ref):
+                    removed.add(recorded.global_id)
+            self.pools.store.drop_cache_entry(pool.uuid, entry.template_uuid)
+        return len(removed)

@@ -14,9 +14,11 @@ from spcs.common import errors, holds, validate
 from spcs.common.locks import KeyedLocks
 from spcs.management import objects
 from spcs.management.nodecalls import NodeCalls
-from spcs.management.pools import PoolRecord, Pools
+from spcs.management.pools import Pools
+from spcs.management.state import PoolRecord
 from spcs.storpool import names
-from spcs.storpool.api import StorPoolApi, Volume
+from spcs.storpool.client import StorPoolClient
+from spcs.storpool.records import StorPoolSnapshot, StorPoolVolume
 from spcs.storpool.space import VolumeSpace
 from spcs.v1 import driver_pb2, node_pb2, types_pb2
 
@@ -80,8 +82,8 @@ class Volumes:
         return template, tags
 
     def _created(
-        self, api: StorPoolApi, name: str, volume: types_pb2.Volume, size: int, parent: str = ""
-    ) -> Volume:
+        self, api: StorPoolClient, name: str, volume: types_pb2.Volume, size: int, parent: str = ""
+    ) -> StorPoolVolume:
         """After `objectExists`: the existing volume, if it is the one asked for."""
         existing = api.volume(name)
         if existing.size < size or (
@@ -95,9 +97,6 @@ class Volumes:
         return existing
 
     def create(self, pool_uuid: str, volume: types_pb2.Volume) -> types_pb2.Volume:
-        validate.require(volume, "uuid", "size_bytes")
-        validate.identifier(volume.uuid, "volume.uuid")
-        validate.size(volume.size_bytes, "volume.size_bytes")
         pool = self.pools.usable(pool_uuid)
         api = self.pools.api(pool)
         template, tags = self._tags(pool, volume)
@@ -140,11 +139,11 @@ class Volumes:
         reply.store.primary.pool_uuid, reply.format = pool.uuid, types_pb2.IMAGE_FORMAT_RAW
         return reply
 
-    def clone(self, pool: PoolRecord, volume: types_pb2.Volume, parent: Volume) -> Volume:
+    def clone(
+        self, pool: PoolRecord, volume: types_pb2.Volume, parent: StorPoolSnapshot
+    ) -> StorPoolVolume:
         """An instant copy-on-write volume from a snapshot (no bytes copied). The caller (a copy
-        job) holds the volume's lock."""
-        validate.require(volume, "uuid")
-        validate.identifier(volume.uuid, "volume.uuid")
+        job) holds the volume's lock; its request contract checked the volume's uuid."""
         validate.size_at_most_max(volume.size_bytes, "destination.volume.size_bytes")
         api = self.pools.api(pool)
         template, tags = self._tags(pool, volume)
@@ -165,12 +164,10 @@ class Volumes:
 
     def create_for_copy(
         self, pool: PoolRecord, volume: types_pb2.Volume, size: int, operation_id: str
-    ) -> tuple[Volume, bool]:
+    ) -> tuple[StorPoolVolume, bool]:
         """An empty volume that a node will fill (volume from secondary storage), tagged as
         being filled by `operation_id`; (volume, whether this call created it). A volume of
         that uuid that exists already is used as it is. The caller (a copy job) holds it."""
-        validate.require(volume, "uuid")
-        validate.identifier(volume.uuid, "volume.uuid")
         validate.size(size, "size")
         api = self.pools.api(pool)
         template, tags = self._tags(pool, volume)
@@ -197,8 +194,6 @@ class Volumes:
     # ---- size and data ------------------------------------------------------------------
 
     def resize(self, request: driver_pb2.ResizeVolumeRequest) -> types_pb2.Volume:
-        validate.require(request, "pool.pool_uuid", "volume", "new_size_bytes")
-        validate.size(request.new_size_bytes, "new_size_bytes")
         if request.host_id and not request.vm_name:
             raise errors.InvalidArgument("vm_name is required with host_id (to notify the VM)")
         pool = self.pools.get(request.pool.pool_uuid)
@@ -227,7 +222,7 @@ class Volumes:
             return objects.volume_message(api.volume(obj.ref), pool.uuid, volume.uuid)
 
     def _notify_or_roll_back(
-        self, api: StorPoolApi, obj: Volume, request: driver_pb2.ResizeVolumeRequest
+        self, api: StorPoolClient, obj: StorPoolVolume, request: driver_pb2.ResizeVolumeRequest
     ) -> None:
         notify = node_pb2.ResizeNotifyRequest(
             vm_name=request.vm_name,
@@ -235,7 +230,7 @@ class Volumes:
             new_size_bytes=request.new_size_bytes,
         )
         try:
-            self.nodes.command(request.host_id, "ResizeNotify", "ResizeNotify", notify)
+            self.nodes.command(request.host_id, "ResizeNotify", lambda s: s.ResizeNotify, notify)
         except errors.SpcsError as error:
             api.volume_update(
                 obj.ref, size=obj.size, shrinkOk=True, iops=obj.iops if obj.iops else UNLIMITED
@@ -248,10 +243,6 @@ class Volumes:
             ) from None
 
     def revert(self, request: driver_pb2.RevertSnapshotRequest) -> types_pb2.Volume:
-        validate.require(request, "pool.pool_uuid", "snapshot", "volume")
-        for what, obj in (("snapshot", request.snapshot), ("volume", request.volume)):
-            if not obj.path and not obj.uuid:  # before any lookup: a malformed request
-                raise errors.InvalidArgument(f"the {what} needs a path or a uuid")
         pool = self.pools.get(request.pool.pool_uuid)
         api = self.pools.api(pool)
         volume = objects.require_volume(api, request.volume)
@@ -278,12 +269,11 @@ class Volumes:
     # ---- access and tags -----------------------------------------------------------------
 
     def grant(self, request: driver_pb2.GrantAccessRequest) -> str:
-        validate.require(request, "object", "host_id")
         path, kind = self._disk(request.object)
         disk = self.nodes.adaptor(
             request.host_id,
             f"attach {path}",
-            "ConnectPhysicalDisk",
+            lambda s: s.ConnectPhysicalDisk,
             node_pb2.ConnectPhysicalDiskRequest(
                 disk=node_pb2.DiskRef(path=path, kind=kind), mode=request.mode
             ),
@@ -291,7 +281,6 @@ class Volumes:
         return disk.path
 
     def revoke(self, request: driver_pb2.RevokeAccessRequest) -> bool:
-        validate.require(request, "object", "host_id")
         path, kind = self._disk(request.object)
         pool = None
         if request.clear_vm_tags and kind == node_pb2.DISK_KIND_VOLUME:
@@ -301,7 +290,7 @@ class Volumes:
         reply = self.nodes.adaptor(
             request.host_id,
             f"detach {path}",
-            "DisconnectPhysicalDisk",
+            lambda s: s.DisconnectPhysicalDisk,
             node_pb2.DisconnectPhysicalDiskRequest(
                 disk=node_pb2.DiskRef(path=path, kind=kind), force_allowed=request.force
             ),
@@ -314,7 +303,7 @@ class Volumes:
         return reply.detached
 
     @staticmethod
-    def _disk(obj: types_pb2.DataObject) -> tuple[str, int]:
+    def _disk(obj: types_pb2.DataObject) -> tuple[str, node_pb2.DiskKind.ValueType]:
         kind = obj.WhichOneof("object")
         if kind == "volume" and obj.volume.path:
             return obj.volume.path, node_pb2.DISK_KIND_VOLUME
@@ -340,7 +329,6 @@ class Volumes:
         return clients
 
     def provide_vm_info(self, pool_uuid: str, volume: types_pb2.Volume) -> None:
-        validate.require(volume, "path")
         pool = self.pools.get(pool_uuid)
         api = self.pools.api(pool)
         tags = {"cvm": names.tag_value(volume.vm_uuid, "vm_uuid")}
@@ -353,7 +341,6 @@ class Volumes:
             api.volume_update(obj.ref, tags=tags)
 
     def provide_vm_tags(self, request: driver_pb2.ProvideVmTagsRequest) -> int:
-        validate.require(request, "pool.pool_uuid", "vm_uuid", "volume_paths", "key")
         if request.key != "vc-policy":
             raise errors.InvalidArgument(
                 f"key {request.key!r}: this VM tag is not propagated to StorPool; only vc-policy is"
@@ -366,7 +353,6 @@ class Volumes:
         return len(request.volume_paths)
 
     def change_offering(self, pool_uuid: str, volume: types_pb2.Volume) -> types_pb2.Volume:
-        validate.require(volume, "path")
         pool = self.pools.get(pool_uuid)
         api = self.pools.api(pool)
         obj = objects.require_volume(api, volume)

@@ -15,8 +15,10 @@ from pathlib import Path
 from spcs.common import errors, holds
 from spcs.common.locks import KeyedLocks
 from spcs.node.devices import Devices
+from spcs.storpool import errors as sp_errors
 from spcs.storpool import names
-from spcs.storpool.api import StorPoolApi, Volume
+from spcs.storpool.client import StorPoolClient
+from spcs.storpool.records import StorPoolObject
 from spcs.v1 import node_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -30,14 +32,14 @@ DEVICE_GONE_SECONDS = 10.0
 class Disk:
     """A StorPool object as seen from this host."""
 
-    obj: Volume
+    obj: StorPoolObject
     device: Path
     attached: bool
     read_only: bool
 
     @property
-    def kind(self) -> int:
-        return node_pb2.DISK_KIND_SNAPSHOT if self.obj.snapshot else node_pb2.DISK_KIND_VOLUME
+    def kind(self) -> node_pb2.DiskKind.ValueType:
+        return node_pb2.DISK_KIND_SNAPSHOT if self.obj.is_snapshot else node_pb2.DISK_KIND_VOLUME
 
     def message(self, size: int | None = None) -> node_pb2.PhysicalDisk:
         mode = types_pb2.ACCESS_MODE_UNSPECIFIED
@@ -59,19 +61,13 @@ class Disk:
         )
 
 
-def _is_busy(error: errors.SpcsError) -> bool:
-    name = getattr(error, "sp_name", "")
-    desc = getattr(error, "sp_desc", "")
-    return name == "busy" or "is open at" in desc
-
-
 class Adaptor:
     """Public methods take the object's try-lock; `attach`/`detach` are for callers (copy jobs)
     that already hold it."""
 
     def __init__(
         self,
-        api: StorPoolApi,
+        api: StorPoolClient,
         devices: Devices,
         client_id: int,
         wait_seconds: float,
@@ -87,7 +83,9 @@ class Adaptor:
 
     # ---- lookups ------------------------------------------------------------------------
 
-    def lookup(self, path: str, kind: int, field: str = "disk.path") -> Volume:
+    def lookup(
+        self, path: str, kind: node_pb2.DiskKind.ValueType, field: str = "disk.path"
+    ) -> StorPoolObject:
         """The volume or snapshot a path/name refers to; NOT_FOUND naming it if neither."""
         ref = names.api_ref(path, field)
         if kind == node_pb2.DISK_KIND_SNAPSHOT:
@@ -104,56 +102,85 @@ class Adaptor:
                 return snap
         raise errors.NotFound(f"StorPool volume {ref} ({path}) does not exist")
 
-    def _attachment(self, obj: Volume) -> str | None:
+    def attachment(self, obj: StorPoolObject) -> str | None:
         """'rw' / 'ro' if attached to this host, else None."""
         for att in self.api.attachments():
-            if att.client != self.client_id or att.snapshot != obj.snapshot:
+            if att.client != self.client_id or att.snapshot != obj.is_snapshot:
                 continue
             if att.global_id == obj.global_id or att.volume in (obj.name, obj.ref):
                 return att.rights
         return None
 
-    def disk(self, path: str, kind: int) -> Disk:
+    def device(self, obj: StorPoolObject) -> Path:
+        """Where the object's block device appears on this host (attached or not)."""
+        return self.devices.byid(obj.global_id)
+
+    def device_size(self, disk: Disk) -> int:
+        """The size of an attached disk's device as this host's kernel sees it."""
+        return self.devices.size(disk.device)
+
+    def client_running(self) -> bool:
+        """Whether StorPool shows this host's client (SP_OURID) as running."""
+        return self.api.client_running(self.client_id)
+
+    def wait_device(self, obj: StorPoolObject) -> Path:
+        """The object's device, once present (it is attached here already)."""
+        device = self.device(obj)
+        self.devices.wait_present(device, self.wait_seconds, obj.ref)
+        return device
+
+    def disk(self, path: str, kind: node_pb2.DiskKind.ValueType) -> Disk:
         obj = self.lookup(path, kind)
-        rights = self._attachment(obj)
+        rights = self.attachment(obj)
         return Disk(obj, self.devices.byid(obj.global_id), rights is not None, rights == "ro")
 
     # ---- attach / detach ----------------------------------------------------------------
 
-    def connect(self, path: str, kind: int, mode: int, timeout: float | None = None) -> Disk:
+    def connect(
+        self,
+        path: str,
+        kind: node_pb2.DiskKind.ValueType,
+        mode: types_pb2.AccessMode.ValueType,
+        timeout: float | None = None,
+    ) -> Disk:
         obj = self.lookup(path, kind)
         with self.locks.hold("ConnectPhysicalDisk", disk=holds.storpool_object(obj.global_id)):
             return self.attach(obj, mode, timeout)
 
-    def attach(self, obj: Volume, mode: int, timeout: float | None = None) -> Disk:
-        read_only = mode == types_pb2.ACCESS_MODE_READ_ONLY or obj.snapshot
-        if obj.snapshot and mode == types_pb2.ACCESS_MODE_READ_WRITE:
+    def attach(
+        self,
+        obj: StorPoolObject,
+        mode: types_pb2.AccessMode.ValueType,
+        timeout: float | None = None,
+    ) -> Disk:
+        read_only = mode == types_pb2.ACCESS_MODE_READ_ONLY or obj.is_snapshot
+        if obj.is_snapshot and mode == types_pb2.ACCESS_MODE_READ_WRITE:
             raise errors.InvalidArgument(
                 f"mode ACCESS_MODE_READ_WRITE: snapshot {obj.ref} can only be attached read-only; "
                 "use ACCESS_MODE_READ_ONLY"
             )
         wait = timeout if timeout else self.wait_seconds
-        current = self._attachment(obj)
+        current = self.attachment(obj)
         if current != ("ro" if read_only else "rw"):
             self.api.attach(
                 obj.ref,
                 self.client_id,
                 read_only=read_only,
-                snapshot=obj.snapshot,
+                snapshot=obj.is_snapshot,
                 timeout=max(1, int(wait)),
             )
         device = self.devices.byid(obj.global_id)
         self.devices.wait_present(device, wait, f"{obj.ref} ({obj.name})")
         log.info(
             "attached %s %s here (%s) at %s",
-            "snapshot" if obj.snapshot else "volume",
+            "snapshot" if obj.is_snapshot else "volume",
             obj.ref,
             "ro" if read_only else "rw",
             device,
         )
         return Disk(obj, device, True, read_only)
 
-    def disconnect(self, path: str, kind: int, force_allowed: bool) -> bool:
+    def disconnect(self, path: str, kind: node_pb2.DiskKind.ValueType, force_allowed: bool) -> bool:
         """Detach from this host. False if it was not attached here or does not exist."""
         try:
             obj = self.lookup(path, kind)
@@ -162,24 +189,26 @@ class Adaptor:
         with self.locks.hold("DisconnectPhysicalDisk", disk=holds.storpool_object(obj.global_id)):
             return self.detach(obj, force_allowed)
 
-    def detach(self, obj: Volume, force_allowed: bool) -> bool:
-        if self._attachment(obj) is None:
+    def detach(self, obj: StorPoolObject, force_allowed: bool) -> bool:
+        if self.attachment(obj) is None:
             return False
         self._detach(obj, force_allowed)
         self.devices.wait_absent(self.devices.byid(obj.global_id), DEVICE_GONE_SECONDS)
-        log.info("detached %s %s from this host", "snapshot" if obj.snapshot else "volume", obj.ref)
+        log.info(
+            "detached %s %s from this host", "snapshot" if obj.is_snapshot else "volume", obj.ref
+        )
         return True
 
-    def _detach(self, obj: Volume, force_allowed: bool) -> None:
+    def _detach(self, obj: StorPoolObject, force_allowed: bool) -> None:
         last: errors.SpcsError | None = None
         for attempt in range(self.detach_attempts):
             try:
-                self.api.detach(obj.ref, self.client_id, snapshot=obj.snapshot, force=False)
+                self.api.detach(obj.ref, self.client_id, snapshot=obj.is_snapshot, force=False)
                 return
             except errors.NotFound:
                 return
             except (errors.FailedPrecondition, errors.InvalidArgument) as error:
-                if not _is_busy(error):
+                if not sp_errors.is_busy(error):
                     raise
                 last = error
                 log.info(
@@ -196,7 +225,7 @@ class Adaptor:
                 "the device, or retry with force_allowed"
             )
         log.warning("forcing the detach of %s, which is open on this host", obj.ref)
-        self.api.detach(obj.ref, self.client_id, snapshot=obj.snapshot, force=True)
+        self.api.detach(obj.ref, self.client_id, snapshot=obj.is_snapshot, force=True)
 
     def disconnect_by_path(self, path: str, force_allowed: bool) -> tuple[bool, bool]:
         """(handled, detached): not a StorPool path → (False, False), another adaptor's turn."""
@@ -208,24 +237,25 @@ class Adaptor:
 
     # ---- other adaptor calls -------------------------------------------------------------
 
-    def delete(self, path: str, kind: int) -> bool:
+    def delete(self, path: str, kind: node_pb2.DiskKind.ValueType) -> bool:
         """Delete a cached template snapshot (or a volume when asked explicitly)."""
         try:
             obj = self.lookup(path, kind or node_pb2.DISK_KIND_SNAPSHOT)
         except errors.NotFound:
             return False
         with self.locks.hold("DeletePhysicalDisk", disk=holds.storpool_object(obj.global_id)):
-            if obj.snapshot:
+            if obj.is_snapshot:
                 return self.api.snapshot_delete(obj.ref)
             return self.api.volume_delete(obj.ref)
 
     def resize(self, path: str, new_size: int, shrink_ok: bool) -> Disk:
         obj = self.lookup(path, node_pb2.DISK_KIND_VOLUME)
         with self.locks.hold("ResizePhysicalDisk", disk=holds.storpool_object(obj.global_id)):
-            self._resize(obj, new_size, shrink_ok)
+            self.set_size(obj, new_size, shrink_ok)
         return self.disk(path, node_pb2.DISK_KIND_VOLUME)
 
-    def _resize(self, obj: Volume, new_size: int, shrink_ok: bool) -> None:
+    def set_size(self, obj: StorPoolObject, new_size: int, shrink_ok: bool) -> None:
+        """Resize a volume the caller holds (OUT_OF_RANGE for a shrink without shrink_ok)."""
         if new_size < obj.size and not shrink_ok:
             raise errors.OutOfRange(
                 f"volume {obj.ref} is {obj.size} bytes; shrinking it to {new_size} needs "

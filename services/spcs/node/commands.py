@@ -17,36 +17,65 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from google.longrunning import operations_pb2
+from google.protobuf.message import Message
 
-from spcs.common import errors, holds, validate
-from spcs.common.operations import JobContext, OperationRegistry, fingerprint
+from spcs import datamover
+from spcs.common import errors, holds
+from spcs.common.operations import JobContext, OperationRegistry, Runner, fingerprint
 from spcs.node import mover, template_properties
 from spcs.node.adaptor import Adaptor
 from spcs.node.partials import WriteJournal, partials_of
 from spcs.node.secondary import SecondaryStorage, Store, check_relative
 from spcs.storpool import names
-from spcs.storpool.api import Volume
+from spcs.storpool.records import StorPoolObject
 from spcs.v1 import node_pb2, types_pb2
 
 log = logging.getLogger(__name__)
 
-FORMATS = {types_pb2.IMAGE_FORMAT_RAW: "raw", types_pb2.IMAGE_FORMAT_QCOW2: "qcow2"}
-COMPRESSIONS = {types_pb2.COMPRESSION_ZLIB: "zlib", types_pb2.COMPRESSION_ZSTD: "zstd"}
+FORMATS: dict[types_pb2.ImageFormat.ValueType, datamover.Format] = {
+    types_pb2.IMAGE_FORMAT_RAW: "raw",
+    types_pb2.IMAGE_FORMAT_QCOW2: "qcow2",
+}
+COMPRESSIONS: dict[types_pb2.Compression.ValueType, datamover.Compression] = {
+    types_pb2.COMPRESSION_ZLIB: "zlib",
+    types_pb2.COMPRESSION_ZSTD: "zstd",
+}
 IMAGE_SUFFIXES = (".qcow2", ".raw", ".img")
 SECTOR = 512
 
+# The requests of the commands that run as jobs.
+JobRequest = (
+    node_pb2.DownloadTemplateRequest
+    | node_pb2.DownloadVolumeRequest
+    | node_pb2.NodeBackupSnapshotRequest
+    | node_pb2.CopyVolumeToSecondaryRequest
+    | node_pb2.BackupTemplateRequest
+)
+_Request = TypeVar("_Request", bound=Message)
 
-def output_format(value: int) -> str:
+
+def output_format(value: types_pb2.ImageFormat.ValueType) -> datamover.Format:
     return FORMATS.get(value, "qcow2")
 
 
-def compression(fmt: str, value: int) -> str | None:
+def compression(
+    fmt: datamover.Format, value: types_pb2.Compression.ValueType
+) -> datamover.Compression | None:
     algorithm = COMPRESSIONS.get(value)
     if algorithm and fmt != "qcow2":
         raise errors.InvalidArgument("compression needs QCOW2 output; RAW cannot be compressed")
     return algorithm
+
+
+def _arguments(request: _Request) -> _Request:
+    """A copy of the request without its operation_id: what its fingerprint covers."""
+    args = type(request)()
+    args.CopyFrom(request)
+    args.ClearField("operation_id")
+    return args
 
 
 def _round_up(size: int) -> int:
@@ -97,7 +126,7 @@ class AgentCommands:
     # ---- shared pieces -----------------------------------------------------------------
 
     @contextmanager
-    def _attached(self, ctx: JobContext, obj: Volume, *, read_only: bool) -> Iterator[Path]:
+    def _attached(self, ctx: JobContext, obj: StorPoolObject, *, read_only: bool) -> Iterator[Path]:
         """Attach for the copy; the last job using the object detaches it, unless it was
         attached here before the first one started."""
         with self._uses_guard:
@@ -108,7 +137,7 @@ class AgentCommands:
                 if not use.ready:
                     use.detach = self._attach_for_copy(ctx, obj, read_only)
                     use.ready = True
-            yield self.adaptor.devices.byid(obj.global_id)
+            yield self.adaptor.device(obj)
         finally:
             with use.lock:
                 with self._uses_guard:
@@ -122,19 +151,18 @@ class AgentCommands:
                     if use.users == 0:
                         self._uses.pop(obj.global_id, None)
 
-    def _attach_for_copy(self, ctx: JobContext, obj: Volume, read_only: bool) -> bool:
+    def _attach_for_copy(self, ctx: JobContext, obj: StorPoolObject, read_only: bool) -> bool:
         """Attach (or find attached) `obj`; True when this call attached it."""
-        was_attached = self.adaptor._attachment(obj) is not None
+        was_attached = self.adaptor.attachment(obj) is not None
         ctx.stage("attaching")
         mode = types_pb2.ACCESS_MODE_READ_ONLY if read_only else types_pb2.ACCESS_MODE_READ_WRITE
         if was_attached and read_only:
-            device = self.adaptor.devices.byid(obj.global_id)  # any attachment can be read
-            self.adaptor.devices.wait_present(device, self.adaptor.wait_seconds, obj.ref)
+            self.adaptor.wait_device(obj)  # any attachment can be read
         else:
             self.adaptor.attach(obj, mode)
         return not was_attached
 
-    def _detach_after_copy(self, ctx: JobContext, obj: Volume) -> None:
+    def _detach_after_copy(self, ctx: JobContext, obj: StorPoolObject) -> None:
         ctx.stage("detaching")
         try:
             self.adaptor.detach(obj, force_allowed=True)
@@ -142,22 +170,19 @@ class AgentCommands:
             log.warning("could not detach %s after the copy: %s", obj.ref, error.message)
 
     def _start(
-        self, request, kind: str, target: str, runner, **objects: str
+        self, request: JobRequest, kind: str, target: str, runner: Runner, **objects: str
     ) -> operations_pb2.Operation:
-        args = type(request)()
-        args.CopyFrom(request)
-        args.ClearField("operation_id")
         return self.registry.start(
             request.operation_id,
             kind=f"spcs.v1.AgentCommands/{kind}",
-            fingerprint=fingerprint(args),
+            fingerprint=fingerprint(_arguments(request)),
             target=target,
             runner=runner,
             holds=holds.holds(kind, **objects),
         )
 
     @staticmethod
-    def _device(obj: Volume) -> str:
+    def _device(obj: StorPoolObject) -> str:
         return holds.storpool_object(obj.global_id)
 
     # ---- secondary → StorPool ------------------------------------------------------------
@@ -165,7 +190,6 @@ class AgentCommands:
     def download_template(
         self, request: node_pb2.DownloadTemplateRequest
     ) -> operations_pb2.Operation:
-        validate.require(request, "operation_id", "source.url", "source_path", "destination_path")
         check_relative(request.source_path, "source_path")
         if request.source_file_name:
             check_relative(request.source_file_name, "source_file_name")
@@ -193,7 +217,6 @@ class AgentCommands:
         )
 
     def download_volume(self, request: node_pb2.DownloadVolumeRequest) -> operations_pb2.Operation:
-        validate.require(request, "operation_id", "source.url", "source_path", "destination_path")
         check_relative(request.source_path, "source_path")
         self.stores.check_allowed(request.source.url)
         volume = self.adaptor.lookup(
@@ -254,8 +277,8 @@ class AgentCommands:
         ctx: JobContext,
         store: Store,
         image: Path,
-        source_format: int,
-        volume: Volume,
+        source_format: types_pb2.ImageFormat.ValueType,
+        volume: StorPoolObject,
         target_is_zero: bool,
         resize: str,
     ) -> node_pb2.DownloadResult:
@@ -275,7 +298,7 @@ class AgentCommands:
             )
         if (resize == "exact" and size != needed) or (resize == "grow" and size < needed):
             ctx.stage("resizing")
-            self.adaptor.api.volume_update(volume.ref, size=needed, shrinkOk=size > needed or None)
+            self.adaptor.set_size(volume, needed, shrink_ok=size > needed)
             size = needed
         with self._attached(ctx, volume, read_only=False) as device:
             stats = mover.copy(
@@ -300,9 +323,6 @@ class AgentCommands:
     def backup_snapshot(
         self, request: node_pb2.NodeBackupSnapshotRequest
     ) -> operations_pb2.Operation:
-        validate.require(
-            request, "operation_id", "snapshot_path", "destination.url", "destination_path"
-        )
         check_relative(request.destination_path, "destination_path")
         self.stores.check_allowed(request.destination.url)
         snapshot = self.adaptor.lookup(
@@ -327,15 +347,6 @@ class AgentCommands:
     def copy_volume_to_secondary(
         self, request: node_pb2.CopyVolumeToSecondaryRequest
     ) -> operations_pb2.Operation:
-        validate.require(
-            request,
-            "operation_id",
-            "source.path",
-            "volume_uuid",
-            "destination.url",
-            "destination_dir",
-        )
-        validate.identifier(request.volume_uuid, "volume_uuid")
         check_relative(request.destination_dir, "destination_dir")
         self.stores.check_allowed(request.destination.url)
         source = self.adaptor.lookup(request.source.path, request.source.kind, "source.path")
@@ -369,11 +380,11 @@ class AgentCommands:
     def _export(
         self,
         ctx: JobContext,
-        source: Volume,
+        source: StorPoolObject,
         store: Store,
         relative: str,
-        fmt: str,
-        algorithm: str | None,
+        fmt: datamover.Format,
+        algorithm: datamover.Compression | None,
     ) -> node_pb2.BackupResult:
         target = self._target(store, relative)
         with self.journal.writing(ctx.operation_id, store.url, relative, target):
@@ -382,12 +393,12 @@ class AgentCommands:
     def _export_to(
         self,
         ctx: JobContext,
-        source: Volume,
+        source: StorPoolObject,
         store: Store,
         relative: str,
         target: Path,
-        fmt: str,
-        algorithm: str | None,
+        fmt: datamover.Format,
+        algorithm: datamover.Compression | None,
     ) -> node_pb2.BackupResult:
         remove_stale_partials(target)
         with self._attached(ctx, source, read_only=True) as device:
@@ -410,15 +421,6 @@ class AgentCommands:
         )
 
     def backup_template(self, request: node_pb2.BackupTemplateRequest) -> operations_pb2.Operation:
-        validate.require(
-            request,
-            "operation_id",
-            "source.path",
-            "destination.url",
-            "destination_dir",
-            "template.uuid",
-        )
-        validate.identifier(request.template.uuid, "template.uuid")
         check_relative(request.destination_dir, "destination_dir")
         self.stores.check_allowed(request.destination.url)
         source = self.adaptor.lookup(request.source.path, request.source.kind, "source.path")
@@ -470,5 +472,5 @@ class AgentCommands:
         )
 
 
-def _format_enum(fmt: str) -> int:
+def _format_enum(fmt: str) -> types_pb2.ImageFormat.ValueType:
     return types_pb2.IMAGE_FORMAT_QCOW2 if fmt == "qcow2" else types_pb2.IMAGE_FORMAT_RAW

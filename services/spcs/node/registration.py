@@ -15,7 +15,7 @@ import grpc
 from spcs import __version__
 from spcs.common import errors
 from spcs.common.tls import TlsFiles, open_channel
-from spcs.storpool.api import StorPoolApi
+from spcs.storpool.client import StorPoolClient
 from spcs.v1 import hosts_pb2, hosts_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,10 @@ CALL_TIMEOUT = 10.0
 
 class ClusterId:
     """This host's StorPool cluster id: SP_CLUSTER_ID from its StorPool config, else what
-    StorPool itself shows (`StorPoolApi.local_cluster_id`), learned once and kept. "" while
+    StorPool itself shows (`StorPoolClient.local_cluster_id`), learned once and kept. "" while
     neither knows it; the management service then does not connect the host."""
 
-    def __init__(self, configured: str | None, api: StorPoolApi) -> None:
+    def __init__(self, configured: str | None, api: StorPoolClient) -> None:
         self._value = configured or ""
         self._api = api
         self._lock = threading.Lock()

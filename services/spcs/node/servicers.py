@@ -1,51 +1,69 @@
-"""Thin gRPC handlers of the node: validate, call the adaptor / agent commands, build replies."""
+"""Thin gRPC handlers of the node: declare (`@rpc`), call the adaptor / agent commands, reply."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import grpc
+from google.longrunning import operations_pb2
+
 from spcs import __version__
-from spcs.common import validate
+from spcs.common.contract import rpc
 from spcs.node import resize_notify
 from spcs.node.adaptor import Adaptor
 from spcs.node.commands import AgentCommands
 from spcs.v1 import node_pb2, node_pb2_grpc
+
+_DISK = ("disk.path",)
+_OP = "operation_id"
+_DOWNLOAD = ("source.url", "source_path", "destination_path")
 
 
 class StorageAdaptorServicer(node_pb2_grpc.StorageAdaptorServicer):
     def __init__(self, adaptor: Adaptor) -> None:
         self._adaptor = adaptor
 
-    def ConnectPhysicalDisk(self, request, context):
-        validate.require(request, "disk.path")
+    @rpc(required=_DISK, holds="ConnectPhysicalDisk")
+    def ConnectPhysicalDisk(
+        self, request: node_pb2.ConnectPhysicalDiskRequest, context: grpc.ServicerContext
+    ) -> node_pb2.PhysicalDisk:
         timeout = request.wait_timeout_ms / 1000 if request.wait_timeout_ms else None
         disk = self._adaptor.connect(request.disk.path, request.disk.kind, request.mode, timeout)
-        return disk.message(self._adaptor.devices.size(disk.device))
+        return disk.message(self._adaptor.device_size(disk))
 
-    def DisconnectPhysicalDisk(self, request, context):
-        validate.require(request, "disk.path")
+    @rpc(required=_DISK, holds="DisconnectPhysicalDisk")
+    def DisconnectPhysicalDisk(
+        self, request: node_pb2.DisconnectPhysicalDiskRequest, context: grpc.ServicerContext
+    ) -> node_pb2.DisconnectPhysicalDiskResponse:
         detached = self._adaptor.disconnect(
             request.disk.path, request.disk.kind, request.force_allowed
         )
         return node_pb2.DisconnectPhysicalDiskResponse(detached=detached)
 
-    def DisconnectPhysicalDiskByPath(self, request, context):
-        validate.require(request, "path")
+    @rpc(required=("path",), holds="DisconnectPhysicalDisk")
+    def DisconnectPhysicalDiskByPath(
+        self, request: node_pb2.DisconnectPhysicalDiskByPathRequest, context: grpc.ServicerContext
+    ) -> node_pb2.DisconnectPhysicalDiskByPathResponse:
         handled, detached = self._adaptor.disconnect_by_path(request.path, request.force_allowed)
         return node_pb2.DisconnectPhysicalDiskByPathResponse(handled=handled, detached=detached)
 
-    def GetPhysicalDisk(self, request, context):
-        validate.require(request, "disk.path")
+    @rpc(required=_DISK)
+    def GetPhysicalDisk(
+        self, request: node_pb2.GetPhysicalDiskRequest, context: grpc.ServicerContext
+    ) -> node_pb2.PhysicalDisk:
         return self._adaptor.disk(request.disk.path, request.disk.kind).message()
 
-    def DeletePhysicalDisk(self, request, context):
-        validate.require(request, "disk.path")
+    @rpc(required=_DISK, holds="DeletePhysicalDisk")
+    def DeletePhysicalDisk(
+        self, request: node_pb2.DeletePhysicalDiskRequest, context: grpc.ServicerContext
+    ) -> node_pb2.DeletePhysicalDiskResponse:
         deleted = self._adaptor.delete(request.disk.path, request.disk.kind)
         return node_pb2.DeletePhysicalDiskResponse(deleted=deleted)
 
-    def ResizePhysicalDisk(self, request, context):
-        validate.require(request, "disk.path")
-        validate.size(request.new_size_bytes, "new_size_bytes")
+    @rpc(required=_DISK, sizes=("new_size_bytes",), holds="ResizePhysicalDisk")
+    def ResizePhysicalDisk(
+        self, request: node_pb2.ResizePhysicalDiskRequest, context: grpc.ServicerContext
+    ) -> node_pb2.PhysicalDisk:
         disk = self._adaptor.resize(request.disk.path, request.new_size_bytes, request.shrink_ok)
         return disk.message()
 
@@ -58,35 +76,68 @@ class AgentCommandsServicer(node_pb2_grpc.AgentCommandsServicer):
         self._host_id = host_id
         self._cluster_id = cluster_id
 
-    def DownloadTemplate(self, request, context):
+    @rpc(key=_OP, required=_DOWNLOAD, holds="DownloadTemplate")
+    def DownloadTemplate(
+        self, request: node_pb2.DownloadTemplateRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         return self._commands.download_template(request)
 
-    def BackupSnapshot(self, request, context):
+    @rpc(
+        key=_OP,
+        required=("snapshot_path", "destination.url", "destination_path"),
+        holds="BackupSnapshot",
+    )
+    def BackupSnapshot(
+        self, request: node_pb2.NodeBackupSnapshotRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         return self._commands.backup_snapshot(request)
 
-    def BackupTemplate(self, request, context):
+    @rpc(
+        key=_OP,
+        required=("source.path", "destination.url", "destination_dir"),
+        ids=("template.uuid",),
+        holds="BackupTemplate",
+    )
+    def BackupTemplate(
+        self, request: node_pb2.BackupTemplateRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         return self._commands.backup_template(request)
 
-    def CopyVolumeToSecondary(self, request, context):
+    @rpc(
+        key=_OP,
+        required=("source.path", "destination.url", "destination_dir"),
+        ids=("volume_uuid",),
+        holds="CopyVolumeToSecondary",
+    )
+    def CopyVolumeToSecondary(
+        self, request: node_pb2.CopyVolumeToSecondaryRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         return self._commands.copy_volume_to_secondary(request)
 
-    def DownloadVolume(self, request, context):
+    @rpc(key=_OP, required=_DOWNLOAD, holds="DownloadVolume")
+    def DownloadVolume(
+        self, request: node_pb2.DownloadVolumeRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
         return self._commands.download_volume(request)
 
-    def ResizeNotify(self, request, context):
-        validate.require(request, "vm_name", "path", "new_size_bytes")
+    @rpc(required=("vm_name", "path", "new_size_bytes"))
+    def ResizeNotify(
+        self, request: node_pb2.ResizeNotifyRequest, context: grpc.ServicerContext
+    ) -> node_pb2.ResizeNotifyResponse:
         resize_notify.notify(request.vm_name, request.path, request.new_size_bytes)
         return node_pb2.ResizeNotifyResponse()
 
-    def ModifyStoragePool(self, request, context):
-        validate.require(request, "pool_uuid")
+    @rpc(required=("pool_uuid",))
+    def ModifyStoragePool(
+        self, request: node_pb2.ModifyStoragePoolRequest, context: grpc.ServicerContext
+    ) -> node_pb2.ModifyStoragePoolResponse:
         adaptor = self._commands.adaptor
         # SP_CLUSTER_ID, or (a callable) the id StorPool shows when the config lacks it
         cluster = self._cluster_id() if callable(self._cluster_id) else self._cluster_id
         return node_pb2.ModifyStoragePoolResponse(
             storpool_client_id=adaptor.client_id,
             storpool_cluster_id=cluster,
-            client_running=adaptor.api.client_running(adaptor.client_id),
+            client_running=adaptor.client_running(),
             version=__version__,
             host_id=self._host_id,
         )

@@ -91,7 +91,9 @@ def parse(text: str) -> dict[str, str]:
         line = raw.strip()
         if not line or line[0] in "#!":
             continue
-        key, value, escaped, in_key = [], [], False, True
+        key: list[str] = []
+        value: list[str] = []
+        escaped, in_key = False, True
         for char in line:
             if escaped:
                 (key if in_key else value).append(

@@ -5,7 +5,8 @@ client-side validation of names, sizes and tags). Transient errors (`"transient"
 connection failures are retried here with tenacity (exponential backoff with jitter, bounded
 total time), because the bindings' own retry sleeps up to 31 s and ignores timeouts. Every
 StorPool error leaves this module as a domain error (`spcs.common.errors`) whose message names
-the object and what to do; the StorPool error name stays available as `.sp_name`.
+the object and what to do, typed by `spcs.storpool.errors` (StorPool's error name and
+description kept as `.sp_name` / `.sp_desc`).
 
 Mutations are retried too, so every object spcs creates has a deterministic name
 (`spcs.storpool.names`): a create that took effect before a connection dropped meets
@@ -19,6 +20,7 @@ changes this process makes through the facade keep it true.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import re
@@ -31,24 +33,20 @@ from typing import Any, TypeVar
 import tenacity
 
 from spcs.common import errors, upstream_time, validate
+from spcs.storpool import errors as sp_errors
+from spcs.storpool import names
 from spcs.storpool.bindings import spapi, spcatch
+from spcs.storpool.records import (
+    Attachment,
+    StorPoolSnapshot,
+    StorPoolVolume,
+    TemplateStatus,
+)
 from spcs.storpool.space import SpaceCache, VolumeSpace
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# StorPool error name → domain error class; names not listed become Internal.
-ERROR_CLASSES: Mapping[str, type[errors.SpcsError]] = {
-    "objectDoesNotExist": errors.NotFound,
-    "objectExists": errors.AlreadyExists,
-    "busy": errors.FailedPrecondition,
-    "invalidParam": errors.InvalidArgument,
-    "insufficientResources": errors.ResourceExhausted,
-    "authFailed": errors.PermissionDenied,
-    "invalidAuth": errors.PermissionDenied,
-    "notAuthorized": errors.PermissionDenied,
-}
 
 
 class _Transient(Exception):
@@ -57,49 +55,6 @@ class _Transient(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-@dataclass(frozen=True)
-class Volume:
-    """A StorPool volume or snapshot (the fields spcs uses)."""
-
-    name: str
-    global_id: str
-    size: int
-    parent: str
-    template: str
-    iops: int | None
-    bw: int | None
-    tags: dict[str, str]
-    snapshot: bool = False
-    deleted: bool = False
-    on_volume: str = ""
-
-    @property
-    def ref(self) -> str:
-        return "~" + self.global_id
-
-    @property
-    def anonymous(self) -> bool:
-        return self.name.startswith("~")
-
-
-@dataclass(frozen=True)
-class Attachment:
-    volume: str
-    snapshot: bool
-    client: int
-    rights: str
-    global_id: str
-
-
-@dataclass(frozen=True)
-class TemplateStatus:
-    name: str
-    capacity: int
-    free: int
-    volumes: int
-    snapshots: int
 
 
 @dataclass
@@ -121,17 +76,26 @@ def _limit(value: object) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _object(raw: Mapping[str, Any], *, snapshot: bool) -> Volume:
-    return Volume(
-        name=str(raw.get("name", "")),
-        global_id=str(raw.get("globalId", "")),
-        size=int(raw.get("size") or 0),
-        parent=str(raw.get("parentName") or ""),
-        template=str(raw.get("templateName") or ""),
-        iops=_limit(raw.get("iops")),
-        bw=_limit(raw.get("bw")),
-        tags=dict(raw.get("tags") or {}),
-        snapshot=snapshot,
+def _fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": str(raw.get("name", "")),
+        "global_id": str(raw.get("globalId", "")),
+        "size": int(raw.get("size") or 0),
+        "parent": str(raw.get("parentName") or ""),
+        "template": str(raw.get("templateName") or ""),
+        "iops": _limit(raw.get("iops")),
+        "bw": _limit(raw.get("bw")),
+        "tags": dict(raw.get("tags") or {}),
+    }
+
+
+def _volume(raw: Mapping[str, Any]) -> StorPoolVolume:
+    return StorPoolVolume(**_fields(raw))
+
+
+def _snapshot(raw: Mapping[str, Any]) -> StorPoolSnapshot:
+    return StorPoolSnapshot(
+        **_fields(raw),
         deleted=bool(raw.get("deleted", False)),
         on_volume=str(raw.get("onVolume") or ""),
     )
@@ -178,13 +142,15 @@ class StorPoolApi:
         """Run one API call with retries; `what` names the object for error messages."""
         started = time.monotonic()
         try:
-            return self._retrying(self._attempt, what, fn)
+            # bound to a non-generic local: passed as is, the generic method would make
+            # tenacity's return type Any
+            attempt: Callable[[str, Callable[[], T]], T] = self._attempt
+            return self._retrying(attempt, what, fn)
         except _Transient as failure:
             cause = failure.cause
             if isinstance(cause, spapi.ApiError):
-                raise errors.Unavailable(
-                    f"StorPool API at {self.endpoint} kept answering a transient error for "
-                    f"{what} ({cause.name}: {cause.desc}); retry later"
+                raise sp_errors.kept_transient(
+                    self.endpoint, what, str(cause.name), str(cause.desc)
                 ) from None
             raise errors.Unavailable(
                 f"StorPool API at {self.endpoint} is unreachable for {what}: {cause}; check "
@@ -219,23 +185,10 @@ class StorPoolApi:
                 f"StorPool API at {self.endpoint} sent a reply that is not JSON for {what}: {error}"
             ) from None
 
-    def _domain_error(self, what: str, error: spapi.ApiError) -> errors.SpcsError:
-        name = str(error.name)
-        if error.status in (401, 403):
-            cls: type[errors.SpcsError] = errors.PermissionDenied
-        else:
-            cls = ERROR_CLASSES.get(name, errors.Internal)
-        if cls is errors.PermissionDenied:
-            message = (
-                f"StorPool API at {self.endpoint} refused the token for {what} "
-                f"({name}: {error.desc}); check SP_AUTH_TOKEN"
-            )
-        else:
-            message = f"StorPool: {what}: {error.desc} ({name})"
-        domain = cls(message, reason=f"STORPOOL_{_snake(name)}")
-        domain.sp_name = name  # type: ignore[attr-defined]
-        domain.sp_desc = str(error.desc)  # type: ignore[attr-defined]
-        return domain
+    def _domain_error(self, what: str, error: spapi.ApiError) -> sp_errors.StorPoolError:
+        return sp_errors.answered(
+            self.endpoint, what, str(error.name), str(error.desc), int(error.status or 0)
+        )
 
     def raw(self, method: str, path: str, body: object | None = None, *, what: str) -> Any:
         """An API call the bindings do not type (fields newer than bindings 7.3.0)."""
@@ -243,19 +196,19 @@ class StorPoolApi:
 
     # ---- volumes ----------------------------------------------------------------------------
 
-    def volume(self, ref: str) -> Volume:
+    def volume(self, ref: str) -> StorPoolVolume:
         data = self._call(f"volume {ref}", lambda: self._api.volumeList(ref, returnRawAPIData=True))
-        return _object(data[0], snapshot=False)
+        return _volume(data[0])
 
-    def volume_or_none(self, ref: str) -> Volume | None:
+    def volume_or_none(self, ref: str) -> StorPoolVolume | None:
         try:
             return self.volume(ref)
         except errors.NotFound:
             return None
 
-    def volumes(self) -> list[Volume]:
+    def volumes(self) -> list[StorPoolVolume]:
         data = self._call("list volumes", lambda: self._api.volumesList(returnRawAPIData=True))
-        return [_object(raw, snapshot=False) for raw in data]
+        return [_volume(raw) for raw in data]
 
     def volume_create(
         self,
@@ -309,7 +262,7 @@ class StorPoolApi:
         try:
             self.raw(
                 "POST",
-                f"VolumeDelete/{ref}",
+                f"VolumeDelete/{names.url_ref(ref, f'delete volume {ref!r}')}",
                 {"onAttached": "detachForce"},
                 what=f"delete volume {ref}",
             )
@@ -329,22 +282,22 @@ class StorPoolApi:
 
     # ---- snapshots --------------------------------------------------------------------------
 
-    def snapshot(self, ref: str) -> Volume:
+    def snapshot(self, ref: str) -> StorPoolSnapshot:
         data = self._call(
             f"snapshot {ref}", lambda: self._api.snapshotList(ref, returnRawAPIData=True)
         )
-        return _object(data[0], snapshot=True)
+        return _snapshot(data[0])
 
-    def snapshot_or_none(self, ref: str) -> Volume | None:
+    def snapshot_or_none(self, ref: str) -> StorPoolSnapshot | None:
         try:
             snap = self.snapshot(ref)
         except errors.NotFound:
             return None
         return None if snap.deleted else snap
 
-    def snapshots(self) -> list[Volume]:
+    def snapshots(self) -> list[StorPoolSnapshot]:
         data = self._call("list snapshots", lambda: self._api.snapshotsList(returnRawAPIData=True))
-        return [_object(raw, snapshot=True) for raw in data]
+        return [_snapshot(raw) for raw in data]
 
     def snapshot_create(
         self, volume_ref: str, *, name: str, tags: Mapping[str, str] | None = None
@@ -361,7 +314,8 @@ class StorPoolApi:
 
     def snapshot_update(self, ref: str, **changes: Any) -> None:
         body = {k: v for k, v in changes.items() if v is not None}
-        self.raw("POST", f"SnapshotUpdate/{ref}", body, what=f"update snapshot {ref}")
+        path = f"SnapshotUpdate/{names.url_ref(ref, f'update snapshot {ref!r}')}"
+        self.raw("POST", path, body, what=f"update snapshot {ref}")
 
     def snapshot_delete(self, ref: str) -> bool:
         """Detach everywhere, then delete; False if it did not exist."""
@@ -493,7 +447,7 @@ class StorPoolApi:
         for query in ("VolumesList", "SnapshotsList"):
             data = self._call(
                 f"{query} (to learn the cluster id)",
-                lambda query=query: self._api("GET", False, query),
+                functools.partial(self._api, "GET", False, query),
             )
             found = {cluster_of(str(raw.get("globalId") or "")) for raw in data or []}
             found.discard(None)
@@ -511,7 +465,7 @@ class StorPoolApi:
     def client_running(self, client_id: int) -> bool:
         data = self._call("list services", lambda: self._api.servicesList(returnRawAPIData=True))
         client = (data.get("clients") or {}).get(str(client_id))
-        return bool(client) and client.get("status") == "running"
+        return bool(client and client.get("status") == "running")
 
 
 _GLOBAL_ID = re.compile(r"^([a-z0-9]+\.[a-z0-9]+)\.[a-z0-9]+$")
@@ -531,12 +485,3 @@ def _check_size(what: str, size: object) -> None:
             f"{what}: size {size} is larger than the maximum StorPool volume size, "
             f"{validate.MAX_SIZE_TEXT}"
         )
-
-
-def _snake(name: str) -> str:
-    out = []
-    for char in name:
-        if char.isupper() and out:
-            out.append("_")
-        out.append(char.upper())
-    return "".join(out) or "UNKNOWN"

@@ -24,6 +24,9 @@ GLOBAL_ID = re.compile(r"^[a-z0-9]+\.[a-z0-9]+\.[a-z0-9]+$")
 NAME = re.compile(r"^#?[A-Za-z0-9_\-.:]+$")
 SNAPSHOT_NAME = re.compile(r"^\*?[A-Za-z0-9_\-.:@]+$")
 TAG_VALUE = re.compile(r"^[A-Za-z0-9_\-.:]*$")
+# What an object reference may hold where it becomes part of a URL path (a name, `~<gid>`, a
+# snapshot name's `*`/`@`): anything else could address another object ("a?b" is "a").
+URL_REF = re.compile(r"^[~#*]?[A-Za-z0-9_\-.:@]+$")
 MAX_NAME = 199
 
 # The `cs` tag: what kind of CloudStack object a StorPool object is (Java plugin values).
@@ -62,6 +65,13 @@ def snapshot_name(snapshot_uuid: str) -> str:
 def template_cache_name(template_uuid: str, pool_uuid: str) -> str:
     """The StorPool snapshot that caches a template on one pool."""
     return _name("tmpl", template_uuid, pool_uuid)
+
+
+def dropped_template_name(global_id: str) -> str:
+    """What a dropped template cache snapshot is renamed to before it is deleted: one with
+    clones is only marked deleted and would keep its name, so the template could not be cached
+    on the pool again until its last clone went."""
+    return _name("tmplgone", global_id)
 
 
 def template_download_name(template_uuid: str, pool_uuid: str) -> str:
@@ -160,3 +170,10 @@ def bandwidth_to_storpool(bytes_per_second: int) -> int:
     """StorPool's `bw` is documented as a limit in KB (per second); round up so a limit is never
     tighter than asked."""
     return (bytes_per_second + 1023) // 1024
+
+
+def url_ref(ref: str, what: str) -> str:
+    """`ref`, checked to be safe as a part of an API URL path (INVALID_ARGUMENT if not)."""
+    if not URL_REF.match(ref):
+        raise InvalidArgument(f"StorPool: {what}: not a valid object name or ~globalId")
+    return ref

@@ -30,8 +30,7 @@ from spcs.common import authz
 from spcs.common.authz import Policy, Rule
 from spcs.common.identity import IdentityInfo, IdentityServicer
 from spcs.common.interceptors import CallInterceptor
-from spcs.common.server import Server, bind
-from spcs.common.settings import ServerSettings
+from spcs.common.server import bind
 from spcs.emulator import Emulator
 from spcs.storpool.api import StorPoolApi
 from spcs.v1 import (
@@ -48,7 +47,8 @@ from spcs.v1 import (
     types_pb2,
 )
 from tests.e2e.helpers import MISSING, find_grpcurl
-from tests.support import REPO, Service, start_service
+from tests.stacks import Service, server_settings, serving, start_service
+from tests.support import REPO
 
 MAKE_CERTS = REPO / "deploy" / "tls" / "make-certs.sh"
 TEMPLATE = "authz-test"
@@ -586,27 +586,15 @@ def test_streaming_calls_are_checked_too(pki: Path):
         always_allowed=("/spcs.v1.Identity/",),
     )
     info = IdentityInfo(name="test", services=["spcs.v1.Identity"])
-    settings = ServerSettings(
-        listen=("127.0.0.1", 0),
-        log_file=None,
-        log_level="INFO",
+    settings = server_settings(
         tls_cert=pki / "mgmt.test.pem",
         tls_key=pki / "mgmt.test.key",
         tls_ca=pki / "ca.pem",
         tls_client_auth=True,
-        workers=4,
-        max_concurrent_rpcs=16,
         grace_seconds=1.0,
     )
-    server = Server(
-        "test",
-        settings,
-        [bind(identity_pb2, identity_pb2_grpc, "Identity", IdentityServicer(info))],
-        operator_only,
-    )
-    port = server.start()
-    try:
-        address = f"127.0.0.1:{port}"
+    binding = bind(identity_pb2, identity_pb2_grpc, "Identity", IdentityServicer(info))
+    with serving("test", [binding], operator_only, settings) as address:
         watch = health_pb2.HealthCheckRequest()
         listing = reflection_pb2.ServerReflectionRequest(list_services="")
         with grpc.secure_channel(address, creds(pki, "ops")) as channel:
@@ -633,8 +621,6 @@ def test_streaming_calls_are_checked_too(pki: Path):
             )
             identity = identity_pb2_grpc.IdentityStub(channel)
             assert identity.GetInfo(identity_pb2.GetInfoRequest(), timeout=5).name == "test"
-    finally:
-        server.stop(0)
 
 
 def test_every_handler_kind_is_checked(pki: Path):

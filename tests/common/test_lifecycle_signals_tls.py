@@ -14,28 +14,11 @@ import pytest
 
 from spcs.common.identity import IdentityInfo, IdentityServicer
 from spcs.common.server import Server, bind
-from spcs.common.settings import ServerSettings
 from spcs.v1 import identity_pb2, identity_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
-from tests.support import REPO, Service, start_service
+from tests.stacks import Service, server_settings, start_service
+from tests.support import REPO
 
 MAKE_CERTS = REPO / "deploy" / "tls" / "make-certs.sh"
-
-
-def server_settings(**overrides) -> ServerSettings:
-    values = dict(
-        listen=("127.0.0.1", 0),
-        log_file=None,
-        log_level="INFO",
-        tls_cert=None,
-        tls_key=None,
-        tls_ca=None,
-        tls_client_auth=False,
-        workers=4,
-        max_concurrent_rpcs=16,
-        grace_seconds=10.0,
-    )
-    values.update(overrides)
-    return ServerSettings(**values)
 
 
 def test_sigterm_drains_in_flight_call_then_returns_0():

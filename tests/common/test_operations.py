@@ -13,23 +13,23 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import duration_pb2
 
 from spcs.common import errors
-from spcs.common.journal import SqliteJournal
 from spcs.common.operations import JobContext, OperationRegistry, OperationsServicer
-from spcs.common.server import Server, bind_operations
-from spcs.management.db import open_database
+from spcs.common.server import bind_operations
+from spcs.management.sqlite_state import SqliteState
 from spcs.v1 import node_pb2, types_pb2
-from tests.foundation.test_lifecycle_signals_tls import server_settings
+from tests.stacks import serving
+
+pytestmark = pytest.mark.fast
 
 
 @pytest.fixture
 def registry_and_stub() -> Iterator[tuple[OperationRegistry, operations_pb2_grpc.OperationsStub]]:
     registry = OperationRegistry(host_id="h1", max_running=2)
-    server = Server("test", server_settings(), [bind_operations(OperationsServicer(registry))])
-    port = server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield registry, operations_pb2_grpc.OperationsStub(channel)
-    channel.close()
-    server.stop(0)
+    with (
+        serving("test", [bind_operations(OperationsServicer(registry))]) as address,
+        grpc.insecure_channel(address) as channel,
+    ):
+        yield registry, operations_pb2_grpc.OperationsStub(channel)
 
 
 def metadata(op: operations_pb2.Operation) -> types_pb2.OperationMetadata:
@@ -155,8 +155,8 @@ def test_failure_status_and_slot_limit(registry_and_stub):
 
 
 def test_journal_survives_restart_and_marks_interrupted_jobs(tmp_path: Path):
-    db = open_database(tmp_path / "m.db")
-    first = OperationRegistry(journal=SqliteJournal(db))
+    store = SqliteState(tmp_path / "m.db")
+    first = OperationRegistry(journal=store.journal)
     first.start(
         "finished",
         kind="k",
@@ -169,7 +169,7 @@ def test_journal_survives_restart_and_marks_interrupted_jobs(tmp_path: Path):
     first.start("inflight", kind="k", fingerprint="f", target="t", runner=gated_runner(hang))
     time.sleep(0.2)
     # a new registry over the same database = the service restarted
-    second = OperationRegistry(journal=SqliteJournal(db), service_name="spcs-management")
+    second = OperationRegistry(journal=store.journal, service_name="spcs-management")
     finished = second.get("operations/finished")
     result = node_pb2.BackupResult()
     assert finished.done and finished.response.Unpack(result) and result.path == "done"
@@ -178,4 +178,4 @@ def test_journal_survives_restart_and_marks_interrupted_jobs(tmp_path: Path):
     assert metadata(interrupted).state == types_pb2.JOB_STATE_FAILED
     hang.set()
     first.wait("operations/inflight", 5)
-    db.close()
+    store.close()

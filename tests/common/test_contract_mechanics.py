@@ -8,10 +8,12 @@ import sys
 import grpc
 import pytest
 
-from spcs.common.server import Server, bind
+from spcs.common.server import bind
 from spcs.v1 import node_pb2, node_pb2_grpc
-from tests.foundation.test_lifecycle_signals_tls import server_settings
+from tests.stacks import serving
 from tests.support import REPO
+
+pytestmark = pytest.mark.fast
 
 
 def test_committed_stubs_match_proto():
@@ -55,19 +57,14 @@ def test_every_proto_field_is_documented():
 
 def test_an_unimplemented_method_answers_unimplemented_naming_it():
     """A servicer that implements nothing: every method fails clearly, never silently."""
-    server = Server(
-        "t",
-        server_settings(),
-        [bind(node_pb2, node_pb2_grpc, "AgentCommands", node_pb2_grpc.AgentCommandsServicer())],
-    )
-    port = server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = node_pb2_grpc.AgentCommandsStub(channel)
-            for method in node_pb2.DESCRIPTOR.services_by_name["AgentCommands"].methods:
-                with pytest.raises(grpc.RpcError) as failure:
-                    getattr(stub, method.name)(method.input_type._concrete_class(), timeout=5)
-                assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
-                assert f"spcs.v1.AgentCommands/{method.name}" in failure.value.details()
-    finally:
-        server.stop(0)
+    servicer = node_pb2_grpc.AgentCommandsServicer()
+    with (
+        serving("t", [bind(node_pb2, node_pb2_grpc, "AgentCommands", servicer)]) as address,
+        grpc.insecure_channel(address) as channel,
+    ):
+        stub = node_pb2_grpc.AgentCommandsStub(channel)
+        for method in node_pb2.DESCRIPTOR.services_by_name["AgentCommands"].methods:
+            with pytest.raises(grpc.RpcError) as failure:
+                getattr(stub, method.name)(method.input_type._concrete_class(), timeout=5)
+            assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert f"spcs.v1.AgentCommands/{method.name}" in failure.value.details()

@@ -1,4 +1,4 @@
-"""The error table, the interceptor's error handling, settings precedence, StorPool config."""
+"""The error table, the interceptor's error handling, settings precedence."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from grpc_status import rpc_status
 from spcs.common import errors
 from spcs.common.identity import IdentityInfo, IdentityServicer
 from spcs.common.interceptors import redacted_text, request_key
-from spcs.common.server import Server, bind
+from spcs.common.server import bind
 from spcs.common.settings import ConfigError, Option, add_options, parse_listen, resolve
-from spcs.storpool import conf as storpool_conf
 from spcs.v1 import driver_pb2, identity_pb2, identity_pb2_grpc, lifecycle_pb2, types_pb2
-from tests.foundation.test_lifecycle_signals_tls import server_settings
+from tests.stacks import serving
+
+pytestmark = pytest.mark.fast
 
 
 def test_every_domain_error_has_a_distinct_status():
@@ -56,18 +57,12 @@ def test_interceptor_maps_errors_without_tracebacks(raised, code, reason):
         servicer = Crashing(info)
     else:
         servicer = IdentityServicer(info)
-    server = Server(
-        "t", server_settings(), [bind(identity_pb2, identity_pb2_grpc, "Identity", servicer)]
-    )
-    port = server.start()
-    try:
-        with (
-            grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
-            pytest.raises(grpc.RpcError) as failure,
-        ):
-            identity_pb2_grpc.IdentityStub(channel).Probe(identity_pb2.ProbeRequest())
-    finally:
-        server.stop(0)
+    with (
+        serving("t", [bind(identity_pb2, identity_pb2_grpc, "Identity", servicer)]) as address,
+        grpc.insecure_channel(address) as channel,
+        pytest.raises(grpc.RpcError) as failure,
+    ):
+        identity_pb2_grpc.IdentityStub(channel).Probe(identity_pb2.ProbeRequest())
     error = failure.value
     assert error.code() == code
     assert "Traceback" not in error.details() and "secret internals" not in error.details()
@@ -108,34 +103,3 @@ def test_settings_precedence(tmp_path: Path):
     assert resolve(args, options, environ={"SPCS_LISTEN": "[::1]:4"})["listen"] == ("[::1]", 4)
     with pytest.raises(ConfigError, match="SPCS_WORKERS"):
         resolve(parser.parse_args([]), options, environ={"SPCS_WORKERS": "x"})
-
-
-def test_storpool_conf_sections_dropins_and_environment(tmp_path: Path):
-    conf = tmp_path / "storpool.conf"
-    conf.write_text(
-        "SP_API_HTTP_HOST=10.0.0.1\nSP_AUTH_TOKEN=base\nSP_CLUSTER_ID=nzkr.b\n"
-        "[kvm1]\nSP_OURID=11\n[kvm2]\nSP_OURID=12\n"
-    )
-    (tmp_path / "storpool.conf.d").mkdir()
-    (tmp_path / "storpool.conf.d" / "50-port.conf").write_text("SP_API_HTTP_PORT=8181\n")
-    (tmp_path / "storpool.conf.d" / ".hidden.conf").write_text("SP_API_HTTP_PORT=1\n")
-    kvm1 = storpool_conf.load(conf, section="kvm1", environ={})
-    assert (kvm1.api_host, kvm1.api_port, kvm1.auth_token, kvm1.our_id, kvm1.cluster_id) == (
-        "10.0.0.1",
-        8181,
-        "base",
-        11,
-        "nzkr.b",
-    )
-    assert storpool_conf.load(conf, section="kvm2", environ={}).our_id == 12
-    env = storpool_conf.load(
-        conf, section="kvm2", environ={"SP_AUTH_TOKEN": "env", "SP_OURID": "3"}
-    )
-    assert (env.auth_token, env.our_id) == ("env", 3)
-    other = storpool_conf.load(conf, section="other", environ={})
-    with pytest.raises(
-        ConfigError, match=r"^SP_OURID: StorPool setting SP_OURID is missing.*section \[other\]"
-    ):
-        other.require("SP_OURID")
-    with pytest.raises(ConfigError, match="does not exist"):
-        storpool_conf.load(tmp_path / "nope.conf", environ={})

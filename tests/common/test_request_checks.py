@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from spcs.v1 import driver_pb2, driver_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc, types_pb2
-from tests.foundation.test_servers import start_management
-from tests.support import Service, log_containing
+from tests.stacks import Service, start_management
+from tests.support import log_containing
 
 
 @pytest.fixture

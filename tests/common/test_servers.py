@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -26,7 +25,8 @@ from spcs.v1 import (
     node_pb2,
     node_pb2_grpc,
 )
-from tests.support import REPO, Service, run_spcs, start_service
+from tests.stacks import start_management, start_node, start_service
+from tests.support import REPO, run_spcs
 
 MANAGEMENT_SERVICES = {
     "spcs.v1.Identity",
@@ -48,34 +48,6 @@ NODE_SERVICES = {
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }
-NODE_ENV = {"SP_OURID": "7", "SP_AUTH_TOKEN": "test-token", "SP_CLUSTER_ID": "emu.a"}
-
-
-def start_management(tmp_path: Path, services: list[Service]) -> Service:
-    service = start_service(["management", "--db", str(tmp_path / "m.db")], tmp_path, "mgmt")
-    services.append(service)
-    return service
-
-
-def node_args(tmp_path: Path, host_id: str = "host-1") -> list[str]:
-    (tmp_path / "dev").mkdir(exist_ok=True)
-    return [
-        "node",
-        "--host-id",
-        host_id,
-        "--device-root",
-        str(tmp_path / "dev"),
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--mount-root",
-        str(tmp_path / "mnt"),
-    ]
-
-
-def start_node(tmp_path: Path, services: list[Service]) -> Service:
-    service = start_service(node_args(tmp_path), tmp_path, "node", env=NODE_ENV)
-    services.append(service)
-    return service
 
 
 def reflected_services(channel: grpc.Channel) -> set[str]:

@@ -19,7 +19,7 @@ from spcs.common.settings import Option, ServerSettings, add_options, resolve
 from spcs.management import settings as management_settings
 from spcs.node import settings as node_settings
 from tests.e2e.sandbox import Host, Network, require_namespaces, terminate
-from tests.support import Service
+from tests.stacks import Service
 
 SPCS = [sys.executable, "-m", "spcs.cli"]
 

@@ -1,0 +1,152 @@
+"""The management service's state: what neither CloudStack nor StorPool can tell us, and the
+interface every store of it implements.
+
+StorPool (names and tags) is the source of truth for volumes and snapshots. The state store
+keeps only pools (with their StorPool connection, token included), which hosts are connected to
+which pool, template-cache entries, registered nodes and the operations journal, so a restart
+loses nothing. `spcs.management.sqlite_state.SqliteState` is the embedded implementation; the
+domain (`Pools`, `NodeDirectory`, `TemplateCache`, `HostEvents`) sees only `StateStore`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from spcs.common.operations import Journal
+from spcs.management.pool_url import Connection
+from spcs.storpool import names
+from spcs.v1 import lifecycle_pb2
+
+# A node announces itself every REFRESH seconds; after STALE without news it is unhealthy.
+REFRESH_SECONDS = 30
+STALE_SECONDS = 3 * REFRESH_SECONDS
+DEFAULT_MAX_COPIES = 2  # the node's own default, for nodes that do not announce theirs
+
+# Pool details that keep snapshots on primary only (no backup to secondary).
+BYPASS_DETAILS = {"snapshot.backup.to.secondary": "false", "sp.bypass.secondary.storage": "true"}
+
+
+@dataclass
+class PoolRecord:
+    uuid: str
+    name: str
+    zone_id: str
+    scope: lifecycle_pb2.PoolScope.ValueType
+    state: lifecycle_pb2.PoolState.ValueType
+    conn: Connection
+    capacity_bytes: int
+    capacity_iops: int
+    used_bytes: int
+    tags: list[str]
+    details: dict[str, str]
+    hypervisor: str
+    cluster_id: str
+    pod_id: str
+    fingerprint: str
+    hosts: list[str] = field(default_factory=list)
+
+    @property
+    def template(self) -> str:
+        return self.conn.template
+
+    @property
+    def bypass_secondary(self) -> bool:
+        return any(self.details.get(k, "").lower() == v for k, v in BYPASS_DETAILS.items())
+
+    def message(self) -> lifecycle_pb2.Pool:
+        return lifecycle_pb2.Pool(
+            uuid=self.uuid,
+            name=self.name,
+            zone_id=self.zone_id,
+            scope=self.scope,
+            state=self.state,
+            sp_template=self.template,
+            api_endpoint=self.conn.endpoint,
+            url_form=self.conn.form,
+            capacity_bytes=self.capacity_bytes,
+            capacity_iops=self.capacity_iops,
+            used_bytes=self.used_bytes,
+            tags=self.tags,
+            details=self.details,
+            connected_host_ids=self.hosts,
+            path=names.BYID_DIR + "/",
+        )
+
+
+@dataclass(frozen=True)
+class PoolChanges:
+    """What UpdatePool may change."""
+
+    capacity_bytes: int
+    capacity_iops: int
+    tags: list[str]
+    details: dict[str, str]
+    conn: Connection
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A template cached on a pool as a StorPool snapshot."""
+
+    template_uuid: str
+    snapshot_name: str
+    global_id: str
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    host_id: str
+    address: str
+    client_id: int
+    cluster_id: str
+    version: str
+    last_seen: float
+    client_running: bool
+    max_copies: int = DEFAULT_MAX_COPIES
+
+    @property
+    def healthy(self) -> bool:
+        return time.time() - self.last_seen < STALE_SECONDS
+
+
+class StateStore(Protocol):
+    """Every method is one transaction; readers see every write that returned before."""
+
+    @property
+    def journal(self) -> Journal: ...
+
+    # ---- pools ------------------------------------------------------------------------------
+    def pool(self, uuid: str) -> PoolRecord | None: ...
+    def pools(self) -> list[PoolRecord]: ...
+    def add_pool(self, pool: PoolRecord) -> None: ...
+    def set_pool_state(self, uuid: str, state: lifecycle_pb2.PoolState.ValueType) -> None: ...
+    def update_pool(self, uuid: str, changes: PoolChanges) -> None: ...
+    def set_pool_used(self, uuid: str, used: int) -> None: ...
+    def remove_pool(self, uuid: str) -> None: ...
+
+    # ---- hosts connected to pools -------------------------------------------------------
+    def connect_host(self, pool_uuid: str, host_id: str, client_id: int) -> None: ...
+    def disconnect_host(self, host_id: str, pool_uuids: Iterable[str] | None = None) -> int: ...
+    def pools_of_host(self, host_id: str) -> list[str]: ...
+
+    # ---- the template cache ----------------------------------------------------------------
+    def put_cache_entry(self, pool_uuid: str, entry: CacheEntry) -> None: ...
+    def drop_cache_entry(self, pool_uuid: str, template_uuid: str) -> None: ...
+    def cache_entries(self, pool_uuid: str) -> list[CacheEntry]: ...
+
+    # ---- nodes ------------------------------------------------------------------------------
+    def register_node(self, node: NodeRecord) -> None: ...
+    def forget_node(self, host_id: str) -> bool: ...
+    def set_client_running(self, host_id: str, running: bool) -> None: ...
+    def node(self, host_id: str) -> NodeRecord | None: ...
+    def nodes(self) -> list[NodeRecord]: ...
+
+    # ---- the store itself ---------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise if the store cannot answer (for the readiness probe)."""
+
+    def close(self) -> None: ...
