@@ -8,6 +8,8 @@
 - `start_service()`, `start_management()`, `start_node()`: one spcs process, alone, with the
   arguments a test gives (`Service`).
 - `server_settings()`, `serving()`: a spcs gRPC `Server` in this process, for the in-process tier.
+- `mariadb_server()`: a private MariaDB server on loopback (the `mariadb` session fixture of
+  tests/conftest.py), for the state store on a shared database.
 
 The StorPool emulator alone is `spcs.emulator.Emulator` itself (a context manager that starts it
 in a thread and stops it, releasing its devices).
@@ -16,7 +18,10 @@ in a thread and stops it, releasing its devices).
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -41,9 +46,12 @@ __all__ = [
     "MANAGEMENT_ARGS",
     "NODE_ARGS",
     "TEMPLATE",
+    "MariaDB",
     "NodeStack",
     "Service",
     "Stack",
+    "mariadb_installed",
+    "mariadb_server",
     "node_stack",
     "server_settings",
     "serving",
@@ -91,15 +99,17 @@ def start_service(
     name: str,
     env: dict[str, str] | None = None,
     timeout: float = 20,
+    listen: str = "127.0.0.1:0",
 ) -> Service:
-    """Start `spcs <args> --listen 127.0.0.1:0` and wait until it has bound its port."""
+    """Start `spcs <args> --listen <listen>` (a free loopback port unless told) and wait until
+    it has bound its port."""
     port_file = workdir / f"{name}.port"
     port_file.unlink(missing_ok=True)
     log_path = workdir / f"{name}.log"
     full_env = {**os.environ, **(env or {})}
     with log_path.open("wb") as log_file:
         popen = subprocess.Popen(
-            [*SPCS, *args, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
+            [*SPCS, *args, "--listen", listen, "--port-file", str(port_file)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -120,10 +130,14 @@ def start_service(
 LONE_NODE_ENV = {"SP_OURID": "7", "SP_AUTH_TOKEN": "test-token", "SP_CLUSTER_ID": "emu.a"}
 
 
-def start_management(workdir: Path, services: list[Service] | None = None) -> Service:
+def start_management(
+    workdir: Path, services: list[Service] | None = None, listen: str = "127.0.0.1:0"
+) -> Service:
     """`spcs management` alone, its database in `workdir`; added to `services` (the fixture that
-    stops them) when given."""
-    service = start_service(["management", "--db", str(workdir / "m.db")], workdir, "mgmt")
+    stops them) when given. `listen`: to start one again on the port it had."""
+    service = start_service(
+        ["management", "--db", str(workdir / "m.db")], workdir, "mgmt", listen=listen
+    )
     if services is not None:
         services.append(service)
     return service
@@ -362,3 +376,130 @@ def node_stack(tmp: Path) -> Iterator[NodeStack]:
         if running.node is not None and running.node.popen.poll() is None:
             running.node.terminate()
         emu.stop(release_devices=True)
+
+
+# ---- a private MariaDB server --------------------------------------------------------------------
+
+MARIADB_USER = "spcs"
+
+
+def _sbin(name: str) -> str | None:
+    """A server binary, also where PATH lacks /usr/sbin."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+
+
+def mariadb_installed() -> bool:
+    return _sbin("mariadbd") is not None and _sbin("mariadb-install-db") is not None
+
+
+@dataclass
+class MariaDB:
+    """A MariaDB server of a test session's own on 127.0.0.1:`port`. `url` is its database
+    `spcs` for the user `spcs`, whose `password` is never in the URL; `new_database()` makes a
+    fresh one for a test, `rows()` reads as root (for assertions)."""
+
+    port: int
+    socket: Path
+    password: str
+    created: int = 0
+
+    def url_of(self, database: str) -> str:
+        return f"mysql+pymysql://{MARIADB_USER}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def url(self) -> str:
+        return self.url_of("spcs")
+
+    def root(self, database: str | None = None):
+        import pymysql
+
+        return pymysql.connect(
+            unix_socket=str(self.socket), user="root", database=database, autocommit=True
+        )
+
+    def new_database(self) -> str:
+        """A new empty database the user may use; returns its URL."""
+        self.created += 1
+        name = f"spcs_t{self.created}"
+        with self.root() as conn, conn.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        return self.url_of(name)
+
+    def rows(self, database: str, sql: str, *args: object) -> list[tuple]:
+        with self.root(database) as conn, conn.cursor() as cursor:
+            cursor.execute(sql, args)
+            return list(cursor.fetchall())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_mariadb(popen: subprocess.Popen[bytes], log: Path) -> None:
+    """Until mariadbd says it is ready (trying to connect before would leak sockets)."""
+    deadline = time.monotonic() + 60
+    while "ready for connections" not in (log.read_text(errors="replace") if log.exists() else ""):
+        if popen.poll() is not None:
+            raise AssertionError(f"mariadbd exited with {popen.returncode}:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"mariadbd did not start in 60 s:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def mariadb_server(tmp: Path) -> Iterator[MariaDB]:
+    """`mariadbd` on 127.0.0.1 and a free port, its data, socket and pid file in `tmp` (no
+    system config read), with the database `spcs` and the user `spcs` (a random password,
+    allowed on every database named spcs*); stopped and its data left in `tmp` at exit."""
+    mariadbd, install = _sbin("mariadbd"), _sbin("mariadb-install-db")
+    assert mariadbd is not None and install is not None, "mariadb-server is not installed"
+    data, log = tmp / "data", tmp / "mariadb.log"
+    as_root = ["--user=root"] if os.geteuid() == 0 else []  # mariadbd refuses root otherwise
+    subprocess.run(
+        [
+            install,
+            "--no-defaults",
+            "--auth-root-authentication-method=normal",
+            f"--datadir={data}",
+            "--skip-test-db",
+            *as_root,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    server = MariaDB(_free_port(), tmp / "mariadb.sock", secrets.token_hex(12))
+    args = [
+        mariadbd,
+        "--no-defaults",
+        f"--datadir={data}",
+        f"--socket={server.socket}",
+        f"--pid-file={tmp / 'mariadb.pid'}",
+        f"--port={server.port}",
+        "--bind-address=127.0.0.1",
+        "--skip-name-resolve",
+        "--innodb-buffer-pool-size=64M",
+        "--innodb-flush-log-at-trx-commit=2",  # a test server: no fsync per commit
+        "--skip-log-bin",
+        f"--log-error={log}",
+        *as_root,
+    ]
+    popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_mariadb(popen, log)
+        with server.root() as conn, conn.cursor() as cursor:
+            cursor.execute("CREATE DATABASE spcs CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            cursor.execute(
+                f"CREATE USER '{MARIADB_USER}'@'127.0.0.1' IDENTIFIED BY %s", (server.password,)
+            )
+            cursor.execute(f"GRANT ALL PRIVILEGES ON `spcs%`.* TO '{MARIADB_USER}'@'127.0.0.1'")
+        yield server
+    finally:
+        popen.terminate()
+        try:
+            popen.wait(30)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()

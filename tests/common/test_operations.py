@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2
 from spcs.common import errors
 from spcs.common.operations import JobContext, OperationRegistry, OperationsServicer
 from spcs.common.server import bind_operations
-from spcs.management.sqlite_state import SqliteState
+from spcs.management.sql_state import SqlState
 from spcs.v1 import node_pb2, types_pb2
 from tests.stacks import serving
 
@@ -155,7 +155,7 @@ def test_failure_status_and_slot_limit(registry_and_stub):
 
 
 def test_journal_survives_restart_and_marks_interrupted_jobs(tmp_path: Path):
-    store = SqliteState(tmp_path / "m.db")
+    store = SqlState(tmp_path / "m.db")
     first = OperationRegistry(journal=store.journal)
     first.start(
         "finished",

@@ -38,6 +38,8 @@ def bad(value: str, setting: str | None = None, *extra: str) -> Bad:
     return (value, setting, extra)
 
 
+# a MariaDB that is never reached: the cases stop at the settings
+MYSQL_URL = "mysql+pymysql://spcs@127.0.0.1:1/spcs"
 NUMBER_OF_SECONDS = [bad("0"), bad("-1"), bad("nan"), bad("inf"), bad("1e9"), bad("soon")]
 WITH_KEY = ("--tls-key", "{key}")
 WITH_CERT = ("--tls-cert", "{cert}")
@@ -99,6 +101,24 @@ SERVICE_BAD: dict[str, dict[str, list[Bad]]] = {
             bad("{garbage}"),  # not an SQLite database
             bad("/proc/spcs-test/management.db"),  # a directory that cannot be created
         ],
+        "database_url": [
+            bad("postgresql://spcs@db.example.com/spcs"),  # not an engine spcs runs on
+            bad("not a url"),
+            bad("mysql://spcs@db.example.com/spcs"),  # MySQL's default driver, not PyMySQL
+            bad("sqlite://"),  # in memory: nothing would be kept
+            bad("mysql+pymysql://spcs@db.example.com"),  # no database
+            bad("sqlite:///{dir}"),  # a directory
+            bad("sqlite:///{garbage}"),  # not an SQLite database
+            bad("postgresql://spcs:hunter2@db.example.com/spcs"),  # (the password not repeated)
+        ],
+        "database_password_file": [
+            bad(""),
+            bad("{missing}"),
+            bad("{dir}"),
+            bad("{plain}"),  # a password, but the state database is SQLite (--db)
+            bad("{empty}", None, "--database-url", MYSQL_URL),
+            bad("{binary}", None, "--database-url", MYSQL_URL),  # not text
+        ],
         "storpool_conf": STORPOOL_CONF_BAD,
         "storpool_retry_seconds": NUMBER_OF_SECONDS,
         "node_retry_seconds": NUMBER_OF_SECONDS,
@@ -108,7 +128,24 @@ SERVICE_BAD: dict[str, dict[str, list[Bad]]] = {
         **SERVER_BAD,
         "host_id": [bad(""), bad("has space"), bad("a/b"), bad("-x")],
         "device_root": [bad(""), bad("{missing}"), bad("{plain}")],
-        "management": [bad(""), bad("mgmt"), bad("mgmt:x"), bad("mgmt:70000")],
+        # the sources take turns: flag, env, toml, flag, env, toml, ...
+        "management": [
+            bad(""),
+            bad("mgmt"),
+            bad("mgmt:x"),
+            bad("mgmt:70000"),
+            bad("127.0.0.1:9710,,127.0.0.1:9711"),  # an empty item (environment)
+            bad("mgmt:9710,"),  # a trailing comma (TOML string)
+            bad("mgmt1:9710,,mgmt2:9710"),  # an empty item (flag)
+            bad("mgmt:0"),  # no port to call
+            bad("dns://resolver.example/mgmt:9710"),  # a DNS server of its own: not supported
+            bad("ipv4:127.0.0.1:9710,127.0.0.1:9711"),  # gRPC's own list syntax
+            bad("mgmt:9710,mgmt:9710"),  # the same replica twice
+            bad(",".join(f"10.0.0.{n}:9710" for n in range(1, 18))),  # more than 16
+            bad("dns:///mgmt"),  # no port
+            bad("mgmt/x:9710"),  # not a host name
+            bad("[::1]:9710, [::1]:9710"),
+        ],
         "advertise": [bad(""), bad("kvm1"), bad("kvm1:x"), bad(":9711")],
         "storpool_conf": [
             *STORPOOL_CONF_BAD,
@@ -284,6 +321,37 @@ def other_cases() -> Iterator[Case]:
         )
     yield from (
         Case("node-no-host-id", "node", "--host-id", omit=("host_id",)),
+        # --management repeated, and the items of a TOML list, are checked like one value
+        Case(
+            "node-management-repeated-twice",
+            "node",
+            "--management",
+            ["--management", "mgmt:9710", "--management", "mgmt:9710"],
+        ),
+        Case(
+            "node-management-repeated-empty",
+            "node",
+            "--management",
+            ["--management", "mgmt:9710", "--management", ""],
+        ),
+        Case(
+            "node-management-toml-list-empty-item",
+            "node",
+            "--management",
+            toml='management = ["mgmt1:9710", ""]\n',
+        ),
+        Case(
+            "node-management-toml-list-bad-port",
+            "node",
+            "--management",
+            toml='management = ["mgmt1:9710", "mgmt2:port"]\n',
+        ),
+        Case(
+            "node-management-toml-list-twice",
+            "node",
+            "--management",
+            toml='management = ["mgmt1:9710", "mgmt2:9710,mgmt1:9710"]\n',
+        ),
         Case("node-sp-ourid-empty", "node", "SP_OURID", env={"SP_OURID": ""}),
         Case("node-sp-token-empty", "node", "SP_AUTH_TOKEN", env={"SP_AUTH_TOKEN": ""}),
         Case(
@@ -295,6 +363,19 @@ def other_cases() -> Iterator[Case]:
         Case("node-device-root-unreadable", "node", "--device-root", unreadable=("dev",)),
         Case("node-state-dir-read-only", "node", "--state-dir", unreadable=("state",)),
         Case("management-db-unreadable", "management", "--db", unreadable=("db",)),
+        Case(
+            "management-database-password-file-unreadable",
+            "management",
+            "--database-password-file",
+            ["--database-url", MYSQL_URL, "--database-password-file", "{password}"],
+            unreadable=("password",),
+        ),
+        Case(
+            "management-database-password-env-sqlite",
+            "management",
+            "SPCS_DATABASE_PASSWORD",
+            env={"SPCS_DATABASE_PASSWORD": "hunter2"},  # but the state database is SQLite
+        ),
     )
 
 
@@ -331,6 +412,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["garbage"].write_text("this is neither a certificate nor a key nor a database\n")
     paths["binary"] = top / "binary.toml"
     paths["binary"].write_bytes(b"\xff\xfe\x00listen\n")
+    paths["empty"] = top / "empty"
+    paths["empty"].write_text("\n")
+    paths["password"] = top / "password"
+    paths["password"].write_text("hunter2\n")
     curve = ("-pkeyopt", "ec_paramgen_curve:P-256")
     for name, key in (("cert", "key"), ("ca", "ca_key")):
         subject = ("-subj", f"/CN={name}", "-days", "2")
@@ -446,6 +531,7 @@ def without_file_access_override() -> list[str]:
 def message_of(case: Case, code: int | str, output: str) -> str:
     context = f"case {case.id}: exit {code}, output:\n{output}"
     assert "Traceback" not in output, context
+    assert "hunter2" not in output, context  # the cases' database password: never shown
     assert code == 2, context
     lines = output.strip().splitlines()
     assert len(lines) == 1, context

@@ -1,5 +1,5 @@
 """In-process fixtures for the domain tests: `build_domain` over a `MemoryStorPool` and a
-`SqliteState` on tmp_path, with a pool in state Up. No gRPC server, no subprocess: each test
+`SqlState` on tmp_path, with a pool in state Up. No gRPC server, no subprocess: each test
 runs in milliseconds and asserts on what the StorPool fake and the state store hold afterwards.
 
 `Env` bundles the domain with the fake StorPool and a few helpers (pools, volumes, snapshots,
@@ -22,7 +22,7 @@ from spcs.common import errors
 from spcs.demo.stack import TEMPLATE
 from spcs.management import servicers
 from spcs.management.app import Domain, build_domain
-from spcs.management.sqlite_state import SqliteState
+from spcs.management.sql_state import SqlState
 from spcs.management.state import PoolRecord
 from spcs.storpool import names
 from spcs.storpool.client import StorPoolClient
@@ -77,7 +77,7 @@ class Env:
 
     domain: Domain
     sp: MemoryStorPool
-    store: SqliteState
+    store: SqlState
     clusters: dict[str, MemoryStorPool]  # API host → its StorPool (default: `sp`)
     made: Counter[tuple[str, int, str]] = field(default_factory=Counter)
     pool: PoolRecord | None = None
@@ -257,14 +257,14 @@ def sp() -> MemoryStorPool:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteState]:
-    state = SqliteState(tmp_path / "spcs.db")
+def store(tmp_path: Path) -> Iterator[SqlState]:
+    state = SqlState(tmp_path / "spcs.db")
     yield state
     state.close()
 
 
 @pytest.fixture
-def bare(sp: MemoryStorPool, store: SqliteState) -> Env:
+def bare(sp: MemoryStorPool, store: SqlState) -> Env:
     """The domain with no pool yet."""
     clusters: dict[str, MemoryStorPool] = {}
     made: Counter[tuple[str, int, str]] = Counter()

@@ -197,7 +197,7 @@ def test_node_config_loads(root: Path, clean_env, all_settings: bool):
     settings = node_settings.NodeSettings.from_args(args)
     assert settings.host_id == "kvm-host-1"  # from node.env, or the commented host_id
     assert settings.server.listen == ("0.0.0.0", 9711)
-    assert settings.management == "cs-mgmt.example.com:9710"
+    assert [str(target) for target in settings.management] == ["cs-mgmt.example.com:9710"]
     assert settings.storpool.our_id == 1 and settings.storpool.auth_token == TOKEN
     assert settings.state_dir == root / "var/lib/spcs/node"
     assert settings.mount_root == root / "var/lib/spcs/mnt"

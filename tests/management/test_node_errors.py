@@ -19,7 +19,7 @@ from spcs.common.server import bind, bind_operations
 from spcs.management.nodecalls import NodeCalls
 from spcs.management.nodes import NodeDirectory
 from spcs.management.pool_url import Connection
-from spcs.management.sqlite_state import SqliteState
+from spcs.management.sql_state import SqlState
 from spcs.management.state import PoolRecord
 from spcs.storpool import errors as sp_errors
 from spcs.v1 import lifecycle_pb2, node_pb2, node_pb2_grpc
@@ -68,7 +68,7 @@ def calls(tmp_path: Path) -> Iterator[NodeCalls]:
         bind(node_pb2, node_pb2_grpc, "AgentCommands", FailingCommands(registry)),
         bind_operations(OperationsServicer(registry)),
     ]
-    store = SqliteState(tmp_path / "m.db")
+    store = SqlState(tmp_path / "m.db")
     nodes = NodeDirectory(store)
     with serving("fake-node", bindings) as address:
         nodes.register("host-1", address, 1, "emu.a", "test")

@@ -12,7 +12,7 @@ import pytest
 from google.longrunning import operations_pb2
 
 from spcs.management.nodes import NodeDirectory
-from spcs.management.sqlite_state import SqliteState
+from spcs.management.sql_state import SqlState
 from spcs.v1 import node_pb2, types_pb2
 from tests.node.test_commands import make_template, object_file, result_of, snapshot_of
 from tests.stacks import NodeStack, start_management
@@ -164,7 +164,7 @@ def test_registers_with_management_and_survives_its_absence(stack: NodeStack):
     mgmt = start_management(stack.tmp)
     try:
         stack.start_node("--management", mgmt.address)
-        store = SqliteState(stack.tmp / "m.db")
+        store = SqlState(stack.tmp / "m.db")
         deadline = time.monotonic() + 15
         while True:
             nodes = NodeDirectory(store).all()

@@ -212,6 +212,13 @@ impl Header {
         if ctype != 0 && incompatible & INCOMPAT_COMPRESSION == 0 {
             return Err(bad("compression type set without its incompatible feature bit".into()));
         }
+        // The bit says "read the compression type field", which a 104-byte header lacks
+        // (QEMU refuses such an image too).
+        if incompatible & INCOMPAT_COMPRESSION != 0 && header_length <= 104 {
+            return Err(bad(format!(
+                "the compression type feature bit is set but the {header_length}-byte header has no compression type field"
+            )));
+        }
         if incompatible & INCOMPAT_EXTL2 != 0 && cluster_bits < 14 {
             return Err(bad("extended L2 entries need clusters of at least 16 KiB".into()));
         }
@@ -510,6 +517,10 @@ mod tests {
         assert_eq!(
             refused(&with(16, INCOMPAT_DATA_FILE)),
             "the image keeps its data in an external data file, which is not supported"
+        );
+        assert_eq!(
+            refused(&with(16, INCOMPAT_COMPRESSION)),
+            "the compression type feature bit is set but the 104-byte header has no compression type field"
         );
         let h = parsed(&with(16, INCOMPAT_DIRTY | INCOMPAT_CORRUPT));
         let d = h.describe();

@@ -134,6 +134,14 @@ impl Qcow2Layer {
         let within = pos & (self.cluster_size - 1);
         let (entry, bitmap) = self.entry(cluster)?;
         let (host, zero) = match Descriptor::decode(entry, self.cluster_bits) {
+            // A compressed cluster has no subclusters: its bitmap is reserved, zero (QEMU
+            // calls a cluster with one set invalid).
+            Descriptor::Compressed { .. } if bitmap != 0 => {
+                return Err(Error::format(
+                    &self.path,
+                    format!("compressed cluster {cluster} has a non-zero subcluster bitmap"),
+                ));
+            }
             Descriptor::Compressed { host, stored } => return self.compressed(cluster, host, stored, within, n, out),
             Descriptor::Standard { host, zero } => (host, zero),
         };
@@ -379,6 +387,19 @@ mod tests {
             refused(&mut l, 3 * C, C),
             "data cluster at host offset 589824 lies past the end of the file (393216 bytes)"
         );
+    }
+
+    #[test]
+    fn a_compressed_cluster_with_a_subcluster_bitmap_is_refused() {
+        const C: u64 = 16384;
+        let mut b = image(3, 14, C, INCOMPAT_EXTL2, 5);
+        put64(&mut b, C as usize, (3 * C) | OFLAG_COPIED);
+        let l2 = (3 * C) as usize;
+        put64(&mut b, l2, OFLAG_COMPRESSED | (4 * C));
+        put64(&mut b, l2 + 8, 1);
+        let t = TempImage::new("compressed-bitmap", &b);
+        let mut l = t.layer(None);
+        assert_eq!(refused(&mut l, 0, C), "compressed cluster 0 has a non-zero subcluster bitmap");
     }
 
     #[test]

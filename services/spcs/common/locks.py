@@ -10,6 +10,7 @@ converge from the state StorPool reports.
 
 from __future__ import annotations
 
+import abc
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,9 +29,10 @@ class Lease:
     request_id: str
     mode: Mode
     started: float = field(default_factory=time.monotonic)
+    owner: str = ""  # the replica holding it, for leases kept in a shared database
 
 
-def _merged(wanted: Iterable[Hold]) -> dict[str, Mode]:
+def merged(wanted: Iterable[Hold]) -> dict[str, Mode]:
     """One mode per key: exclusive wins when an operation names a key twice."""
     modes: dict[str, Mode] = {}
     for hold in wanted:
@@ -39,10 +41,9 @@ def _merged(wanted: Iterable[Hold]) -> dict[str, Mode]:
     return modes
 
 
-class KeyedLocks:
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._held: dict[str, list[Lease]] = {}
+class Locks(abc.ABC):
+    """The lock manager seam: `KeyedLocks` in this process, or leases in a shared database
+    (`spcs.management.leases.LeasedLocks`) so that every replica sees every hold."""
 
     @contextmanager
     def hold(
@@ -56,9 +57,20 @@ class KeyedLocks:
         finally:
             release()
 
+    @abc.abstractmethod
     def acquire(self, wanted: Iterable[Hold], operation: str) -> Callable[[], None]:
         """Take every hold or raise Conflict; returns the function that releases them."""
-        modes = _merged(wanted)
+
+
+class KeyedLocks(Locks):
+    """Holds kept in this process's memory (the node; a single management service)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held: dict[str, list[Lease]] = {}
+
+    def acquire(self, wanted: Iterable[Hold], operation: str) -> Callable[[], None]:
+        modes = merged(wanted)
         with self._guard:
             for key, mode in sorted(modes.items()):
                 blockers = [
@@ -67,7 +79,7 @@ class KeyedLocks:
                     if mode is EXCLUSIVE or lease.mode is EXCLUSIVE
                 ]
                 if blockers:
-                    raise Conflict(_conflict_message(operation, key, mode, blockers))
+                    raise Conflict(conflict_message(operation, key, mode, blockers))
             leases = {key: Lease(operation, REQUEST_ID.get(), mode) for key, mode in modes.items()}
             for key, lease in leases.items():
                 self._held.setdefault(key, []).append(lease)
@@ -88,11 +100,19 @@ class KeyedLocks:
             return {key: list(leases) for key, leases in self._held.items()}
 
 
-def _conflict_message(operation: str, key: str, mode: Mode, blockers: list[Lease]) -> str:
+def conflict_message(operation: str, key: str, mode: Mode, blockers: list[Lease]) -> str:
+    """What a conflicting `operation` is told: the first holder (its label, request, replica
+    when it has one, and for how long it has held the key) and how many more there are."""
     first = blockers[0]
     age = time.monotonic() - first.started
     more = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
+    replica = f", replica {first.owner}" if first.owner else ""
     return (
         f"{operation} needs {key} {mode.value}, but {first.operation} holds it {first.mode.value} "
-        f"(request {first.request_id}, {age:.0f}s){more}; retry when it has finished"
+        f"(request {first.request_id}{replica}, {age:.0f}s){more}; retry when it has finished"
     )
+
+
+# the names these had before they were shared with the lease store
+_merged = merged
+_conflict_message = conflict_message

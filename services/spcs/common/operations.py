@@ -33,7 +33,7 @@ from google.rpc import status_pb2
 from spcs.common import errors, validate
 from spcs.common.errors import SpcsError
 from spcs.common.holds import Hold
-from spcs.common.locks import KeyedLocks
+from spcs.common.locks import KeyedLocks, Locks
 from spcs.common.logs import REQUEST_ID
 from spcs.v1 import types_pb2
 
@@ -219,7 +219,7 @@ class OperationRegistry:
         max_running: int | None = None,
         journal: Journal | None = None,
         service_name: str = "spcs",
-        locks: KeyedLocks | None = None,
+        locks: Locks | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
@@ -228,7 +228,7 @@ class OperationRegistry:
         self._journal = journal
         # Keys (devices, destination files) a job holds while it runs; a conflicting new job
         # gets ABORTED at once. Shared with the RPCs that touch the same objects.
-        self.locks = locks or KeyedLocks()
+        self.locks: Locks = locks or KeyedLocks()
         if journal is not None:
             self._recover(journal, service_name)
 

@@ -331,7 +331,13 @@ def _texts(opt: Option, raw: Any, from_file: bool) -> list[str]:
         return [_scalar_text(opt, raw) if from_file else raw]
     if isinstance(raw, list):
         return [_scalar_text(opt, item) if from_file else item for item in raw]
-    return [part for part in _scalar_text(opt, raw).split(",") if part.strip()]
+    text = _scalar_text(opt, raw)
+    if not text.strip():
+        return []
+    parts = text.split(",")
+    if any(not part.strip() for part in parts):
+        raise ValueError(f"{text!r} has an empty item (separate the values with single commas)")
+    return parts
 
 
 def _convert(opt: Option, raw: Any, source: str | None, *, from_file: bool = False) -> Any:

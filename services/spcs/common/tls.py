@@ -53,9 +53,13 @@ def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials | None:
     )
 
 
-def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.Channel:
-    """A channel to another spcs service, TLS when this service has TLS configured."""
-    options = [
+def open_channel(
+    address: str, tls: TlsFiles | None = None, server_name: str | None = None
+) -> grpc.Channel:
+    """A channel to another spcs service, TLS when this service has TLS configured.
+    `server_name`: the name the peer's certificate must carry when `address` is one of the
+    addresses that name resolves to (a management replica found through a dns:/// name)."""
+    options: list[tuple[str, str | int]] = [
         ("grpc.max_receive_message_length", 16 << 20),
         # a peer that restarts is reached again within seconds (gRPC's own backoff grows to
         # two minutes, which would keep a restarted node out of the copy queue that long)
@@ -65,6 +69,8 @@ def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.Channel:
         ("grpc.use_local_subchannel_pool", 1),
     ]
     creds = channel_credentials(tls) if tls is not None else None
+    if server_name is not None and creds is not None:
+        options.append(("grpc.ssl_target_name_override", server_name))
     if creds is None:
         return grpc.insecure_channel(address, options=options)
     return grpc.secure_channel(address, creds, options=options)

@@ -1,4 +1,4 @@
-"""Wiring of the management service: database, registries, domain objects, gRPC services."""
+"""Wiring of the management service: state database, registries, domain objects, gRPC services."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 from spcs.common import authz, errors
 from spcs.common.identity import IdentityInfo, IdentityServicer
-from spcs.common.locks import KeyedLocks
+from spcs.common.locks import KeyedLocks, Locks
 from spcs.common.operations import OperationRegistry, OperationsServicer
 from spcs.common.server import Binding, Server, bind, bind_operations
 from spcs.common.tls import TlsFiles
 from spcs.management import recovery
 from spcs.management.copies import Copies
 from spcs.management.hosts import HostEvents
+from spcs.management.leases import LeasedLocks, replica_id
 from spcs.management.lifecycle import PoolLifecycle
 from spcs.management.nodecalls import NodeCalls
 from spcs.management.nodes import NodeDirectory
@@ -29,8 +30,9 @@ from spcs.management.servicers import (
 )
 from spcs.management.settings import ManagementSettings
 from spcs.management.snapshots import Snapshots
-from spcs.management.sqlite_state import SqliteState
-from spcs.management.state import StateStore
+from spcs.management.sql import is_sqlite
+from spcs.management.sql_state import SqlState
+from spcs.management.state import LeaseStore, StateStore
 from spcs.management.templates import TemplateCache
 from spcs.management.volumes import STATS_SECONDS, Volumes
 from spcs.storpool.api import RetryPolicy
@@ -68,7 +70,7 @@ class Domain:
     servicers call, and what in-process tests drive directly."""
 
     store: StateStore
-    locks: KeyedLocks
+    locks: Locks
     registry: OperationRegistry
     nodes: NodeDirectory
     calls: NodeCalls
@@ -88,8 +90,12 @@ def build_domain(
     tls: TlsFiles | None = None,
     node_retry_seconds: float = 30.0,
     volume_stats_seconds: float = STATS_SECONDS,
+    leases: LeaseStore | None = None,
+    replica: str = "",
 ) -> Domain:
-    locks = KeyedLocks()
+    """`leases`: hold through this shared store (several replicas), as `replica`; without,
+    holds are kept in this process."""
+    locks: Locks = KeyedLocks() if leases is None else LeasedLocks(leases, replica)
     nodes = NodeDirectory(store, tls)
     registry = OperationRegistry(journal=store.journal, service_name=NAME, locks=locks)
     pools = Pools(store, local, clients)
@@ -177,7 +183,9 @@ def _probe(d: Domain) -> Callable[[], tuple[bool, str]]:
 
 
 def build(settings: ManagementSettings) -> Server:
-    store = SqliteState(settings.db)
+    replica = replica_id()
+    store = SqlState(settings.state_url, settings.database_password, replica=replica)
+    shared = not is_sqlite(settings.state_url)
     tls = TlsFiles(
         settings.server.tls_cert,
         settings.server.tls_key,
@@ -192,6 +200,8 @@ def build(settings: ManagementSettings) -> Server:
         tls=tls,
         node_retry_seconds=settings.node_retry_seconds,
         volume_stats_seconds=settings.volume_stats_seconds,
+        leases=store if shared else None,
+        replica=replica,
     )
     bindings = _bindings(d)
     identity = IdentityInfo(
@@ -208,9 +218,16 @@ def build(settings: ManagementSettings) -> Server:
     server = Server(NAME, settings.server, bindings, authz.management_policy())
 
     def sweep() -> None:
+        if shared:
+            # other replicas' jobs are not known here yet: sweeping would remove their work
+            log.info("shared database: the start-up sweep of temporaries is skipped")
+            return
         recovery.sweep_in_background(d.pools, d.registry.is_running)
 
     server.on_start(sweep)
+    if isinstance(d.locks, LeasedLocks):
+        server.on_start(d.locks.start)
+        server.on_stop(d.locks.stop)
     server.on_stop(d.nodes.close)
     server.on_stop(store.close)
     return server

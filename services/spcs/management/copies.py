@@ -560,7 +560,9 @@ class Copies:
             cache, created = self.templates.cache_from_volume(pool, volume, template.uuid)
         else:
             snap = objects.require_snapshot(api, request.source.snapshot)
-            cache, created = self.templates.cache_from_snapshot(pool, snap, template.uuid)
+            cache, created = self.templates.cache_from_snapshot(
+                pool, snap, template.uuid, operation_id=ctx.operation_id
+            )
         # a cache snapshot this copy made for a template that did not get written must not
         # linger; one that was there before stays
         drop = types_pb2.Template(uuid=template.uuid)
@@ -576,7 +578,7 @@ class Copies:
         volume = objects.require_volume(api, source)
         ctx.stage("taking a point-in-time snapshot")
         temporary = names.temporary_snapshot_name(ctx.operation_id)
-        tags = {"uuid": uuid, "cs": names.CS_TEMPORARY}
+        tags = {"uuid": uuid, "cs": names.CS_TEMPORARY, names.OPERATION_TAG: ctx.operation_id}
         try:
             gid = api.snapshot_create(volume.ref, name=temporary, tags=tags)
         except errors.AlreadyExists:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from spcs.common import errors, holds
-from spcs.common.locks import KeyedLocks
+from spcs.common.locks import Locks
 from spcs.management.pools import Pools
 from spcs.management.templates import TemplateCache
 from spcs.storpool import names
@@ -18,7 +18,7 @@ OWN_PREFIXES = ("cs-tmpl-", "cs-tmpldl-", "cs-tmpsnap-", "cs-tmpvol-")
 
 
 class PoolLifecycle:
-    def __init__(self, pools: Pools, templates: TemplateCache, locks: KeyedLocks) -> None:
+    def __init__(self, pools: Pools, templates: TemplateCache, locks: Locks) -> None:
         self.pools = pools
         self.templates = templates
         self.locks = locks

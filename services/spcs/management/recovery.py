@@ -1,11 +1,11 @@
-"""After a restart: remove the temporary StorPool objects that interrupted jobs left behind.
+"""Removing the temporary StorPool objects that interrupted jobs left behind.
 
-Jobs name their temporaries deterministically (download volumes, point-in-time snapshots), and
-a volume a copy creates and fills carries the copy's operation id in a tag until it is complete,
-so a job that died with the process left them recognisable. The operations journal already
-marks those jobs FAILED ("interrupted"); this sweep makes sure nothing they created lingers. It
-assumes one active management service per StorPool cluster (a second replica's running jobs
-would look interrupted too).
+Jobs name their temporaries deterministically (download volumes, point-in-time snapshots) and
+tag them with their operation id (`names.OPERATION_TAG`); a volume a copy creates and fills
+carries the copy's operation id (`names.FILLING_TAG`) until it is complete. The sweep removes
+such an object only when its operation is not running (`is_running`), so it never touches the
+work of a job that is still going, here or — once operations are shared — on another replica.
+Temporaries without an operation tag (made by an older spcs) count as left over.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from spcs.common import errors
 from spcs.management.pools import Pools
 from spcs.storpool import names
+from spcs.storpool.records import StorPoolObject
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ TEMPORARY_PREFIXES = ("cs-tmpldl-", "cs-tmpsnap-", "cs-tmpvol-")
 
 
 def sweep(pools: Pools, is_running: Callable[[str], bool]) -> int:
-    """Delete every temporary object in every pool's StorPool, and the half-filled volumes of
-    copies that no longer run; returns how many."""
+    """Delete the temporary objects and the half-filled volumes of jobs that no longer run, in
+    every pool's StorPool; returns how many."""
     removed = 0
     seen: set[str] = set()
     for pool in pools.all():
@@ -36,13 +37,11 @@ def sweep(pools: Pools, is_running: Callable[[str], bool]) -> int:
         try:
             for volume in api.volumes():
                 filling = volume.tags.get(names.FILLING_TAG, "")
-                if volume.name.startswith(TEMPORARY_PREFIXES) or (
-                    filling and not is_running(filling)
-                ):
+                if (filling and not is_running(filling)) or _left_over(volume, is_running):
                     removed += int(api.volume_delete(volume.ref))
                     log.warning("removed %s left by an interrupted job", volume.name)
             for snapshot in api.snapshots():
-                if snapshot.name.startswith(TEMPORARY_PREFIXES) and not snapshot.deleted:
+                if not snapshot.deleted and _left_over(snapshot, is_running):
                     removed += int(api.snapshot_delete(snapshot.ref))
                     log.warning("removed %s left by an interrupted job", snapshot.name)
         except errors.SpcsError as error:
@@ -50,6 +49,14 @@ def sweep(pools: Pools, is_running: Callable[[str], bool]) -> int:
                 "could not sweep temporary objects at %s: %s", pool.conn.endpoint, error.message
             )
     return removed
+
+
+def _left_over(obj: StorPoolObject, is_running: Callable[[str], bool]) -> bool:
+    """A temporary whose operation no longer runs (or that names none)."""
+    if not obj.name.startswith(TEMPORARY_PREFIXES):
+        return False
+    operation = obj.tags.get(names.OPERATION_TAG, "")
+    return not (operation and is_running(operation))
 
 
 def sweep_in_background(pools: Pools, is_running: Callable[[str], bool]) -> threading.Thread:

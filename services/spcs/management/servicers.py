@@ -14,7 +14,7 @@ from google.longrunning import operations_pb2
 
 from spcs.common import errors, holds
 from spcs.common.contract import rpc
-from spcs.common.locks import KeyedLocks
+from spcs.common.locks import Locks
 from spcs.common.operations import OperationRegistry
 from spcs.management.copies import COPY_KINDS, Copies
 from spcs.management.hosts import HostEvents
@@ -52,7 +52,7 @@ CAPABILITIES = {
 
 
 class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
-    def __init__(self, pools: Pools, lifecycle: PoolLifecycle, locks: KeyedLocks) -> None:
+    def __init__(self, pools: Pools, lifecycle: PoolLifecycle, locks: Locks) -> None:
         self._pools = pools
         self._lifecycle = lifecycle
         self._locks = locks
@@ -155,7 +155,7 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
         templates: TemplateCache,
         copies: Copies,
         lifecycle: PoolLifecycle,
-        locks: KeyedLocks,
+        locks: Locks,
     ) -> None:
         self._pools = pools
         self._volumes = volumes

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
 
 from spcs.common.settings import (
     SERVER_OPTIONS,
     ConfigError,
     Option,
     ServerSettings,
+    existing_file,
     parse_listen,
     path_value,
     positive_float,
     resolve,
     state_directory,
 )
+from spcs.management.sql import database_url, is_sqlite, shown
 from spcs.storpool import conf as storpool_conf
+
+# The password of --database-url's user, when no --database-password-file names a file with it.
+PASSWORD_ENV = "SPCS_DATABASE_PASSWORD"
 
 DEFAULT_LISTEN = "127.0.0.1:9710"
 
@@ -35,6 +44,20 @@ OPTIONS: tuple[Option, ...] = (
         default="/var/lib/spcs/management.db",
         parse=path_value,
         metavar="PATH",
+    ),
+    Option(
+        "database_url",
+        "the state database instead of --db: sqlite:///PATH, or "
+        "mysql+pymysql://USER@HOST[:PORT]/DATABASE (MariaDB/MySQL, which several replicas "
+        "share; also mariadb+pymysql://); put no password in it",
+        parse=database_url,
+        metavar="URL",
+    ),
+    Option(
+        "database_password_file",
+        f"file holding the password of --database-url's user (else env {PASSWORD_ENV})",
+        parse=existing_file,
+        metavar="FILE",
     ),
     Option(
         "storpool_conf",
@@ -72,38 +95,86 @@ class ManagementSettings:
     storpool_retry_seconds: float
     node_retry_seconds: float
     volume_stats_seconds: float = 30.0
+    # the state database: None is SQLite at `db`
+    database_url: URL | None = None
+    database_password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ManagementSettings:
         values = resolve(args, OPTIONS)
         server = ServerSettings.from_values(values)
         storpool = storpool_conf.load(values["storpool_conf"])
-        db = _database(values["db"])
+        url, password = _state_database(values)
         return cls(
             server=server,
-            db=db,
+            db=values["db"],
             storpool=storpool,
             storpool_retry_seconds=values["storpool_retry_seconds"],
             node_retry_seconds=values["node_retry_seconds"],
             volume_stats_seconds=values["volume_stats_seconds"],
+            database_url=url,
+            database_password=password,
         )
+
+    @property
+    def state_url(self) -> URL:
+        """Where the state is: --database-url, or the SQLite file --db."""
+        return self.database_url or URL.create("sqlite", database=str(self.db))
 
 
 SQLITE_HEADER = b"SQLite format 3\0"
 
 
-def _database(db: Path) -> Path:
+def _database(db: Path, setting: str = "--db") -> Path:
     """The database file: its directory is the service's own state directory, created (0750)
     when missing; an existing file must be an SQLite database this process can write."""
     if db.is_dir():
-        raise ConfigError("--db", f"{db} is a directory; give a file path")
-    state_directory(db.parent, "--db")
+        raise ConfigError(setting, f"{db} is a directory; give a file path")
+    state_directory(db.parent, setting)
     if db.exists():
         try:
             with db.open("rb+") as handle:
                 header = handle.read(len(SQLITE_HEADER))
         except OSError as error:
-            raise ConfigError("--db", f"{db} cannot be opened: {error.strerror or error}") from None
+            reason = f"{db} cannot be opened: {error.strerror or error}"
+            raise ConfigError(setting, reason) from None
         if header and header != SQLITE_HEADER:
-            raise ConfigError("--db", f"{db} is not an SQLite database")
+            raise ConfigError(setting, f"{db} is not an SQLite database")
     return db
+
+
+def _state_database(values: dict[str, Any]) -> tuple[URL | None, str | None]:
+    """--database-url (None: SQLite at --db, checked as such) and the password of its user."""
+    url: URL | None = values["database_url"]
+    password_file: Path | None = values["database_password_file"]
+    if url is None or is_sqlite(url):
+        if url is None:
+            _database(values["db"])
+        else:
+            _database(Path(str(url.database)), "--database-url")
+        if password_file is not None:
+            raise ConfigError(
+                "--database-password-file",
+                "is for a MariaDB/MySQL --database-url; the state database is SQLite",
+            )
+        if os.environ.get(PASSWORD_ENV):
+            raise ConfigError(
+                PASSWORD_ENV, "is for a MariaDB/MySQL --database-url; the state database is SQLite"
+            )
+        return url, None
+    if password_file is not None:
+        return url, _password_from(password_file, url)
+    return url, os.environ.get(PASSWORD_ENV) or None
+
+
+def _password_from(path: Path, url: URL) -> str:
+    setting = "--database-password-file"
+    try:
+        password = path.read_text().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(setting, f"{path} is not UTF-8 text") from None
+    except OSError as error:
+        raise ConfigError(setting, f"{path} cannot be read: {error.strerror or error}") from None
+    if not password:
+        raise ConfigError(setting, f"{path} is empty (it holds the password for {shown(url)})")
+    return password

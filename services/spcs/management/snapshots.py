@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from spcs.common import errors, holds
-from spcs.common.locks import KeyedLocks
+from spcs.common.locks import Locks
 from spcs.management import objects
 from spcs.management.pools import Pools
 from spcs.management.state import PoolRecord
@@ -33,7 +33,7 @@ def snapshot_key(snapshot: types_pb2.Snapshot) -> str:
 
 
 class Snapshots:
-    def __init__(self, pools: Pools, locks: KeyedLocks) -> None:
+    def __init__(self, pools: Pools, locks: Locks) -> None:
         self.pools = pools
         self.locks = locks
 

@@ -4,17 +4,20 @@ interface every store of it implements.
 StorPool (names and tags) is the source of truth for volumes and snapshots. The state store
 keeps only pools (with their StorPool connection, token included), which hosts are connected to
 which pool, template-cache entries, registered nodes and the operations journal, so a restart
-loses nothing. `spcs.management.sqlite_state.SqliteState` is the embedded implementation; the
-domain (`Pools`, `NodeDirectory`, `TemplateCache`, `HostEvents`) sees only `StateStore`.
+loses nothing. `spcs.management.sql_state.SqlState` implements it on SQLite (the embedded
+default) and on MariaDB/MySQL (shared by several replicas); the domain (`Pools`,
+`NodeDirectory`, `TemplateCache`, `HostEvents`) sees only `StateStore`. `LeaseStore` keeps the
+holds of `spcs.common.holds` for every replica of one database.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from spcs.common.holds import Hold, Mode
 from spcs.common.operations import Journal
 from spcs.management.pool_url import Connection
 from spcs.storpool import names
@@ -150,3 +153,41 @@ class StateStore(Protocol):
         """Raise if the store cannot answer (for the readiness probe)."""
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """One key held under a lease (what `LeaseStore.leases` lists)."""
+
+    lease_id: int
+    key: str
+    mode: Mode
+    owner: str  # the replica that took it
+    label: str  # the operation, as conflicts name it
+    request_id: str
+    expires: float  # Unix seconds, by the database's clock
+
+
+class LeaseStore(Protocol):
+    """Holds as leases in a database, shared by every replica on it. A lease is what one
+    operation holds (several keys, each shared or exclusive) until it is released or, when its
+    owner stops renewing it, until it expires; expired leases hold nothing."""
+
+    def take_leases(self, holds: Sequence[Hold], *, owner: str, label: str, ttl: float) -> int:
+        """Take every hold for `ttl` seconds, all or none, and return the lease id; raise
+        `errors.Conflict` (the message `spcs.common.locks` gives, naming the holder's label
+        and replica) when another lease holds a key in a mode that conflicts."""
+        ...
+
+    def release_lease(self, lease_id: int) -> bool:
+        """Give the lease up; False if it was not held (released, or expired and removed)."""
+        ...
+
+    def renew_leases(self, owner: str, ttl: float) -> int:
+        """Extend every unexpired lease of `owner` to `ttl` seconds from now; returns how
+        many were extended (one that expired is lost: another replica may hold it now)."""
+        ...
+
+    def leases(self) -> list[LeaseRecord]:
+        """What is held now, by key then lease id (for tests and operators)."""
+        ...

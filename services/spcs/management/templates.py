@@ -14,7 +14,7 @@ import logging
 import threading
 
 from spcs.common import errors, holds
-from spcs.common.locks import KeyedLocks
+from spcs.common.locks import Locks
 from spcs.common.operations import JobContext
 from spcs.management import objects
 from spcs.management.nodecalls import NodeCalls, node_operation_id
@@ -36,7 +36,7 @@ def cache_tags(template_uuid: str) -> dict[str, str]:
 
 
 class TemplateCache:
-    def __init__(self, pools: Pools, nodes: NodeCalls, locks: KeyedLocks) -> None:
+    def __init__(self, pools: Pools, nodes: NodeCalls, locks: Locks) -> None:
         self.pools = pools
         self.nodes = nodes
         self.locks = locks
@@ -87,7 +87,10 @@ class TemplateCache:
         ctx.stage("creating the download volume")
         try:
             gid = api.volume_create(
-                name=temporary, size=size, template=pool.template, tags=cache_tags(template.uuid)
+                name=temporary,
+                size=size,
+                template=pool.template,
+                tags={**cache_tags(template.uuid), names.OPERATION_TAG: ctx.operation_id},
             )
             fresh = True
         except errors.AlreadyExists:  # left by an interrupted attempt: reuse, overwrite fully
@@ -150,7 +153,12 @@ class TemplateCache:
         return self._snapshot(self.pools.api(pool), volume.ref, template_uuid, pool)
 
     def cache_from_snapshot(
-        self, pool: PoolRecord, snapshot: StorPoolSnapshot, template_uuid: str
+        self,
+        pool: PoolRecord,
+        snapshot: StorPoolSnapshot,
+        template_uuid: str,
+        *,
+        operation_id: str = "",
     ) -> tuple[StorPoolSnapshot, bool]:
         """StorPool cannot copy a snapshot directly: clone it into a volume, snapshot that."""
         api = self.pools.api(pool)
@@ -163,7 +171,9 @@ class TemplateCache:
                 name=temporary,
                 parent=snapshot.ref,
                 template=pool.template,
-                tags=cache_tags(template_uuid),
+                tags={**cache_tags(template_uuid), names.OPERATION_TAG: operation_id}
+                if operation_id
+                else cache_tags(template_uuid),
             )
         clone = Owned(
             temporary, f"volume {temporary}", lambda: api.volume_delete(temporary), scratch=True

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from spcs.common import errors, holds, validate
-from spcs.common.locks import KeyedLocks
+from spcs.common.locks import Locks
 from spcs.management import objects
 from spcs.management.nodecalls import NodeCalls
 from spcs.management.pools import Pools
@@ -58,7 +58,7 @@ class Volumes:
         self,
         pools: Pools,
         nodes: NodeCalls,
-        locks: KeyedLocks,
+        locks: Locks,
         stats_seconds: float = STATS_SECONDS,
     ) -> None:
         self.pools = pools

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from spcs import _datamover
@@ -25,6 +25,7 @@ from spcs.node.registration import ClusterId, Registrar, request_for
 from spcs.node.secondary import SecondaryStorage
 from spcs.node.servicers import AgentCommandsServicer, StorageAdaptorServicer
 from spcs.node.settings import NodeSettings
+from spcs.node.targets import Target
 from spcs.storpool.api import RetryPolicy, StorPoolApi
 from spcs.storpool.client import StorPoolClient
 from spcs.v1 import identity_pb2, identity_pb2_grpc, node_pb2, node_pb2_grpc
@@ -145,9 +146,10 @@ def build(settings: NodeSettings) -> Server:
 
 
 def _register_with_management(
-    settings: NodeSettings, management: str, server: Server, d: NodeDomain
+    settings: NodeSettings, management: Sequence[Target], server: Server, d: NodeDomain
 ) -> None:
-    """Announce this node to management once the server listens; stop with the server."""
+    """Announce this node to every management replica once the server listens; stop with the
+    server."""
     tls = TlsFiles(
         settings.server.tls_cert,
         settings.server.tls_key,

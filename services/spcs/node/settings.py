@@ -22,6 +22,7 @@ from spcs.common.settings import (
 )
 from spcs.common.validate import UUID_LIKE
 from spcs.node.secondary import AllowedStore
+from spcs.node.targets import Target, check_targets, parse_management
 from spcs.storpool import conf as storpool_conf
 
 DEFAULT_LISTEN = "127.0.0.1:9711"
@@ -58,9 +59,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "management",
-        "management service to register with (host:port); without it the node runs unregistered",
-        parse=_address,
+        "management service to register with: HOST:PORT, or several (one per management "
+        "replica) separated by commas, or dns:///NAME:PORT for every address NAME resolves to "
+        "(resolved again every refresh); the node registers with each replica it can reach; "
+        "without it the node runs unregistered",
+        parse=parse_management,
         metavar="HOST:PORT",
+        repeated=True,
     ),
     Option(
         "advertise",
@@ -134,7 +139,8 @@ class NodeSettings:
     server: ServerSettings
     host_id: str
     device_root: Path
-    management: str | None
+    # the replicas to register with, as the setting lists them; () = unregistered
+    management: tuple[Target, ...]
     advertise: str | None
     storpool: storpool_conf.StorPoolConf
     storpool_retry_seconds: float
@@ -159,11 +165,15 @@ class NodeSettings:
         storpool.require("SP_OURID", "SP_AUTH_TOKEN")
         for name in ("mount_root", "state_dir"):
             state_directory(values[name], "--" + name.replace("_", "-"))
+        management = tuple(target for group in values["management"] for target in group)
+        problem = check_targets(management)
+        if problem is not None:
+            raise ConfigError("--management", problem)
         return cls(
             server=server,
             host_id=values["host_id"],
             device_root=values["device_root"],
-            management=values["management"],
+            management=management,
             advertise=values["advertise"],
             storpool=storpool,
             storpool_retry_seconds=values["storpool_retry_seconds"],

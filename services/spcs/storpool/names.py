@@ -38,6 +38,9 @@ CS_TEMPORARY = "temporary"
 # On a volume a copy job creates and fills: the job's operation id, removed once the copy is
 # complete. A failed copy deletes the volume only when it still carries it (the job made it).
 FILLING_TAG = "spcs-filling"
+# On a temporary object a job makes for itself (a download volume, a point-in-time snapshot):
+# the job's operation id, so a sweep removes it only once that operation runs nowhere.
+OPERATION_TAG = "spcs-op"
 
 _PREFIX = "cs"
 

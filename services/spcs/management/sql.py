@@ -1,0 +1,293 @@
+"""The management service's database connection, for SQLite and MariaDB/MySQL alike.
+
+SQLAlchemy Core (no ORM) over the standard library's sqlite3 or PyMySQL, a pooled engine shared
+by every thread. `Database` runs one unit of work in one transaction: writes are retried on a
+deadlock or a lock wait (MariaDB) or a busy file (SQLite); a database that does not answer is
+`errors.Unavailable` naming it (never with its password: URLs are shown with
+`render_as_string(hide_password=True)`, and statement parameters, which hold API tokens, are
+never put into errors or logs). `migrate` brings the schema to the newest Alembic revision when
+the store opens.
+
+SQLite as before: WAL, foreign keys, a 5 s busy timeout; writes begin with `BEGIN IMMEDIATE`
+(and queue on a lock in this process), so a write never fails half-way on a lock upgrade.
+MariaDB/MySQL: utf8mb4, strict SQL mode, READ COMMITTED, a pre-ping on every checkout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy.engine import URL, make_url
+
+from spcs.common import errors
+from spcs.common.sqlite import DatabaseError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
+MYSQL_SCHEMES = ("mysql+pymysql", "mariadb+pymysql")
+BUSY_MS = 5000
+# The schema spcs's SQLite files had before Alembic (PRAGMA user_version of its last raw
+# migration), which is revision 0001; files Alembic manages get ALEMBIC_USER_VERSION, so that
+# an older spcs refuses them ("newer than this spcs knows") instead of misreading them.
+LEGACY_USER_VERSION = 3
+LEGACY_REVISION = "0001"
+ALEMBIC_USER_VERSION = 100
+# MariaDB errors after which a transaction is simply run again: deadlock, lock wait timeout.
+RETRIED_MYSQL_ERRORS = frozenset({1213, 1205})
+ATTEMPTS = 5
+MIGRATE_LOCK = "spcs-schema-migration"
+
+
+def database_url(value: str) -> URL:
+    """A --database-url: `sqlite:///PATH` or `mysql+pymysql://USER@HOST[:PORT]/DATABASE`
+    (also `mariadb+pymysql://`). Errors never repeat a password the URL may hold."""
+    try:
+        url = make_url(value.strip())
+    except (exc.ArgumentError, ValueError):
+        raise ValueError(
+            "not a database URL; use sqlite:///PATH or mysql+pymysql://USER@HOST/DATABASE"
+        ) from None
+    scheme = url.drivername
+    if scheme in SQLITE_SCHEMES:
+        if not url.database or url.database == ":memory:":
+            raise ValueError("an SQLite URL needs a file: sqlite:///PATH (sqlite:////abs/path)")
+        return url
+    if scheme not in MYSQL_SCHEMES:
+        raise ValueError(
+            f"{scheme}:// is not supported; use sqlite:///PATH, or mysql+pymysql:// (also "
+            "mariadb+pymysql://) for MariaDB/MySQL"
+        )
+    if not url.host or not url.database:
+        raise ValueError(
+            f"{url.render_as_string(hide_password=True)} needs a host and a database: "
+            "mysql+pymysql://USER@HOST[:PORT]/DATABASE"
+        )
+    return url
+
+
+def is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def shown(url: URL) -> str:
+    """How a database is named in logs and errors: an SQLite file's path, or the URL with its
+    password masked."""
+    if is_sqlite(url) and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
+
+
+def open_engine(url: URL) -> Engine:
+    if is_sqlite(url):
+        engine = create_engine(
+            url,
+            hide_parameters=True,
+            connect_args={"check_same_thread": False, "timeout": BUSY_MS / 1000},
+        )
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return create_engine(
+        url,
+        hide_parameters=True,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_size=8,
+        max_overflow=24,
+        isolation_level="READ COMMITTED",
+        connect_args={
+            "connect_timeout": 10,
+            "read_timeout": 60,
+            "write_timeout": 60,
+            "init_command": "SET SESSION sql_mode = 'TRADITIONAL', innodb_lock_wait_timeout = 10",
+        },
+    )
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
+    # transactions are begun by _sqlite_begin, not by the sqlite3 module's own rules
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "foreign_keys=ON", f"busy_timeout={BUSY_MS}"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("spcs_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _reason(error: exc.SQLAlchemyError) -> str:
+    """The driver's own message (SQLAlchemy's text adds the statement and a link)."""
+    if isinstance(error, exc.DBAPIError) and error.orig is not None:
+        return str(error.orig)
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _retryable(error: exc.DBAPIError) -> bool:
+    args = getattr(error.orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in RETRIED_MYSQL_ERRORS
+    message = str(error.orig).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
+
+
+class Database:
+    """A pooled engine and the transactions the store runs on it."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.name = shown(url)
+        self.sqlite = is_sqlite(url)
+        self.engine = open_engine(url)
+        # SQLite has one writer at a time: this process's writers queue here, not in the busy
+        # handler's sleeps (other processes on the same file still meet the busy timeout)
+        self._writing: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if self.sqlite else contextlib.nullcontext()
+        )
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        try:
+            with self.engine.connect() as conn:
+                return work(conn)
+        except UNAVAILABLE as error:
+            raise self.unavailable(error) from None
+
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one transaction, committed when it returns; run again (from the start)
+        after a deadlock or lock timeout."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with self._writing, self.engine.connect() as conn:
+                    conn.execution_options(spcs_write=True)
+                    with conn.begin():
+                        return work(conn)
+            except exc.DBAPIError as error:
+                if attempt < ATTEMPTS and _retryable(error):
+                    time.sleep(0.01 * attempt)
+                    continue
+                if isinstance(error, UNAVAILABLE):
+                    raise self.unavailable(error) from None
+                raise
+            except exc.TimeoutError as error:  # no connection free in the pool
+                raise self.unavailable(error) from None
+        raise AssertionError("unreachable")
+
+    def unavailable(self, error: exc.SQLAlchemyError) -> errors.Unavailable:
+        return errors.Unavailable(
+            f"the state database {self.name} did not answer: {_reason(error)}; "
+            "retry when it is back"
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+# ---- migrations -------------------------------------------------------------------------------
+
+
+def migrate(db: Database) -> None:
+    """Bring the schema to the newest revision (creating it in an empty database); an SQLite
+    file of spcs before Alembic is stamped 0001 first. A database whose revision this spcs does
+    not know (made by a newer one) is refused, as is one that cannot be opened."""
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)  # its INFO lines: the migrations' docstrings
+    try:
+        with db.engine.connect() as conn:
+            conn.execution_options(spcs_write=True)
+            with _migration_lock(conn), conn.begin():
+                _migrate(conn, db.name)
+    except exc.SQLAlchemyError as error:
+        raise DatabaseError(f"cannot open the database {db.name}: {_reason(error)}") from None
+    finally:
+        alembic_log.setLevel(level)
+
+
+@contextlib.contextmanager
+def _migration_lock(conn: Connection) -> Any:
+    """On MariaDB/MySQL, one replica migrates at a time (DDL there is not transactional);
+    SQLite's BEGIN IMMEDIATE serializes already."""
+    if conn.dialect.name == "sqlite":
+        yield
+        return
+    got = conn.execute(text("SELECT GET_LOCK(:name, 60)"), {"name": MIGRATE_LOCK}).scalar()
+    conn.commit()
+    if got != 1:
+        raise DatabaseError("another replica has been migrating the schema for 60 s")
+    try:
+        yield
+    finally:
+        conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATE_LOCK})
+        conn.commit()
+
+
+def _migrate(conn: Connection, name: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn  # what migrations/env.py migrates
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
+    context = MigrationContext.configure(conn)
+    current = context.get_current_revision()
+    if current is None:
+        current = _legacy(conn, context, script, name)
+    try:
+        if current is not None:
+            script.get_revision(current)
+    except CommandError:
+        raise DatabaseError(
+            f"database {name} has schema {current}, newer than this spcs knows (it knows up "
+            f"to {head}); upgrade spcs or use another --database-url"
+        ) from None
+    if current != head:
+        command.upgrade(config, "head")
+        log.info("database %s migrated to schema %s (from %s)", name, head, current or "none")
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA user_version = {ALEMBIC_USER_VERSION}")
+
+
+def _legacy(
+    conn: Connection, context: MigrationContext, script: ScriptDirectory, name: str
+) -> str | None:
+    """An SQLite file of spcs before Alembic: its raw schema 3 is revision 0001."""
+    if conn.dialect.name != "sqlite":
+        return None
+    version = conn.exec_driver_sql("PRAGMA user_version").scalar()
+    if not version:
+        return None
+    if version == LEGACY_USER_VERSION:
+        context.stamp(script, LEGACY_REVISION)
+        log.info("database %s: schema %d of spcs before Alembic is 0001", name, version)
+        return LEGACY_REVISION
+    if version < LEGACY_USER_VERSION:
+        raise DatabaseError(
+            f"database {name} has schema {version} of an early spcs; start the spcs that made "
+            "it once (it migrates the file), then this one"
+        )
+    raise DatabaseError(
+        f"database {name} has schema {version}, newer than this spcs knows; upgrade spcs or "
+        "use another --database-url"
+    )

@@ -1,0 +1,77 @@
+"""`spcs management` on MariaDB (`--database-url`, `--database-password-file`) with the emulator
+and two nodes (tests/stacks.py): what the gRPC calls change is in MariaDB's tables, a database
+that goes away makes calls UNAVAILABLE naming it, and the password is in no log and no error."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import grpc
+
+from spcs.v1 import lifecycle_pb2
+from tests.management.helpers import MIB, rpc_error, running_stack
+from tests.stacks import MariaDB
+
+
+def own_user(mariadb: MariaDB, url: str) -> tuple[str, str, str]:
+    """A user of this test's own on the database at `url` (so the test may drop it): its URL,
+    name and password."""
+    database = url.rsplit("/", 1)[1]
+    user, password = f"e2e_{secrets.token_hex(4)}", secrets.token_hex(16)
+    with mariadb.root() as conn, conn.cursor() as cursor:
+        cursor.execute(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY %s", (password,))
+        cursor.execute(f"GRANT ALL PRIVILEGES ON {database}.* TO '{user}'@'127.0.0.1'")
+    return url.replace("spcs@", f"{user}@"), user, password
+
+
+def drop_user(mariadb: MariaDB, user: str) -> None:
+    """The user is gone and its connections are cut: the database is away for the service."""
+    with mariadb.root() as conn, conn.cursor() as cursor:
+        cursor.execute(f"DROP USER '{user}'@'127.0.0.1'")
+        cursor.execute("SELECT id FROM information_schema.processlist WHERE user = %s", (user,))
+        for (connection,) in cursor.fetchall():
+            cursor.execute(f"KILL {int(connection)}")
+
+
+def test_management_on_mariadb(mariadb: MariaDB, tmp_path: Path):
+    url, user, password = own_user(mariadb, mariadb.new_database())
+    database = url.rsplit("/", 1)[1]
+    password_file = tmp_path / "database.password"
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o600)
+    args = ["--database-url", url, "--database-password-file", str(password_file)]
+    workdir = tmp_path / "stack"
+    with running_stack(workdir, management_args=args) as mgmt:  # InitializePool, AttachZone
+        pool = mgmt.pool_uuid
+        volume = mgmt.create_volume(64 * MIB)
+        assert volume.path and any(v.size == 64 * MIB for v in mgmt.api.volumes())
+
+        def rows(sql: str) -> list[tuple]:
+            return mariadb.rows(database, sql)
+
+        assert rows("SELECT uuid, state, api_token FROM pools") == [
+            (pool, lifecycle_pb2.POOL_STATE_UP, mgmt.stack.emulator.token)
+        ]
+        assert rows("SELECT pool_uuid, host_id FROM pool_hosts ORDER BY host_id") == [
+            (pool, "host-1"),
+            (pool, "host-2"),
+        ]
+        assert [r[0] for r in rows("SELECT host_id FROM nodes ORDER BY host_id")] == [
+            "host-1",
+            "host-2",
+        ]
+        assert rows("SELECT version_num FROM alembic_version") == [("0002",)]
+        assert not (workdir / "management.db").exists()  # --db is not used
+
+        drop_user(mariadb, user)
+        error = rpc_error(mgmt.lifecycle.GetPool, lifecycle_pb2.PoolRef(pool_uuid=pool))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+        shown = url.replace(f"{user}@", f"{user}:***@")
+        assert error.details().startswith(f"the state database {shown} did not answer: ")
+        assert "Access denied" in error.details() and password not in error.details()
+        management_log = mgmt.stack.management.log_path
+    logs = {path.name: path.read_text(errors="replace") for path in workdir.rglob("*.log")}
+    logs |= {path.name: path.read_text(errors="replace") for path in workdir.rglob("*.stderr")}
+    assert f"state database: {shown}" in logs[management_log.name]
+    assert [name for name, text in logs.items() if password in text] == []
