@@ -15,6 +15,10 @@ from collections.abc import Sequence
 # subcommand -> (module holding configure/run, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "management": ("spcs.management.cli", "run the management service (one per CloudStack region)"),
+    "migrate-db": (
+        "spcs.management.cli_migrate",
+        "move the management service's SQLite state into an empty MariaDB/MySQL database",
+    ),
     "node": ("spcs.node.cli", "run the node service (one per KVM host)"),
     "emulator": ("spcs.emulator.cli", "run the embedded StorPool API emulator"),
     "convert": ("spcs.datamover.cli_convert", "convert/copy a disk image (RAW, QCOW2)"),

@@ -116,9 +116,10 @@ def test_a_node_with_the_flag_repeated_and_a_dns_name(
     services.append(node)
     for replica in (a, b):
         wait_for(f"host-1 in {replica.address}", lambda r=replica: last_seen(r.address))
-    log = node.log_with("registered with management at 127.0.0.1")
-    # localhost resolves to 127.0.0.1 here (and may to ::1 too, where nothing listens)
-    assert f"registered with management at {a.address} (dns:///localhost:{a.port})" in log
+    # localhost resolves to 127.0.0.1 here (and may to ::1 too, where nothing listens); the
+    # line is written just after the registration the wait above saw: wait for it
+    line = f"registered with management at {a.address} (dns:///localhost:{a.port})"
+    assert line in node.log_with(line)
 
 
 # ------------------------------------------------ a name with several addresses, re-resolved

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from spcs.common import authz, errors
 from spcs.common.identity import IdentityInfo, IdentityServicer
@@ -31,7 +33,7 @@ from spcs.management.servicers import (
 from spcs.management.settings import ManagementSettings
 from spcs.management.snapshots import Snapshots
 from spcs.management.sql import is_sqlite
-from spcs.management.sql_state import SqlState
+from spcs.management.sql_state import SqlState, lock_sqlite
 from spcs.management.state import LeaseStore, StateStore
 from spcs.management.templates import TemplateCache
 from spcs.management.volumes import STATS_SECONDS, Volumes
@@ -184,7 +186,10 @@ def _probe(d: Domain) -> Callable[[], tuple[bool, str]]:
 
 def build(settings: ManagementSettings) -> Server:
     replica = replica_id()
-    store = SqlState(settings.state_url, settings.database_password, replica=replica)
+    url = settings.state_url
+    # held while the service runs: `spcs migrate-db` refuses a file a live service uses
+    lock = lock_sqlite(Path(str(url.database)), exclusive=False) if is_sqlite(url) else None
+    store = SqlState(url, settings.database_password, replica=replica)
     shared = not is_sqlite(settings.state_url)
     tls = TlsFiles(
         settings.server.tls_cert,
@@ -230,4 +235,6 @@ def build(settings: ManagementSettings) -> Server:
         server.on_stop(d.locks.stop)
     server.on_stop(d.nodes.close)
     server.on_stop(store.close)
+    if lock is not None:
+        server.on_stop(lambda: os.close(lock))
     return server

@@ -9,6 +9,7 @@ Every method is one transaction. Leases (`state.LeaseStore`): see `take_leases`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from spcs.common.errors import Conflict, SpcsError
 from spcs.common.holds import EXCLUSIVE, Hold, Mode
 from spcs.common.locks import Lease, conflict_message, merged
 from spcs.common.logs import REQUEST_ID
+from spcs.common.sqlite import DatabaseError
 from spcs.management.pool_url import Connection as PoolConnection
 from spcs.management.schema import (
     lease_holds,
@@ -518,6 +520,43 @@ def _node(row: Row[Any]) -> NodeRecord:
         bool(row.client_running),
         row.max_copies,
     )
+
+
+# ---- who uses an SQLite file ------------------------------------------------------------------
+# SQLite has no notion of a service: `spcs management` holds an advisory flock on `<db>.lock`
+# (shared, so several processes on one file behave as before) for as long as it runs, and
+# `spcs migrate-db` takes it exclusively, without waiting, so it refuses a file a live service
+# uses and no service starts on a file being moved. The kernel drops the lock when the process
+# ends, however it ends; the lock file itself stays (it holds nothing).
+
+
+def lock_path(database: Path) -> Path:
+    return database.with_name(database.name + ".lock")
+
+
+def lock_sqlite(database: Path, *, exclusive: bool) -> int:
+    """Take the flock on `<database>.lock` (created 0600) without waiting; returns its file
+    descriptor (the lock lives until it is closed); DatabaseError when another process holds
+    it in a conflicting mode."""
+    path = lock_path(database)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        if exclusive:
+            raise DatabaseError(
+                f"{database} is in use by a running spcs management (it holds {path}); stop "
+                "it first"
+            ) from None
+        raise DatabaseError(
+            f"{database} is being moved by spcs migrate-db (it holds {path}); start spcs "
+            "management when that has finished, on the database it moved the state to"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _private_file(path: Path) -> None:
