@@ -93,7 +93,7 @@ class Env:
     def driver(self) -> servicers.DriverServicer:
         d = self.domain
         return servicers.DriverServicer(
-            d.pools, d.volumes, d.snapshots, d.templates, d.copies, d.lifecycle, d.locks
+            d.pools, d.volumes, d.snapshots, d.templates, d.copies, d.lifecycle
         )
 
     @property
@@ -105,7 +105,7 @@ class Env:
     @property
     def strategy(self) -> servicers.SnapshotStrategyServicer:
         d = self.domain
-        return servicers.SnapshotStrategyServicer(d.snapshots, d.copies, d.registry)
+        return servicers.SnapshotStrategyServicer(d.snapshots, d.copies)
 
     @property
     def vm_strategy(self) -> servicers.VMSnapshotStrategyServicer:

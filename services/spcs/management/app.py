@@ -134,15 +134,13 @@ def _bindings(d: Domain) -> list[Binding]:
             driver_pb2,
             driver_pb2_grpc,
             "PrimaryDataStoreDriver",
-            DriverServicer(
-                d.pools, d.volumes, d.snapshots, d.templates, d.copies, d.lifecycle, d.locks
-            ),
+            DriverServicer(d.pools, d.volumes, d.snapshots, d.templates, d.copies, d.lifecycle),
         ),
         bind(
             strategies_pb2,
             strategies_pb2_grpc,
             "SnapshotStrategy",
-            SnapshotStrategyServicer(d.snapshots, d.copies, d.registry),
+            SnapshotStrategyServicer(d.snapshots, d.copies),
         ),
         bind(
             strategies_pb2,

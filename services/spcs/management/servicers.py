@@ -15,7 +15,6 @@ from google.longrunning import operations_pb2
 from spcs.common import errors, holds
 from spcs.common.contract import rpc
 from spcs.common.locks import Locks
-from spcs.common.operations import OperationRegistry
 from spcs.management.copies import COPY_KINDS, Copies
 from spcs.management.hosts import HostEvents
 from spcs.management.lifecycle import PoolLifecycle
@@ -155,7 +154,6 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
         templates: TemplateCache,
         copies: Copies,
         lifecycle: PoolLifecycle,
-        locks: Locks,
     ) -> None:
         self._pools = pools
         self._volumes = volumes
@@ -163,7 +161,6 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
         self._templates = templates
         self._copies = copies
         self._lifecycle = lifecycle
-        self._locks = locks
 
     @rpc()
     def GetDriverCapabilities(
@@ -321,10 +318,9 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
 
 
 class SnapshotStrategyServicer(strategies_pb2_grpc.SnapshotStrategyServicer):
-    def __init__(self, snapshots: Snapshots, copies: Copies, registry: OperationRegistry) -> None:
+    def __init__(self, snapshots: Snapshots, copies: Copies) -> None:
         self._snapshots = snapshots
         self._copies = copies
-        self._registry = registry
 
     @rpc(required=("snapshot",), one_of=(_SNAPSHOT,))
     def CanHandleSnapshot(

@@ -11,6 +11,7 @@ record that listens on 0.0.0.0 would otherwise count as a replica that is always
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
@@ -61,11 +62,9 @@ class Replica:
 def _check_host(host: str, text: str) -> None:
     if host.startswith("["):
         return  # parse_listen checked the IPv6 address
-    try:
+    with contextlib.suppress(ValueError):
         ipaddress.IPv4Address(host)
         return
-    except ValueError:
-        pass
     if len(host) > 253 or not _NAME.fullmatch(host):
         raise ValueError(
             f"{host!r} in {text!r} is not a host name or address (write HOST:PORT, several "
