@@ -51,8 +51,8 @@ test *ARGS: setup
 test-fast *ARGS: setup
     "{{py}}" -m pytest -m fast {{ARGS}}
 
-# Benchmarks: data mover vs qemu-img, then control plane vs direct StorPool calls
-bench: bench-datamover bench-controlplane
+# Benchmarks: data mover vs qemu-img, control plane vs direct StorPool calls, then replicas
+bench: bench-datamover bench-controlplane bench-replicas
 
 # Data mover vs qemu-img convert, same inputs, alternating runs (`--quick` for a short run)
 bench-datamover *ARGS: setup
@@ -61,6 +61,10 @@ bench-datamover *ARGS: setup
 # Management service vs the same StorPool calls made directly (`--quick` for a short run)
 bench-controlplane *ARGS: setup
     "{{py}}" bench/controlplane.py {{ARGS}}
+
+# Management on 1 replica with SQLite, 1 with MariaDB, 3 with MariaDB (`--quick` for a short run)
+bench-replicas *ARGS: setup
+    "{{py}}" bench/replicas.py {{ARGS}}
 
 # The end-to-end demo on this machine
 demo: setup

@@ -226,13 +226,15 @@ def stack(
     node_args: Sequence[str] = (),
     loop: bool = False,
     test_defaults: bool = True,
+    replicas: int = 1,
 ) -> Iterator[Stack]:
     """The demo's `Stack` in `workdir`: the emulator with `hosts` KVM hosts, management and a
     node per host, all SERVING and the nodes registered; stopped (SIGTERM, then the emulator) at
     exit. `extra_templates` are StorPool templates beside `TEMPLATE` (name → capacity). With
     `test_defaults` MANAGEMENT_ARGS and NODE_ARGS come before the test's own arguments; without,
     the services run on the settings `spcs demo` uses. With `loop` the hosts' StorPool devices
-    are loop devices (needs root; skips the test where they are not usable)."""
+    are loop devices (needs root; skips the test where they are not usable). `replicas`:
+    management replicas (more than one needs --database-url in `management_args`)."""
     if loop and not devices.loop_supported()[0]:
         pytest.skip(f"loop devices are not usable here: {devices.loop_supported()[1]}")
     running = Stack(
@@ -242,6 +244,7 @@ def stack(
         management_args=[*(MANAGEMENT_ARGS if test_defaults else ()), *management_args],
         node_args=[*(NODE_ARGS if test_defaults else ()), *node_args],
         loop=loop,
+        replicas=replicas,
     )
     running.start()
     assert running.emulator is not None and running.management is not None
@@ -449,10 +452,11 @@ def _wait_mariadb(popen: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextmanager
-def mariadb_server(tmp: Path) -> Iterator[MariaDB]:
+def mariadb_server(tmp: Path, *, bare: bool = False) -> Iterator[MariaDB]:
     """`mariadbd` on 127.0.0.1 and a free port, its data, socket and pid file in `tmp` (no
     system config read), with the database `spcs` and the user `spcs` (a random password,
-    allowed on every database named spcs*); stopped and its data left in `tmp` at exit."""
+    allowed on every database named spcs*) unless `bare`; stopped and its data left in `tmp`
+    at exit."""
     mariadbd, install = _sbin("mariadbd"), _sbin("mariadb-install-db")
     assert mariadbd is not None and install is not None, "mariadb-server is not installed"
     data, log = tmp / "data", tmp / "mariadb.log"
@@ -489,6 +493,9 @@ def mariadb_server(tmp: Path) -> Iterator[MariaDB]:
     popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_mariadb(popen, log)
+        if bare:
+            yield server
+            return
         with server.root() as conn, conn.cursor() as cursor:
             cursor.execute("CREATE DATABASE spcs CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
             cursor.execute(

@@ -29,20 +29,42 @@ from tests.contract.harness import (
     new_id,
     qcow2_template,
 )
-from tests.stacks import stack, storpool_api
+from tests.stacks import MariaDB, stack, storpool_api
 from tests.support import pattern
 
 
-@pytest.fixture(scope="package")
-def contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contract]:
+def _round_robin(addresses: list[str]) -> grpc.Channel:
+    """One channel over every replica, each call to the next one (gRPC's round_robin)."""
+    return grpc.insecure_channel(
+        "ipv4:" + ",".join(addresses), options=[("grpc.lb_policy_name", "round_robin")]
+    )
+
+
+@pytest.fixture(scope="package", params=["one", "three-replicas"])
+def contract(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Contract]:
+    """The suite runs twice: against one management service on SQLite, and against three
+    replicas on one MariaDB with each call going to the next replica."""
+    workdir = tmp_path_factory.mktemp("contract")
+    args: list[str] = []
+    replicas = 1 if request.param == "one" else 3
+    if replicas > 1:
+        server: MariaDB = request.getfixturevalue("mariadb")
+        password = workdir / "database.password"
+        password.write_text(server.password)
+        password.chmod(0o600)
+        args = ["--database-url", server.new_database(), "--database-password-file", str(password)]
     with stack(
-        tmp_path_factory.mktemp("contract"),
+        workdir / "stack",
         extra_templates={LIFECYCLE_TEMPLATE: 64 << 30, OTHER_TEMPLATE: 64 << 30},
+        management_args=args,
+        replicas=replicas,
     ) as running:
         assert running.emulator is not None and running.management is not None
         contract = Contract(
             running,
-            grpc.insecure_channel(running.management.address),
+            _round_robin([m.address for m in running.managements]),
             [grpc.insecure_channel(node.address) for node in running.nodes],
             storpool_api(running.emulator),
         )
@@ -51,6 +73,11 @@ def contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contract]:
         finally:
             for channel in (contract.management, *contract.nodes):
                 channel.close()
+        # every replica answered its share of the suite's calls
+        served = {
+            m.name: m.log_path.read_text().count("rpc=/spcs.v1.") for m in running.managements
+        }
+        assert len(served) == replicas and all(n > 50 for n in served.values()), served
 
 
 @pytest.fixture(scope="package")

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 from google.longrunning import operations_pb2
+from google.protobuf import empty_pb2
 
 from spcs.common import errors
+from spcs.common.operations import JobContext
 from spcs.demo.stack import TEMPLATE
 from spcs.management import servicers
 from spcs.management.app import Domain, build_domain
@@ -43,6 +46,8 @@ MISSING_TEMPLATE = "spcs-missing"  # never configured in StorPool
 TEMPLATES = {TEMPLATE: 256 * GIB, OTHER_TEMPLATE: 64 * GIB, SPARE_TEMPLATE: 64 * GIB}
 CLIENTS = (1, 2)
 WAIT_SECONDS = 5.0
+
+T = TypeVar("T")
 
 
 def new_id(prefix: str) -> str:
@@ -197,6 +202,30 @@ class Env:
 
     def run_copy(self, request: driver_pb2.CopyDataRequest) -> operations_pb2.Operation:
         return self.wait(self.domain.copies.start(request).name)
+
+    def in_job(self, work: Callable[[JobContext], T], operation_id: str = "") -> T:
+        """`work(ctx)` inside a job of the registry (as a copy's step runs), its result or its
+        exception."""
+        out: dict[str, Any] = {}
+
+        def runner(ctx: JobContext) -> empty_pb2.Empty:
+            try:
+                out["value"] = work(ctx)
+            except BaseException as error:
+                out["error"] = error
+            return empty_pb2.Empty()
+
+        op = self.domain.registry.start(
+            operation_id or new_id("op"),
+            kind="test/Job",
+            fingerprint=new_id("print"),
+            target="test",
+            runner=runner,
+        )
+        self.wait(op.name)
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
 
     def copied(self, request: driver_pb2.CopyDataRequest) -> driver_pb2.CopyDataResult:
         done = self.run_copy(request)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from spcs.management import recovery
+from spcs.management import objects, recovery
 from spcs.storpool import names
 
 from .conftest import MIB, TEMPLATE, Env
@@ -64,10 +64,39 @@ def test_a_copy_tags_its_temporaries_with_its_operation(env: Env, monkeypatch):
         return create(**fields)  # type: ignore[arg-type]
 
     monkeypatch.setattr(env.sp, "volume_create", recording)
-    env.domain.templates.cache_from_snapshot(
-        pool, env.snapshot(snapshot.path), "tmpl-1", operation_id="op-7"
+    source = env.snapshot(snapshot.path)
+    env.in_job(
+        lambda ctx: env.domain.templates.cache_from_snapshot(ctx, pool, source, "tmpl-1"), "op-7"
     )
     (clone,) = created
     assert str(clone["name"]).startswith("cs-tmpldl-")
     assert clone["tags"][names.OPERATION_TAG] == "op-7"  # type: ignore[index]
     assert not [v for v in env.sp.volumes() if v.name.startswith("cs-tmpldl-")]  # scratch: gone
+
+
+def test_a_swept_temporary_snapshot_frees_its_name(env: Env):
+    """StorPool keeps a deleted snapshot that has children (the volume it was taken of) under
+    its name: the sweep renames it first, so a retry of its operation can take it again."""
+    _temporaries(env)
+    recovery.sweep(env.domain.pools, lambda operation: operation == "live")
+    dead = names.temporary_snapshot_name("dead")
+    assert dead not in {s.name for s in env.sp.snapshots()}
+    env.sp.snapshot_create("cs-vol-user", name=dead, tags={names.OPERATION_TAG: "dead"})
+
+
+def test_a_retry_takes_its_point_in_time_snapshot_anew(env: Env):
+    """The temporary an earlier attempt left holds older data: it goes, a new one is taken,
+    also when the earlier one was deleted but kept under its name."""
+    sp = env.sp
+    sp.volume_create(name="cs-vol-data", size=MIB, template=TEMPLATE)
+    name = names.temporary_snapshot_name("op-1")
+    tags = {names.OPERATION_TAG: "op-1"}
+    old = sp.snapshot_create("cs-vol-data", name=name, tags=tags)
+    fresh = objects.temporary_snapshot(sp, "cs-vol-data", name, tags)
+    assert fresh != old and sp.snapshot(name).global_id == fresh
+    assert sp.snapshot_or_none(f"~{old}") is None or sp.snapshot(f"~{old}").deleted
+    sp.snapshot_delete(name)  # deleted, but kept under its name: the volume is its child
+    assert sp.snapshot(f"~{fresh}").deleted and sp.snapshot(f"~{fresh}").name == name
+    again = objects.temporary_snapshot(sp, "cs-vol-data", name, tags)
+    assert again not in (old, fresh) and not sp.snapshot(name).deleted
+    assert sp.snapshot(f"~{fresh}").name == names.dropped_temporary_name(fresh)

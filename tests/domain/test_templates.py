@@ -66,7 +66,9 @@ def test_cache_from_a_snapshot_goes_through_a_clone_it_removes(env: Env):
     env.sp.write(env.volume(volume.path).name, 2 * MIB)
     source = env.snapshot(env.take_snapshot(volume).path)
     tmpl = new_id("tmpl")
-    snap, created = env.domain.templates.cache_from_snapshot(_pool(env), source, tmpl)
+    snap, created = env.in_job(
+        lambda ctx: env.domain.templates.cache_from_snapshot(ctx, _pool(env), source, tmpl)
+    )
     assert created and snap.name == f"cs-tmpl-{tmpl}-{env.pool_uuid}"
     assert [v.name for v in env.sp.volumes()] == [f"cs-vol-{volume.uuid}"]  # no cs-tmpldl-
     assert [e.global_id for e in env.store.cache_entries(env.pool_uuid)] == [snap.global_id]
@@ -78,7 +80,9 @@ def test_cache_from_a_snapshot_of_a_cached_template_is_a_hit(env: Env):
     cached, _ = _cache_volume(env, tmpl)
     source = env.snapshot(env.take_snapshot(env.create_volume()).path)
     env.sp.calls.clear()
-    snap, created = env.domain.templates.cache_from_snapshot(_pool(env), source, tmpl)
+    snap, created = env.in_job(
+        lambda ctx: env.domain.templates.cache_from_snapshot(ctx, _pool(env), source, tmpl)
+    )
     assert (snap.global_id, created) == (cached.global_id, False)
     assert "VolumeCreate" not in env.sp.calls and "VolumeSnapshot" not in env.sp.calls
 
@@ -89,7 +93,11 @@ def test_a_failed_cache_from_a_snapshot_leaves_no_clone_and_no_entry(env: Env):
     before = env.storpool_names()
     env.sp.fail_next("VolumeSnapshot", "insufficientResources")
     with pytest.raises(errors.ResourceExhausted):
-        env.domain.templates.cache_from_snapshot(_pool(env), source, new_id("tmpl"))
+        env.in_job(
+            lambda ctx: env.domain.templates.cache_from_snapshot(
+                ctx, _pool(env), source, new_id("tmpl")
+            )
+        )
     assert env.storpool_names() == before
     assert env.store.cache_entries(env.pool_uuid) == []
 

@@ -1,17 +1,21 @@
 """`spcs management` on MariaDB (`--database-url`, `--database-password-file`) with the emulator
 and two nodes (tests/stacks.py): what the gRPC calls change is in MariaDB's tables, a database
-that goes away makes calls UNAVAILABLE naming it, and the password is in no log and no error."""
+that goes away makes calls UNAVAILABLE naming it, the password is in no log and no error, and
+the database and user that docs/deploy.md has the reader create are all the service needs."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
 import grpc
+import pytest
 
-from spcs.v1 import lifecycle_pb2
+from spcs.v1 import lifecycle_pb2, types_pb2
 from tests.management.helpers import MIB, rpc_error, running_stack
-from tests.stacks import MariaDB
+from tests.stacks import MariaDB, mariadb_installed, mariadb_server
+from tests.support import REPO
 
 
 def own_user(mariadb: MariaDB, url: str) -> tuple[str, str, str]:
@@ -61,7 +65,7 @@ def test_management_on_mariadb(mariadb: MariaDB, tmp_path: Path):
             "host-1",
             "host-2",
         ]
-        assert rows("SELECT version_num FROM alembic_version") == [("0002",)]
+        assert rows("SELECT version_num FROM alembic_version") == [("0003",)]
         assert not (workdir / "management.db").exists()  # --db is not used
 
         drop_user(mariadb, user)
@@ -75,3 +79,48 @@ def test_management_on_mariadb(mariadb: MariaDB, tmp_path: Path):
     logs |= {path.name: path.read_text(errors="replace") for path in workdir.rglob("*.stderr")}
     assert f"state database: {shown}" in logs[management_log.name]
     assert [name for name, text in logs.items() if password in text] == []
+
+
+HA_SECTION = "## High availability: replicas on a shared database"
+
+
+def documented_statements() -> list[str]:
+    """The SQL statements of the HA section of docs/deploy.md, as the page shows them."""
+    page = (REPO / "docs" / "deploy.md").read_text()
+    section = page.split(HA_SECTION, 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sql\n(.*?)```", section, re.S)
+    assert block is not None, f"no ```sql block in {HA_SECTION!r} of docs/deploy.md"
+    return [line for line in block[1].splitlines() if line.strip()]
+
+
+def test_the_documented_database_and_grants_are_enough(tmp_path: Path):
+    if not mariadb_installed():
+        pytest.skip("mariadb-server is not installed")
+    statements = documented_statements()
+    assert any("GRANT" in s for s in statements) and "CHANGE-ME" in " ".join(statements)
+    password = secrets.token_hex(12)
+    with mariadb_server(tmp_path / "db", bare=True) as server:
+        with server.root() as conn, conn.cursor() as cursor:
+            for statement in statements:  # as root, with the password replaced
+                cursor.execute(statement.replace("CHANGE-ME", password))
+        password_file = tmp_path / "database.password"
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+        url = f"mysql+pymysql://spcs@127.0.0.1:{server.port}/spcs"
+        args = ["--database-url", url, "--database-password-file", str(password_file)]
+        with running_stack(tmp_path / "stack", management_args=args) as mgmt:
+            volume = mgmt.create_volume(8 * MIB)
+            snapshot = mgmt.take_snapshot(volume.path)
+            snapshot.store.CopyFrom(mgmt.primary())
+            done = mgmt.copy(
+                types_pb2.DataObject(snapshot=snapshot),
+                types_pb2.DataObject(
+                    snapshot=types_pb2.Snapshot(
+                        uuid=snapshot.uuid, path="snapshots/2/9", store=mgmt.secondary()
+                    )
+                ),
+            )
+            assert done.kind == "snapshot-to-secondary"
+            rows = server.rows("spcs", "SELECT COUNT(*) FROM operations WHERE done = 1")
+            assert rows == [(1,)]
+            assert server.rows("spcs", "SELECT COUNT(*) FROM pools") == [(1,)]

@@ -226,6 +226,7 @@ def running_stack(
     node_args: Sequence[str] = (),
     pool: bool = True,
     loop: bool = False,
+    replicas: int = 1,
 ) -> Iterator[Mgmt]:
     """A stack (tests/stacks.py: emulator, management, two nodes) with a pool whose hosts are
     connected; the extra arguments come after the test defaults, so they override them. With
@@ -236,6 +237,7 @@ def running_stack(
         management_args=management_args,
         node_args=node_args,
         loop=loop,
+        replicas=replicas,
     ) as running:
         assert running.emulator is not None and running.management is not None
         mgmt = Mgmt(

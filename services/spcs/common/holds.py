@@ -56,6 +56,11 @@ def template_on(template: str, where: str) -> str:
     return f"template:{template}@{where}"
 
 
+def template_download(template_uuid: str, pool_uuid: str) -> str:
+    """The one download of a template to a pool that may run at a time, on any replica."""
+    return f"download:{template_uuid}@{pool_uuid}"
+
+
 def secondary_file(url: str, path: str) -> str:
     return f"secondary:{url.rstrip('/')}/{path.strip('/')}"
 
@@ -101,6 +106,8 @@ HOLDS: Mapping[str, Mapping[str, Mode]] = {
     "volume-to-template": _COPY,
     "volume-to-secondary": _COPY,
     "volume-from-secondary": _COPY,
+    # the first use of a template on a pool downloads it; later ones wait for that one
+    "TemplateDownload": {"download": X},
     # a migration re-templates the source in place, or copies it for CloudStack to delete
     "volume-to-pool": {"source": X, "destination": X},
     # node: the StorageAdaptor
@@ -124,6 +131,15 @@ DECLARED: ContextVar[tuple[str, ...] | None] = ContextVar("spcs_declared_holds",
 
 class Undeclared(Exception):
     """An RPC took holds its contract does not declare: a bug in this service."""
+
+
+def declared_entry() -> str:
+    """The one entry of the table the RPC being served declared (`@rpc(holds=...)`), for a
+    handler whose hold is simply that entry."""
+    allowed = DECLARED.get()
+    if allowed is None or len(allowed) != 1:
+        raise Undeclared(f"the RPC declares {allowed or 'no'} holds, not exactly one entry")
+    return allowed[0]
 
 
 def holds(operation: str, **objects: str | Iterable[str] | None) -> tuple[Hold, ...]:

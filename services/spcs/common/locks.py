@@ -22,6 +22,9 @@ from spcs.common.errors import Conflict
 from spcs.common.holds import EXCLUSIVE, Hold, Mode
 from spcs.common.logs import REQUEST_ID
 
+# a waiting job tries again after 50 ms, then less and less often, at least once a second
+WAIT_POLL_SECONDS = (0.05, 1.0)
+
 
 @dataclass
 class Lease:
@@ -60,6 +63,24 @@ class Locks(abc.ABC):
     @abc.abstractmethod
     def acquire(self, wanted: Iterable[Hold], operation: str) -> Callable[[], None]:
         """Take every hold or raise Conflict; returns the function that releases them."""
+
+    def waiting(
+        self,
+        wanted: Iterable[Hold],
+        operation: str,
+        check: Callable[[], None],
+    ) -> Callable[[], None]:
+        """Take every hold, waiting while another operation has them: for job threads only,
+        never an RPC's. `check()` runs before each try and raises to give up (a cancel)."""
+        holds = list(wanted)
+        poll = WAIT_POLL_SECONDS[0]
+        while True:
+            check()
+            try:
+                return self.acquire(holds, operation)
+            except Conflict:
+                time.sleep(poll)
+                poll = min(poll * 1.5, WAIT_POLL_SECONDS[1])
 
 
 class KeyedLocks(Locks):

@@ -89,6 +89,40 @@ def _now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
+def _label(kind: str, target: str, name: str) -> str:
+    """How a job's holds are named to a conflicting caller."""
+    return f"{kind.rsplit('/', 1)[-1]} {target} ({name})"
+
+
+def interrupted(
+    op: operations_pb2.Operation, why: str, cancelled: bool = False
+) -> operations_pb2.Operation:
+    """The end of an operation whose job stopped without finishing (`why`: what stopped it):
+    FAILED with ABORTED, or CANCELLED when a cancel had been asked for."""
+    metadata = types_pb2.OperationMetadata()
+    op.metadata.Unpack(metadata)
+    stage = metadata.stage or "unknown"
+    if cancelled or metadata.cancel_requested:
+        metadata.state = types_pb2.JOB_STATE_CANCELLED
+        error = status_pb2.Status(
+            code=grpc.StatusCode.CANCELLED.value[0],
+            message=f"{op.name} was cancelled ({why} while it was cancelling)",
+        )
+    else:
+        metadata.state = types_pb2.JOB_STATE_FAILED
+        error = status_pb2.Status(
+            code=grpc.StatusCode.ABORTED.value[0],
+            message=f"{op.name} was interrupted: {why} while it ran (stage {stage}); retry "
+            "with the same operation id",
+        )
+    metadata.end_time.CopyFrom(_now())
+    metadata.update_time.CopyFrom(metadata.end_time)
+    metadata.rate_bytes_per_second = 0
+    ended = operations_pb2.Operation(name=op.name, done=True, error=error)
+    ended.metadata.Pack(metadata)
+    return ended
+
+
 class Journal(Protocol):
     """Persists operations so a restart can tell what happened to each."""
 
@@ -242,13 +276,9 @@ class OperationRegistry:
                 if op.HasField("response"):
                     job.response = op.response
             else:
-                metadata.state = types_pb2.JOB_STATE_FAILED
-                metadata.end_time.CopyFrom(_now())
-                job.error = status_pb2.Status(
-                    code=grpc.StatusCode.ABORTED.value[0],
-                    message=f"{name} was interrupted: {service_name} restarted while it ran "
-                    f"(stage {metadata.stage or 'unknown'}); retry with the same operation id",
-                )
+                ended = interrupted(op, f"{service_name} restarted")
+                ended.metadata.Unpack(metadata)
+                job.error = ended.error
                 journal.save(name, print_, job.operation())
                 log.warning("%s was interrupted by a restart; marked failed", name)
             job.finished.set()
@@ -287,29 +317,36 @@ class OperationRegistry:
                     f"{running} copies are already running on this host (limit "
                     f"{self._max_running}); retry {name} when one has finished"
                 )
-            release = self.locks.acquire(holds, f"{kind.rsplit('/', 1)[-1]} {target} ({name})")
-            metadata = types_pb2.OperationMetadata(
-                kind=kind,
-                state=types_pb2.JOB_STATE_PENDING,
-                host_id=self._host_id,
-                target=target,
-                stage="queued",
-            )
-            metadata.create_time.CopyFrom(_now())
-            metadata.update_time.CopyFrom(metadata.create_time)
-            job = _Job(name, fingerprint, metadata, releases=[release])
+            release = self.locks.acquire(holds, _label(kind, target, name))
+            job = self._new_job(name, fingerprint, kind, target)
+            job.releases.append(release)
             self._jobs[name] = job
             self._prune_locked()
             op = job.operation()
         self._persist(job)
+        self._launch(job, runner)
+        return op
+
+    def _new_job(self, name: str, fingerprint: str, kind: str, target: str) -> _Job:
+        metadata = types_pb2.OperationMetadata(
+            kind=kind,
+            state=types_pb2.JOB_STATE_PENDING,
+            host_id=self._host_id,
+            target=target,
+            stage="queued",
+        )
+        metadata.create_time.CopyFrom(_now())
+        metadata.update_time.CopyFrom(metadata.create_time)
+        return _Job(name, fingerprint, metadata)
+
+    def _launch(self, job: _Job, runner: Runner) -> None:
         thread = threading.Thread(
             target=self._run,
             args=(job, runner),
-            name=f"job-{operation_id}",
+            name=f"job-{job.name.removeprefix(PREFIX)}",
             daemon=True,
         )
         thread.start()
-        return op
 
     def _run(self, job: _Job, runner: Runner) -> None:
         REQUEST_ID.set(job.name.removeprefix(PREFIX))
@@ -485,6 +522,7 @@ class OperationRegistry:
             job.cancel_requested.set()
             hooks = list(job.cancel_hooks)
             job.metadata.stage = "cancelling"
+            job.metadata.cancel_requested = True
         log.info("%s: cancel requested", name)
         for hook in hooks:
             hook()

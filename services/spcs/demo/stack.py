@@ -62,8 +62,12 @@ class Stack:
     node_args: list[str] = field(default_factory=list)
     # back the hosts' devices with loop devices (block devices, as on a StorPool host; root)
     loop: bool = False
+    # management replicas; more than one needs a shared database (--database-url in
+    # management_args), and the nodes register with every one
+    replicas: int = 1
     emulator: Emulator | None = None
-    management: Process | None = None
+    management: Process | None = None  # the first replica
+    others: list[Process] = field(default_factory=list)  # the other replicas
     nodes: list[Process] = field(default_factory=list)
     # exit codes of the services stopped by the last stop()
     last_exit_codes: dict[str, int | None] = field(default_factory=dict)
@@ -78,7 +82,14 @@ class Stack:
     def secondary(self) -> Path:
         return self.workdir / "secondary"
 
+    @property
+    def managements(self) -> list[Process]:
+        """Every management replica running, the first one first."""
+        return [*([self.management] if self.management else []), *self.others]
+
     def start(self) -> Stack:
+        if self.replicas > 1 and "--database-url" not in self.management_args:
+            raise ValueError("several management replicas need a shared --database-url")
         for directory in ("logs", "secondary"):
             (self.workdir / directory).mkdir(parents=True, exist_ok=True)
         for n in range(1, self.hosts + 1):
@@ -86,6 +97,8 @@ class Stack:
         try:
             self._start_emulator()
             self._start_management()
+            for n in range(2, self.replicas + 1):
+                self.others.append(self._spawn_management(n))
             for n in range(1, self.hosts + 1):
                 self._start_node(n)
             self._wait_registered()
@@ -146,7 +159,7 @@ class Stack:
         _wait_serving(process)
         return process
 
-    def _start_management(self) -> None:
+    def _spawn_management(self, n: int = 1, port: int | None = None) -> Process:
         args = [
             "management",
             "--db",
@@ -155,11 +168,21 @@ class Stack:
             str(self.workdir / "storpool.conf"),
             *self.management_args,
         ]
-        self.management = self._spawn("management", args, self.ports.management)
+        name = "management" if n == 1 else f"management-{n}"
+        return self._spawn(name, args, self.ports.management if port is None else port)
+
+    def _start_management(self) -> None:
+        self.management = self._spawn_management()
 
     def restart_management(self) -> None:
         """Start the management service again after it stopped (or was killed)."""
         self._start_management()
+
+    def restart_replica(self, n: int, port: int = 0) -> Process:
+        """Start management replica `n` (2 or more) again, on `port` (0: a free one)."""
+        assert n >= 2
+        self.others[n - 2] = self._spawn_management(n, port)
+        return self.others[n - 2]
 
     def _start_node(self, n: int) -> None:
         assert self.management is not None
@@ -172,7 +195,7 @@ class Stack:
             "--device-root",
             str(self.device_root(n)),
             "--management",
-            self.management.address,
+            ",".join(p.address for p in self.managements),
             "--storpool-conf",
             str(self.workdir / f"storpool.client-{n}.conf"),
             "--state-dir",
@@ -209,7 +232,7 @@ class Stack:
 
     def stop(self) -> None:
         """SIGTERM every service (they drain and exit 0), then stop the emulator."""
-        processes = [*self.nodes, *([self.management] if self.management else [])]
+        processes = [*self.nodes, *self.managements]
         for process in processes:
             if process.popen.poll() is None:
                 process.popen.send_signal(signal.SIGTERM)
@@ -223,15 +246,13 @@ class Stack:
         self.last_exit_codes = {p.name: p.popen.returncode for p in processes}
         self.nodes.clear()
         self.management = None
+        self.others.clear()
         if self.emulator is not None:
             self.emulator.stop(release_devices=True)
             self.emulator = None
 
     def exit_codes(self) -> dict[str, int | None]:
-        return {
-            p.name: p.popen.returncode
-            for p in (*self.nodes, *([self.management] if self.management else []))
-        }
+        return {p.name: p.popen.returncode for p in (*self.nodes, *self.managements)}
 
     def remove(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from spcs.common import authz, errors
 from spcs.common.identity import IdentityInfo, IdentityServicer
 from spcs.common.locks import KeyedLocks, Locks
-from spcs.common.operations import OperationRegistry, OperationsServicer
+from spcs.common.operations import OperationsServicer
 from spcs.common.server import Binding, Server, bind, bind_operations
 from spcs.common.tls import TlsFiles
 from spcs.management import recovery
@@ -31,6 +31,7 @@ from spcs.management.servicers import (
     VMSnapshotStrategyServicer,
 )
 from spcs.management.settings import ManagementSettings
+from spcs.management.shared_operations import SharedOperations
 from spcs.management.snapshots import Snapshots
 from spcs.management.sql import is_sqlite
 from spcs.management.sql_state import SqlState, lock_sqlite
@@ -73,7 +74,7 @@ class Domain:
 
     store: StateStore
     locks: Locks
-    registry: OperationRegistry
+    registry: SharedOperations
     nodes: NodeDirectory
     calls: NodeCalls
     pools: Pools
@@ -99,7 +100,9 @@ def build_domain(
     holds are kept in this process."""
     locks: Locks = KeyedLocks() if leases is None else LeasedLocks(leases, replica)
     nodes = NodeDirectory(store, tls)
-    registry = OperationRegistry(journal=store.journal, service_name=NAME, locks=locks)
+    registry = SharedOperations(
+        store.operations, owner=replica, service_name=NAME, locks=locks, alone=leases is None
+    )
     pools = Pools(store, local, clients)
     calls = NodeCalls(nodes, node_retry_seconds)
     volumes = Volumes(pools, calls, locks, volume_stats_seconds)
@@ -220,14 +223,13 @@ def build(settings: ManagementSettings) -> Server:
     identity.services = [b.name for b in bindings]
     server = Server(NAME, settings.server, bindings, authz.management_policy())
 
-    def sweep() -> None:
-        if shared:
-            # other replicas' jobs are not known here yet: sweeping would remove their work
-            log.info("shared database: the start-up sweep of temporaries is skipped")
-            return
-        recovery.sweep_in_background(d.pools, d.registry.is_running)
-
-    server.on_start(sweep)
+    sweeper = recovery.Sweeper(d.pools, d.registry.is_running)
+    d.registry.on_take_over(lambda rows: recovery.stop_node_jobs(d.calls, rows))
+    d.registry.on_take_over(lambda _rows: sweeper.request())
+    server.on_start(sweeper.start)
+    server.on_start(d.registry.serve)
+    server.on_stop(d.registry.stop)
+    server.on_stop(sweeper.stop)
     if isinstance(d.locks, LeasedLocks):
         server.on_start(d.locks.start)
         server.on_stop(d.locks.stop)

@@ -560,9 +560,7 @@ class Copies:
             cache, created = self.templates.cache_from_volume(pool, volume, template.uuid)
         else:
             snap = objects.require_snapshot(api, request.source.snapshot)
-            cache, created = self.templates.cache_from_snapshot(
-                pool, snap, template.uuid, operation_id=ctx.operation_id
-            )
+            cache, created = self.templates.cache_from_snapshot(ctx, pool, snap, template.uuid)
         # a cache snapshot this copy made for a template that did not get written must not
         # linger; one that was there before stays
         drop = types_pb2.Template(uuid=template.uuid)
@@ -579,12 +577,9 @@ class Copies:
         ctx.stage("taking a point-in-time snapshot")
         temporary = names.temporary_snapshot_name(ctx.operation_id)
         tags = {"uuid": uuid, "cs": names.CS_TEMPORARY, names.OPERATION_TAG: ctx.operation_id}
-        try:
-            gid = api.snapshot_create(volume.ref, name=temporary, tags=tags)
-        except errors.AlreadyExists:
-            gid = api.snapshot(temporary).global_id
+        gid = objects.temporary_snapshot(api, volume.ref, temporary, tags)
         point_in_time = Owned(
-            gid, f"snapshot ~{gid}", lambda: api.snapshot_delete(f"~{gid}"), scratch=True
+            gid, f"snapshot ~{gid}", lambda: objects.delete_temporary(api, gid), scratch=True
         )
         with owning(point_in_time):
             result, host = self.nodes.run_job(

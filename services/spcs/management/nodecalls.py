@@ -358,6 +358,28 @@ class NodeCalls:
         op.response.Unpack(result)
         return result
 
+    def cancel_jobs_of(self, host_id: str, operation_id: str) -> int:
+        """Cancel the node jobs an operation started on `host_id` (their ids begin with the
+        operation's, `node_operation_id`), for an operation whose replica died; how many."""
+        prefix = f"operations/{operation_id}."
+        try:
+            listed = self.call(
+                host_id,
+                f"list the jobs of {operation_id}",
+                lambda ch: operations_pb2_grpc.OperationsStub(ch).ListOperations(
+                    operations_pb2.ListOperationsRequest(filter="done=false", page_size=1000),
+                    timeout=CANCEL_TIMEOUT,
+                ),
+                retry_seconds=CANCEL_TIMEOUT,
+            )
+        except errors.SpcsError as error:
+            log.warning("could not list the jobs on host %s: %s", host_id, error.message)
+            return 0
+        jobs = [op.name for op in listed.operations if op.name.startswith(prefix)]
+        for name in jobs:
+            self._cancel(host_id, name)
+        return len(jobs)
+
     def _cancel(self, host_id: str, name: str) -> None:
         try:
             self.call(

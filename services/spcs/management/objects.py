@@ -120,3 +120,26 @@ def snapshot_message(obj: StorPoolSnapshot, pool_uuid: str, uuid: str = "") -> t
         format=types_pb2.IMAGE_FORMAT_RAW,
         store=types_pb2.DataStore(primary=types_pb2.PrimaryStore(pool_uuid=pool_uuid)),
     )
+
+
+def delete_temporary(api: StorPoolClient, global_id: str) -> bool:
+    """Delete a temporary snapshot, renaming it first (`names.dropped_temporary_name`)."""
+    api.snapshot_update(f"~{global_id}", rename=names.dropped_temporary_name(global_id))
+    return api.snapshot_delete(f"~{global_id}")
+
+
+def temporary_snapshot(
+    api: StorPoolClient, volume_ref: str, name: str, tags: dict[str, str]
+) -> str:
+    """A point-in-time snapshot named `name`, taken now (the global id). One an earlier
+    attempt of the same operation left holds older data: it is removed first (renamed away
+    when StorPool only marked it deleted, since it has children)."""
+    try:
+        return api.snapshot_create(volume_ref, name=name, tags=tags)
+    except errors.AlreadyExists:
+        found = api.snapshot(name)
+    if found.deleted:
+        api.snapshot_update(found.ref, rename=names.dropped_temporary_name(found.global_id))
+    else:
+        delete_temporary(api, found.global_id)
+    return api.snapshot_create(volume_ref, name=name, tags=tags)

@@ -143,9 +143,13 @@ nodes = Table(
     **TABLE_OPTIONS,
 )
 
-# The operations journal (`spcs.common.operations.Journal`): one row per operation, its
-# google.longrunning.Operation serialized in `data`; `owner` is the replica running it and
-# `heartbeat` when that replica last wrote it.
+# Operations (`state.OperationStore`; on a node's own file `spcs.common.operations.Journal`):
+# one row per operation, its google.longrunning.Operation serialized in `data`; `owner` is the
+# replica running it, `heartbeat` when that replica last wrote it (the database's clock),
+# `attempt` counts the attempts (a retry after a failure claims the row by bumping it, so two
+# replicas never both start it, and a takeover by bumping it, so a presumed-dead owner cannot
+# write it again), `cancel` is set by a CancelOperation on any replica and `created` orders
+# the list.
 operations = Table(
     "operations",
     metadata,
@@ -156,7 +160,11 @@ operations = Table(
     Column("updated", seconds(), nullable=False),
     Column("owner", key(), nullable=False, server_default=""),
     Column("heartbeat", seconds(), nullable=False, server_default="0"),
+    Column("attempt", number(), nullable=False, server_default="0"),
+    Column("cancel", number(), nullable=False, server_default="0"),
+    Column("created", seconds(), nullable=False, server_default="0"),
     Index("operations_owner", "owner"),
+    Index("operations_running", "done", "heartbeat"),
     **TABLE_OPTIONS,
 )
 

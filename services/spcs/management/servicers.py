@@ -56,8 +56,9 @@ class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
         self._lifecycle = lifecycle
         self._locks = locks
 
-    def _locked(self, uuid: str, operation: str) -> AbstractContextManager[None]:
-        return self._locks.hold(operation, pool=holds.pool(uuid))
+    def _locked(self, uuid: str) -> AbstractContextManager[None]:
+        """The pool's hold, as the RPC's @rpc declares it."""
+        return self._locks.hold(holds.declared_entry(), pool=holds.pool(uuid))
 
     @rpc(
         key="pool_uuid",
@@ -67,14 +68,14 @@ class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
     def InitializePool(
         self, request: lifecycle_pb2.InitializePoolRequest, context: grpc.ServicerContext
     ) -> lifecycle_pb2.Pool:
-        with self._locked(request.pool_uuid, "InitializePool"):
+        with self._locked(request.pool_uuid):
             return self._pools.initialize(request).message()
 
     @rpc(ids=("pool_uuid",), required=("zone_id",), holds="AttachZone")
     def AttachZone(
         self, request: lifecycle_pb2.AttachZoneRequest, context: grpc.ServicerContext
     ) -> lifecycle_pb2.Pool:
-        with self._locked(request.pool_uuid, "AttachZone"):
+        with self._locked(request.pool_uuid):
             return self._pools.attach_zone(
                 request.pool_uuid, request.zone_id, request.hypervisor
             ).message()
@@ -86,37 +87,34 @@ class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
         return self._pools.attach_cluster(request.pool_uuid).message()
 
     def _state(
-        self,
-        request: lifecycle_pb2.PoolRef,
-        state: lifecycle_pb2.PoolState.ValueType,
-        operation: str,
+        self, request: lifecycle_pb2.PoolRef, state: lifecycle_pb2.PoolState.ValueType
     ) -> lifecycle_pb2.Pool:
-        with self._locked(request.pool_uuid, operation):
+        with self._locked(request.pool_uuid):
             return self._pools.change_state(request.pool_uuid, state).message()
 
     @rpc(ids=("pool_uuid",), holds="MaintainPool")
     def MaintainPool(
         self, request: lifecycle_pb2.PoolRef, context: grpc.ServicerContext
     ) -> lifecycle_pb2.Pool:
-        return self._state(request, MAINTENANCE, "MaintainPool")
+        return self._state(request, MAINTENANCE)
 
     @rpc(ids=("pool_uuid",), holds="CancelMaintainPool")
     def CancelMaintainPool(
         self, request: lifecycle_pb2.PoolRef, context: grpc.ServicerContext
     ) -> lifecycle_pb2.Pool:
-        return self._state(request, UP, "CancelMaintainPool")
+        return self._state(request, UP)
 
     @rpc(ids=("pool_uuid",), holds="EnablePool")
     def EnablePool(
         self, request: lifecycle_pb2.PoolRef, context: grpc.ServicerContext
     ) -> lifecycle_pb2.Pool:
-        return self._state(request, UP, "EnablePool")
+        return self._state(request, UP)
 
     @rpc(ids=("pool_uuid",), holds="DisablePool")
     def DisablePool(
         self, request: lifecycle_pb2.PoolRef, context: grpc.ServicerContext
     ) -> lifecycle_pb2.Pool:
-        return self._state(request, DISABLED, "DisablePool")
+        return self._state(request, DISABLED)
 
     @rpc(ids=("pool_uuid",), holds="DeletePool")
     def DeletePool(
@@ -129,7 +127,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
     def UpdatePool(
         self, request: lifecycle_pb2.UpdatePoolRequest, context: grpc.ServicerContext
     ) -> lifecycle_pb2.Pool:
-        with self._locked(request.pool_uuid, "UpdatePool"):
+        with self._locked(request.pool_uuid):
             return self._pools.update(request).message()
 
     @rpc(ids=("pool_uuid",))

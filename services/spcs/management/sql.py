@@ -154,6 +154,13 @@ def _retryable(error: exc.DBAPIError) -> bool:
 UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 
 
+def clock(conn: Connection) -> float:
+    """The database's clock, which every replica shares (SQLite: this host's)."""
+    if conn.dialect.name == "sqlite":
+        return time.time()
+    return float(conn.execute(text("SELECT UNIX_TIMESTAMP(NOW(6))")).scalar_one())
+
+
 class Database:
     """A pooled engine and the transactions the store runs on it."""
 

@@ -42,7 +42,8 @@ from spcs.management.schema import (
     template_cache,
 )
 from spcs.management.schema import pools as pools_table
-from spcs.management.sql import Database, is_sqlite, migrate
+from spcs.management.sql import Database, clock, is_sqlite, migrate
+from spcs.management.sql_operations import SqlOperations
 from spcs.management.state import (
     CacheEntry,
     LeaseRecord,
@@ -101,8 +102,9 @@ class SqlJournal:
             "updated": now,
             "owner": self.owner,
             "heartbeat": now,
+            "created": now,
         }
-        changed = [name for name in row if name != "name"]
+        changed = [name for name in row if name not in ("name", "created")]
         self._db.write(lambda c: _upsert(c, operations, [row], changed))
 
     def load(self) -> Iterator[tuple[str, str, operations_pb2.Operation]]:
@@ -140,6 +142,7 @@ class SqlState:
             raise
         log.info("state database: %s", self.name)
         self.journal = SqlJournal(self._db, replica)
+        self.operations = SqlOperations(self._db)
         # Pools are read on every call and change rarely. On SQLite one process owns the file,
         # so its records are kept in memory and dropped on each write; a shared database is
         # read through, so a change by one replica is seen by the next call on any other.
@@ -342,7 +345,7 @@ class SqlState:
 
     def renew_leases(self, owner: str, ttl: float) -> int:
         def renew(conn: Connection) -> int:
-            now = _now(conn)
+            now = clock(conn)
             change = (
                 update(leases)
                 .where(leases.c.owner == owner, leases.c.expires > now)
@@ -359,7 +362,7 @@ class SqlState:
             query = (
                 select(lease_holds.c.key, lease_holds.c.mode, leases)
                 .select_from(lease_holds.join(leases))
-                .where(leases.c.expires > _now(conn))
+                .where(leases.c.expires > clock(conn))
                 .order_by(lease_holds.c.key, leases.c.id)
             )
             return list(conn.execute(query).all())
@@ -377,7 +380,7 @@ class SqlState:
         self._swept = time.monotonic()
 
         def sweep(conn: Connection) -> None:
-            now = _now(conn)
+            now = clock(conn)
             expired = select(leases.c.id).where(leases.c.expires <= now)
             conn.execute(delete(lease_holds).where(lease_holds.c.lease_id.in_(expired)))
             conn.execute(delete(leases).where(leases.c.expires <= now))
@@ -412,7 +415,7 @@ class _Take:
         self.wanted = wanted
 
     def run(self, conn: Connection) -> int:
-        now = _now(conn)
+        now = clock(conn)
         digests = sorted(self.wanted)
         if digests:
             key_rows = [{"key_digest": digest, "touched": now} for digest in digests]
@@ -466,13 +469,6 @@ class _Take:
             ]
             if blockers:
                 raise Conflict(conflict_message(self.label, key, mode, blockers))
-
-
-def _now(conn: Connection) -> float:
-    """The database's clock, which every replica shares (SQLite: this host's)."""
-    if conn.dialect.name == "sqlite":
-        return time.time()
-    return float(conn.execute(text("SELECT UNIX_TIMESTAMP(NOW(6))")).scalar_one())
 
 
 def _connection_columns(conn: PoolConnection) -> dict[str, object]:

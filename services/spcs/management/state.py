@@ -3,9 +3,10 @@ interface every store of it implements.
 
 StorPool (names and tags) is the source of truth for volumes and snapshots. The state store
 keeps only pools (with their StorPool connection, token included), which hosts are connected to
-which pool, template-cache entries, registered nodes and the operations journal, so a restart
-loses nothing. `spcs.management.sql_state.SqlState` implements it on SQLite (the embedded
-default) and on MariaDB/MySQL (shared by several replicas); the domain (`Pools`,
+which pool, template-cache entries, registered nodes and the operations (`OperationStore`,
+shared by every replica), so a restart loses nothing. `spcs.management.sql_state.SqlState`
+implements it on SQLite (the embedded default) and on MariaDB/MySQL (shared by several
+replicas); the domain (`Pools`,
 `NodeDirectory`, `TemplateCache`, `HostEvents`) sees only `StateStore`. `LeaseStore` keeps the
 holds of `spcs.common.holds` for every replica of one database.
 """
@@ -13,9 +14,11 @@ holds of `spcs.common.holds` for every replica of one database.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from google.longrunning import operations_pb2
 
 from spcs.common.holds import Hold, Mode
 from spcs.common.operations import Journal
@@ -122,6 +125,9 @@ class StateStore(Protocol):
     @property
     def journal(self) -> Journal: ...
 
+    @property
+    def operations(self) -> OperationStore: ...
+
     # ---- pools ------------------------------------------------------------------------------
     def pool(self, uuid: str) -> PoolRecord | None: ...
     def pools(self) -> list[PoolRecord]: ...
@@ -190,4 +196,88 @@ class LeaseStore(Protocol):
 
     def leases(self) -> list[LeaseRecord]:
         """What is held now, by key then lease id (for tests and operators)."""
+        ...
+
+
+@dataclass(frozen=True)
+class OperationRow:
+    """One operation as the region knows it (a row of `OperationStore`)."""
+
+    name: str
+    fingerprint: str
+    operation: operations_pb2.Operation
+    owner: str  # the replica that runs (or last ran) it
+    attempt: int  # bumped by each claim: a replica writes the row only under its own attempt
+    heartbeat: float  # when the owner last wrote it, by the database's clock
+    cancel: bool  # a cancel was asked for (on any replica)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `OperationStore.claim` decided: `row` is the operation now; `claimed` says this
+    caller runs it (a new row, or a new attempt replacing `previous`)."""
+
+    claimed: bool
+    row: OperationRow
+    previous: OperationRow | None = None
+
+
+class OperationStore(Protocol):
+    """Operations shared by every replica of a region: one row per operation id, which one
+    replica at a time owns and keeps beating while it runs."""
+
+    def claim(
+        self,
+        name: str,
+        fingerprint: str,
+        operation: operations_pb2.Operation,
+        owner: str,
+        retry: Callable[[OperationRow], bool],
+    ) -> Claim:
+        """Insert the operation as `owner`'s, or when a row exists and `retry(row)` says it
+        may start again (a failed attempt with the same arguments), take it over with the next
+        attempt; otherwise leave it. One replica wins a race, by the primary key."""
+        ...
+
+    def unclaim(self, claim: Claim) -> None:
+        """Undo a claim whose job could not start (its holds conflicted)."""
+        ...
+
+    def save(self, row_name: str, attempt: int, owner: str, op: operations_pb2.Operation) -> bool:
+        """Write the owner's state of its attempt; False when the row is no longer its own."""
+        ...
+
+    def beat(
+        self, owner: str, running: Mapping[str, tuple[int, operations_pb2.Operation]]
+    ) -> tuple[set[str], set[str]]:
+        """Write the owner's running operations with a fresh heartbeat; (the names no longer
+        its own, the names a cancel was asked for)."""
+        ...
+
+    def row(self, name: str) -> OperationRow | None: ...
+
+    def page(self, done: bool | None, offset: int, size: int) -> list[OperationRow]:
+        """Operations oldest first (`done` filters), `size` from `offset`."""
+        ...
+
+    def request_cancel(self, name: str) -> OperationRow | None:
+        """Mark a running operation for cancelling; None when there is no such operation."""
+        ...
+
+    def delete(self, name: str) -> OperationRow | None:
+        """Remove a finished operation; the row as it was (a running one is not removed)."""
+        ...
+
+    def take_over(
+        self,
+        stale_seconds: float | None,
+        interrupt: Callable[[OperationRow], operations_pb2.Operation],
+        owner: str,
+    ) -> list[OperationRow]:
+        """End the running operations whose owner has not beaten for `stale_seconds` (None:
+        every running one) with `interrupt(row)`, recorded as `owner`'s; the rows as they were."""
+        ...
+
+    def prune(self, keep: int) -> int:
+        """Remove the oldest finished operations beyond the newest `keep`."""
         ...

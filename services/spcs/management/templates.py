@@ -1,17 +1,16 @@
 """The template cache: a template is downloaded to a pool once, as a StorPool snapshot, and every
 volume made from it afterwards is an instant copy-on-write clone of that snapshot.
 
-Concurrent first uses of one template on one pool download it once: they queue on a per-template
-lock (in job threads, never RPC threads) and the later ones find the snapshot made by the first.
+Concurrent first uses of one template on one pool download it once, whichever replica runs
+them: they queue on a hold of the download (in job threads, never RPC threads; a lease when the
+replicas share a database) and the later ones find the snapshot made by the first.
 Templates made from a volume or a snapshot get the cache snapshot straight away, so deploying
 them on this pool needs no download either.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 
 from spcs.common import errors, holds
 from spcs.common.locks import Locks
@@ -40,12 +39,6 @@ class TemplateCache:
         self.pools = pools
         self.nodes = nodes
         self.locks = locks
-        self._guard = threading.Lock()
-        self._flights: dict[str, threading.Lock] = {}
-
-    def _flight(self, name: str) -> threading.Lock:
-        with self._guard:
-            return self._flights.setdefault(name, threading.Lock())
 
     def cached(self, pool: PoolRecord, template_uuid: str) -> StorPoolSnapshot | None:
         api = self.pools.api(pool)
@@ -64,14 +57,23 @@ class TemplateCache:
         hit = self.cached(pool, template.uuid)
         if hit is not None:
             return hit, 0, ""
-        name = names.template_cache_name(template.uuid, pool.uuid)
         ctx.queued("another download of this template")
-        with self._flight(name):
+        # one download at a time on any replica: the later ones find the snapshot it made
+        release = self.locks.waiting(
+            holds.holds(
+                "TemplateDownload", download=holds.template_download(template.uuid, pool.uuid)
+            ),
+            f"download of template {template.uuid} ({ctx.operation_id})",
+            ctx.check_cancelled,
+        )
+        try:
             ctx.queued("")
             hit = self.cached(pool, template.uuid)
             if hit is not None:
                 return hit, 0, ""
             return self._download(ctx, pool, template, host_id)
+        finally:
+            release()
 
     def _download(
         self, ctx: JobContext, pool: PoolRecord, template: types_pb2.Template, host_id: str
@@ -95,6 +97,8 @@ class TemplateCache:
             fresh = True
         except errors.AlreadyExists:  # left by an interrupted attempt: reuse, overwrite fully
             gid, fresh = api.volume(temporary).global_id, False
+            # now this operation's, so that a sweep does not take it for its old one's
+            api.volume_update(f"~{gid}", tags={names.OPERATION_TAG: ctx.operation_id})
         download = Owned(
             gid, f"volume {temporary}", lambda: api.volume_delete(temporary), scratch=True
         )
@@ -154,26 +158,46 @@ class TemplateCache:
 
     def cache_from_snapshot(
         self,
+        ctx: JobContext,
         pool: PoolRecord,
         snapshot: StorPoolSnapshot,
         template_uuid: str,
-        *,
-        operation_id: str = "",
     ) -> tuple[StorPoolSnapshot, bool]:
-        """StorPool cannot copy a snapshot directly: clone it into a volume, snapshot that."""
-        api = self.pools.api(pool)
+        """StorPool cannot copy a snapshot directly: clone it into a volume (tagged with the
+        operation, so a sweep knows whose it is), snapshot that. The clone has the download's
+        name, so it waits for a download of the template to the pool, as a download does."""
         hit = self.cached(pool, template_uuid)
         if hit is not None:
             return hit, False
+        release = self.locks.waiting(
+            holds.holds(
+                "TemplateDownload", download=holds.template_download(template_uuid, pool.uuid)
+            ),
+            f"template {template_uuid} from a snapshot ({ctx.operation_id})",
+            ctx.check_cancelled,
+        )
+        try:
+            hit = self.cached(pool, template_uuid)
+            if hit is not None:
+                return hit, False
+            return self._clone_and_snapshot(ctx, pool, snapshot, template_uuid)
+        finally:
+            release()
+
+    def _clone_and_snapshot(
+        self, ctx: JobContext, pool: PoolRecord, snapshot: StorPoolSnapshot, template_uuid: str
+    ) -> tuple[StorPoolSnapshot, bool]:
+        api = self.pools.api(pool)
         temporary = names.template_download_name(template_uuid, pool.uuid)
-        with contextlib.suppress(errors.AlreadyExists):  # left by an interrupted attempt
+        tags = {**cache_tags(template_uuid), names.OPERATION_TAG: ctx.operation_id}
+        try:
             api.volume_create(
-                name=temporary,
-                parent=snapshot.ref,
-                template=pool.template,
-                tags={**cache_tags(template_uuid), names.OPERATION_TAG: operation_id}
-                if operation_id
-                else cache_tags(template_uuid),
+                name=temporary, parent=snapshot.ref, template=pool.template, tags=tags
+            )
+        except errors.AlreadyExists:  # left by an interrupted job: not a clone of this snapshot
+            api.volume_delete(temporary)
+            api.volume_create(
+                name=temporary, parent=snapshot.ref, template=pool.template, tags=tags
             )
         clone = Owned(
             temporary, f"volume {temporary}", lambda: api.volume_delete(temporary), scratch=True

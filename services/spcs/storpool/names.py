@@ -77,6 +77,13 @@ def dropped_template_name(global_id: str) -> str:
     return _name("tmplgone", global_id)
 
 
+def dropped_temporary_name(global_id: str) -> str:
+    """What a temporary snapshot is renamed to before it is deleted: one with children (the
+    volume it was taken of) is only marked deleted and would keep its name, so a retry of the
+    same operation could not take its temporary again."""
+    return _name("tmpgone", global_id)
+
+
 def template_download_name(template_uuid: str, pool_uuid: str) -> str:
     """The temporary volume a template is downloaded into before it becomes the cache snapshot."""
     return _name("tmpldl", template_uuid, pool_uuid)

@@ -506,6 +506,7 @@ class OperationMetadata(_message.Message):
     TARGET_FIELD_NUMBER: _builtins.int
     BYTES_WRITTEN_FIELD_NUMBER: _builtins.int
     WAITING_FOR_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """The RPC that started the job, e.g. `spcs.v1.AgentCommands/DownloadTemplate`."""
     state: Global___JobState.ValueType
@@ -527,6 +528,10 @@ class OperationMetadata(_message.Message):
     waiting_for: _builtins.str
     """Set while the job is queued (state PENDING): what it waits for, e.g. "a free copy slot on
     host 1, host 2"; empty once it runs.
+    """
+    cancel_requested: _builtins.bool
+    """Set once a cancel was asked for (CancelOperation, on any management replica) and the job
+    has seen it; it stops at its next check and ends CANCELLED.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -556,10 +561,11 @@ class OperationMetadata(_message.Message):
         target: _builtins.str = ...,
         bytes_written: _builtins.int = ...,
         waiting_for: _builtins.str = ...,
+        cancel_requested: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "bytes_total", b"bytes_total", "bytes_written", b"bytes_written", "create_time", b"create_time", "end_time", b"end_time", "host_id", b"host_id", "kind", b"kind", "rate_bytes_per_second", b"rate_bytes_per_second", "stage", b"stage", "state", b"state", "target", b"target", "update_time", b"update_time", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "bytes_total", b"bytes_total", "bytes_written", b"bytes_written", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "host_id", b"host_id", "kind", b"kind", "rate_bytes_per_second", b"rate_bytes_per_second", "stage", b"stage", "state", b"state", "target", b"target", "update_time", b"update_time", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
