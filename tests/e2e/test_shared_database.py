@@ -65,7 +65,7 @@ def test_management_on_mariadb(mariadb: MariaDB, tmp_path: Path):
             "host-1",
             "host-2",
         ]
-        assert rows("SELECT version_num FROM alembic_version") == [("0003",)]
+        assert rows("SELECT version_num FROM alembic_version") == [("0004",)]
         assert not (workdir / "management.db").exists()  # --db is not used
 
         drop_user(mariadb, user)
@@ -124,3 +124,33 @@ def test_the_documented_database_and_grants_are_enough(tmp_path: Path):
             rows = server.rows("spcs", "SELECT COUNT(*) FROM operations WHERE done = 1")
             assert rows == [(1,)]
             assert server.rows("spcs", "SELECT COUNT(*) FROM pools") == [(1,)]
+
+
+def test_connections_the_database_dropped_are_replaced(mariadb: MariaDB, tmp_path: Path):
+    """The server cuts every connection of the service (a restart, a failover of a proxy):
+    a call meets at most one UNAVAILABLE and the next call works, on new connections."""
+    url, user, password = own_user(mariadb, mariadb.new_database())
+    password_file = tmp_path / "database.password"
+    password_file.write_text(password)
+    password_file.chmod(0o600)
+    args = ["--database-url", url, "--database-password-file", str(password_file)]
+    with running_stack(tmp_path / "stack", management_args=args) as mgmt:
+        mgmt.create_volume(MIB)
+        with mariadb.root() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT id FROM information_schema.processlist WHERE user = %s", (user,))
+            cut = [int(connection) for (connection,) in cursor.fetchall()]
+            for connection in cut:
+                cursor.execute(f"KILL {connection}")
+        assert cut
+        failures = []
+        for _ in range(3):
+            try:
+                volume = mgmt.create_volume(MIB)
+                break
+            except grpc.RpcError as error:
+                failures.append(error.code())
+        else:
+            raise AssertionError(f"no call worked after the cut: {failures}")
+        assert failures in ([], [grpc.StatusCode.UNAVAILABLE]), failures
+        assert volume.path
+        assert mgmt.lifecycle.GetPool(lifecycle_pb2.PoolRef(pool_uuid=mgmt.pool_uuid)).name

@@ -269,7 +269,7 @@ def test_the_migrated_schema_is_the_defined_one(database, store: SqlState):
     with store._db.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert differences == [] and version == "0003"
+    assert differences == [] and version == "0004"
     if url.startswith("mysql"):
         engine = create_engine(url.replace("spcs@", f"spcs:{password}@"))
         try:
@@ -568,7 +568,7 @@ def test_a_file_of_the_raw_schema_is_stamped_upgraded_and_keeps_its_rows(tmp_pat
         ]
         store.take_leases(hold("k"), owner="replica-a", label="New", ttl=30)  # 0002's tables
         with store._db.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
             assert conn.execute(
                 text("SELECT owner, heartbeat, attempt, cancel FROM operations")
             ).all() == [("", 0, 0, 0)]
@@ -608,7 +608,7 @@ def test_a_database_newer_than_this_spcs_is_refused(database):
         SqlState(url, password)
     shown = url.replace("spcs@", "spcs:***@") if password else url.removeprefix("sqlite:///")
     assert str(refused.value) == (
-        f"database {shown} has schema 0999, newer than this spcs knows (it knows up to 0003); "
+        f"database {shown} has schema 0999, newer than this spcs knows (it knows up to 0004); "
         "upgrade spcs or use another --database-url"
     )
 
@@ -626,7 +626,7 @@ def test_spcs_management_refuses_a_newer_database(database, tmp_path: Path):
     where = url.replace("spcs@", "spcs:***@") if password else url.removeprefix("sqlite:///")
     assert (
         f"spcs management: cannot start: database {where} has schema 0999, newer than this spcs "
-        "knows (it knows up to 0003); upgrade spcs or use another --database-url"
+        "knows (it knows up to 0004); upgrade spcs or use another --database-url"
     ) in done.stderr.splitlines()
     assert password is None or password not in done.stderr
 

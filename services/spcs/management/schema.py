@@ -93,6 +93,9 @@ pools = Table(
     Column("pod_id", key(), nullable=False),
     Column("fingerprint", key(), nullable=False),
     Column("created", seconds(), nullable=False),
+    # bumped by every change of the pool or its hosts: a replica's copy of the record is
+    # current while the row's version is the one it read
+    Column("version", number(), nullable=False, server_default="0"),
     **TABLE_OPTIONS,
 )
 

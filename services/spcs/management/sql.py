@@ -10,7 +10,8 @@ the store opens.
 
 SQLite as before: WAL, foreign keys, a 5 s busy timeout; writes begin with `BEGIN IMMEDIATE`
 (and queue on a lock in this process), so a write never fails half-way on a lock upgrade.
-MariaDB/MySQL: utf8mb4, strict SQL mode, READ COMMITTED, a pre-ping on every checkout.
+MariaDB/MySQL: utf8mb4, strict SQL mode, READ COMMITTED, a ping before using a connection that
+was idle for a while.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
 MYSQL_SCHEMES = ("mysql+pymysql", "mariadb+pymysql")
 BUSY_MS = 5000
+IDLE_PING_SECONDS = 5.0
 # The schema spcs's SQLite files had before Alembic (PRAGMA user_version of its last raw
 # migration), which is revision 0001; files Alembic manages get ALEMBIC_USER_VERSION, so that
 # an older spcs refuses them ("newer than this spcs knows") instead of misreading them.
@@ -93,7 +95,9 @@ def shown(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def open_engine(url: URL) -> Engine:
+def open_engine(url: URL, *, autocommit: bool = False) -> Engine:
+    """The engine of `url`; with `autocommit` (MariaDB/MySQL), one whose connections commit
+    each statement, for reads and single-statement writes: no COMMIT or reset round trip."""
     if is_sqlite(url):
         engine = create_engine(
             url,
@@ -105,14 +109,16 @@ def open_engine(url: URL) -> Engine:
         return engine
     if "charset" not in url.query:
         url = url.update_query_dict({"charset": "utf8mb4"})
-    return create_engine(
+    engine = create_engine(
         url,
         hide_parameters=True,
-        pool_pre_ping=True,
         pool_recycle=1800,
         pool_size=8,
         max_overflow=24,
-        isolation_level="READ COMMITTED",
+        isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
+        # no ROLLBACK when a connection goes back to the pool: a transaction of `write` has
+        # ended in COMMIT or ROLLBACK already, and autocommit connections have none
+        pool_reset_on_return=None,
         connect_args={
             "connect_timeout": 10,
             "read_timeout": 60,
@@ -120,6 +126,32 @@ def open_engine(url: URL) -> Engine:
             "init_command": "SET SESSION sql_mode = 'TRADITIONAL', innodb_lock_wait_timeout = 10",
         },
     )
+    event.listen(engine, "checkout", _ping_when_idle)
+    event.listen(engine, "checkin", _used)
+    event.listen(engine, "after_cursor_execute", _count)
+    return engine
+
+
+def _count(conn: Connection, *_args: object) -> None:
+    ran = conn.info.get("spcs_ran")
+    if ran is not None:
+        ran[0] += 1
+
+
+def _ping_when_idle(dbapi_connection: Any, record: Any, _proxy: object) -> None:
+    """A connection idle for IDLE_PING_SECONDS is pinged before use, and replaced if the server
+    dropped it (a restart, wait_timeout); a busy one is not, which saves a round trip per
+    transaction (a ping on every checkout costs as much as a statement)."""
+    if time.monotonic() - record.info.get("used", 0.0) < IDLE_PING_SECONDS:
+        return
+    try:
+        dbapi_connection.ping(reconnect=False)
+    except Exception:
+        raise exc.DisconnectionError() from None  # the pool connects again
+
+
+def _used(_dbapi_connection: Any, record: Any) -> None:
+    record.info["used"] = time.monotonic()
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
@@ -169,6 +201,8 @@ class Database:
         self.name = shown(url)
         self.sqlite = is_sqlite(url)
         self.engine = open_engine(url)
+        # reads (each one statement, seeing what is committed) and one-statement writes
+        self.single = self.engine if self.sqlite else open_engine(url, autocommit=True)
         # SQLite has one writer at a time: this process's writers queue here, not in the busy
         # handler's sleeps (other processes on the same file still meet the busy timeout)
         self._writing: contextlib.AbstractContextManager[object] = (
@@ -176,23 +210,36 @@ class Database:
         )
 
     def read(self, work: Callable[[Connection], T]) -> T:
-        try:
-            with self.engine.connect() as conn:
-                return work(conn)
-        except UNAVAILABLE as error:
-            raise self.unavailable(error) from None
+        """`work`'s statements, each seeing what is committed when it runs."""
+        for attempt in (1, 2):
+            try:
+                with self.single.connect() as conn:
+                    return work(conn)
+            except exc.DBAPIError as error:
+                if attempt == 1 and error.connection_invalidated:
+                    continue  # a connection the server had dropped: once more, on a new one
+                if isinstance(error, UNAVAILABLE):
+                    raise self.unavailable(error) from None
+                raise
+            except exc.TimeoutError as error:
+                raise self.unavailable(error) from None
+        raise AssertionError("unreachable")
 
     def write(self, work: Callable[[Connection], T]) -> T:
         """`work` in one transaction, committed when it returns; run again (from the start)
-        after a deadlock or lock timeout."""
+        after a deadlock or lock timeout, or when the server had dropped the connection before
+        the transaction's first statement (nothing of it was done)."""
         for attempt in range(1, ATTEMPTS + 1):
+            ran = [0]  # statements of this attempt that completed (`_count` adds to it)
             try:
                 with self._writing, self.engine.connect() as conn:
                     conn.execution_options(spcs_write=True)
+                    conn.info["spcs_ran"] = ran
                     with conn.begin():
                         return work(conn)
             except exc.DBAPIError as error:
-                if attempt < ATTEMPTS and _retryable(error):
+                dropped = bool(error.connection_invalidated) and ran[0] == 0
+                if attempt < ATTEMPTS and (_retryable(error) or dropped):
                     time.sleep(0.01 * attempt)
                     continue
                 if isinstance(error, UNAVAILABLE):
@@ -202,6 +249,12 @@ class Database:
                 raise self.unavailable(error) from None
         raise AssertionError("unreachable")
 
+    def write_one(self, work: Callable[[Connection], T]) -> T:
+        """`work`, one statement that commits by itself (MariaDB) or a transaction (SQLite)."""
+        if self.sqlite:
+            return self.write(work)
+        return self.read(work)
+
     def unavailable(self, error: exc.SQLAlchemyError) -> errors.Unavailable:
         return errors.Unavailable(
             f"the state database {self.name} did not answer: {_reason(error)}; "
@@ -210,6 +263,7 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+        self.single.dispose()
 
 
 # ---- migrations -------------------------------------------------------------------------------

@@ -22,7 +22,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from google.longrunning import operations_pb2
-from sqlalchemy import Connection, Row, Select, Table, delete, exc, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    Table,
+    delete,
+    exc,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import URL, make_url
 
@@ -31,6 +42,7 @@ from spcs.common.holds import EXCLUSIVE, Hold, Mode
 from spcs.common.locks import Lease, conflict_message, merged
 from spcs.common.logs import REQUEST_ID
 from spcs.common.sqlite import DatabaseError
+from spcs.management import hot_sql
 from spcs.management.pool_url import Connection as PoolConnection
 from spcs.management.schema import (
     lease_holds,
@@ -144,9 +156,11 @@ class SqlState:
         self.journal = SqlJournal(self._db, replica)
         self.operations = SqlOperations(self._db)
         # Pools are read on every call and change rarely. On SQLite one process owns the file,
-        # so its records are kept in memory and dropped on each write; a shared database is
-        # read through, so a change by one replica is seen by the next call on any other.
+        # so its records are kept in memory and dropped on each write; on a shared database a
+        # replica keeps the records with their versions and reads the version on every call
+        # (one small query), so a change by one replica is seen by the next call on any other.
         self._cache: dict[str, PoolRecord] | None = {} if is_sqlite(parsed) else None
+        self._versioned: dict[str, tuple[int, PoolRecord]] = {}
         self._cache_lock = threading.Lock()
         self._generation = 0
         self._swept = 0.0
@@ -163,14 +177,33 @@ class SqlState:
                 cached, generation = self._cache.get(uuid), self._generation
             if cached is not None:
                 return cached
-        query = self._pools_query().where(pools_table.c.uuid == uuid)
-        rows = self._db.read(lambda c: c.execute(query.order_by(pool_hosts.c.host_id)).all())
+        else:
+            current = self._current(uuid)
+            if current is not None:
+                return current
+        rows = self._db.read(lambda c: hot_sql.read_pool(c, uuid))
         record = _pool(rows) if rows else None
-        if self._cache is not None and record is not None:
-            with self._cache_lock:
-                if generation == self._generation:  # no write raced this read
-                    self._cache[uuid] = record
+        with self._cache_lock:
+            if record is None:
+                self._versioned.pop(uuid, None)
+            elif self._cache is None:
+                self._versioned[uuid] = (int(rows[0].version), record)
+            elif generation == self._generation:  # no write raced this read
+                self._cache[uuid] = record
         return record
+
+    def _current(self, uuid: str) -> PoolRecord | None:
+        """This replica's copy of the pool if the database still has its version."""
+        with self._cache_lock:
+            kept = self._versioned.get(uuid)
+        if kept is None:
+            return None
+        version = self._db.read(lambda c: hot_sql.pool_version(c, uuid))
+        if version == kept[0]:
+            return kept[1]
+        with self._cache_lock:
+            self._versioned.pop(uuid, None)
+        return None
 
     def _pool_write(self, work: Callable[[Connection], T]) -> T:
         """A write to pools or their hosts: the cached records are dropped."""
@@ -209,7 +242,8 @@ class SqlState:
         self._pool_write(lambda c: c.execute(insert(pools_table).values(row)))
 
     def _update_pool(self, uuid: str, **values: object) -> None:
-        change = update(pools_table).where(pools_table.c.uuid == uuid).values(values)
+        bumped = {**values, "version": pools_table.c.version + 1}
+        change = update(pools_table).where(pools_table.c.uuid == uuid).values(bumped)
         self._pool_write(lambda c: c.execute(change))
 
     def set_pool_state(self, uuid: str, state: lifecycle_pb2.PoolState.ValueType) -> None:
@@ -241,13 +275,25 @@ class SqlState:
             "client_id": client_id,
             "connected": time.time(),
         }
-        self._pool_write(lambda c: _upsert(c, pool_hosts, [row], ("client_id", "connected")))
+        bump = _bump(pools_table.c.uuid == pool_uuid)
+
+        def connect(conn: Connection) -> None:
+            _upsert(conn, pool_hosts, [row], ("client_id", "connected"))
+            conn.execute(bump)
+
+        self._pool_write(connect)
 
     def disconnect_host(self, host_id: str, pool_uuids: Iterable[str] | None = None) -> int:
-        removed = delete(pool_hosts).where(pool_hosts.c.host_id == host_id)
+        which = pool_hosts.c.host_id == host_id
         if pool_uuids is not None:
-            removed = removed.where(pool_hosts.c.pool_uuid.in_(list(pool_uuids)))
-        return self._pool_write(lambda c: c.execute(removed).rowcount)
+            which = which & pool_hosts.c.pool_uuid.in_(list(pool_uuids))
+        bump = _bump(pools_table.c.uuid.in_(select(pool_hosts.c.pool_uuid).where(which)))
+
+        def disconnect(conn: Connection) -> int:
+            conn.execute(bump)
+            return int(conn.execute(delete(pool_hosts).where(which)).rowcount)
+
+        return self._pool_write(disconnect)
 
     def pools_of_host(self, host_id: str) -> list[str]:
         query = (
@@ -337,11 +383,8 @@ class SqlState:
         return lease_id
 
     def release_lease(self, lease_id: int) -> bool:
-        def release(conn: Connection) -> bool:
-            conn.execute(delete(lease_holds).where(lease_holds.c.lease_id == lease_id))
-            return bool(conn.execute(delete(leases).where(leases.c.id == lease_id)).rowcount)
-
-        return self._db.write(release)
+        # its holds go with it (ON DELETE CASCADE)
+        return self._db.write_one(lambda conn: hot_sql.release(conn, lease_id))
 
     def renew_leases(self, owner: str, ttl: float) -> int:
         def renew(conn: Connection) -> int:
@@ -415,44 +458,26 @@ class _Take:
         self.wanted = wanted
 
     def run(self, conn: Connection) -> int:
-        now = clock(conn)
+        # on MariaDB every statement reads the database's clock itself (no round trip for it)
+        now = hot_sql.Clock(conn, time.time())
         digests = sorted(self.wanted)
         if digests:
-            key_rows = [{"key_digest": digest, "touched": now} for digest in digests]
-            _upsert(conn, lease_keys, key_rows, ("touched",))
-            current = conn.execute(
-                select(lease_holds.c.key, lease_holds.c.mode, leases)
-                .select_from(lease_holds.join(leases))
-                .where(lease_holds.c.key_digest.in_(digests))
-                .order_by(leases.c.id)
-                .with_for_update()
-            ).all()
-            self._refuse_conflicts([r for r in current if r.expires > now], now)
-            expired = {r.id for r in current if r.expires <= now}
+            hot_sql.touch_keys(conn, now, digests)
+            current = hot_sql.holds_on(conn, now, digests)
+            self._refuse_conflicts([r for r in current if r.live])
+            expired = sorted({r.id for r in current if not r.live})
             if expired:
-                conn.execute(delete(lease_holds).where(lease_holds.c.lease_id.in_(expired)))
-                conn.execute(delete(leases).where(leases.c.id.in_(expired)))
-        lease = {
-            "owner": self.owner,
-            "label": self.label,
-            "request_id": self.request_id,
-            "started": now,
-            "expires": now + self.ttl,
-        }
-        inserted = conn.execute(insert(leases).values(lease)).inserted_primary_key
-        assert inserted is not None
-        lease_id = int(inserted[0])
+                hot_sql.drop_leases(conn, expired)
+        lease_id = hot_sql.new_lease(conn, now, self.owner, self.label, self.request_id, self.ttl)
         if digests:
-            conn.execute(
-                insert(lease_holds),
-                [
-                    {"lease_id": lease_id, "key_digest": d, "key": key, "mode": mode.value}
-                    for d, (key, mode) in sorted(self.wanted.items())
-                ],
+            hot_sql.new_holds(
+                conn,
+                lease_id,
+                [(d, key, mode.value) for d, (key, mode) in sorted(self.wanted.items())],
             )
         return lease_id
 
-    def _refuse_conflicts(self, live: list[Row[Any]], now: float) -> None:
+    def _refuse_conflicts(self, live: list[Row[Any]]) -> None:
         """Conflict (as `spcs.common.locks` words it) on the first key, in key order, that a
         live lease holds in a mode that does not go with ours."""
         for key, mode in sorted(self.wanted.values()):
@@ -461,7 +486,7 @@ class _Take:
                     row.label,
                     row.request_id,
                     Mode(row.mode),
-                    started=time.monotonic() - (now - row.started),
+                    started=time.monotonic() - float(row.age),
                     owner=row.owner,
                 )
                 for row in live
@@ -559,3 +584,8 @@ def _private_file(path: Path) -> None:
     """An SQLite file is created 0600: it holds StorPool API tokens."""
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _bump(which: Any) -> Any:
+    """The statement that bumps the version of the pools `which` selects."""
+    return update(pools_table).where(which).values(version=pools_table.c.version + 1)

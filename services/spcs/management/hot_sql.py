@@ -1,0 +1,155 @@
+"""The statements every mutating call runs, written out for each engine: reading its pool, and
+taking and releasing a lease (`sql_state.SqlState`).
+
+They run through SQLAlchemy's connection (its pool, transactions and errors) but not through
+its statement building: on MariaDB, building the Core statements of one call (a pool read, a
+lease taken and released) cost more CPU than their round trips to the server (measured on the
+2-core VM: 6.5 ms a call through Core against 3.3 ms as these strings; issue 13's note). The
+tables are those of `schema.py`; `tests/management/test_state_store.py` runs both engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, Row
+
+from spcs.management.schema import pools
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one engine spells what these statements need."""
+
+    mark: str  # the DBAPI's parameter marker
+    now: str  # the database's clock, in Unix seconds ("?" where this host passes it)
+    upsert: str  # the end of an INSERT into lease_keys that refreshes `touched` instead
+    lock: str  # how a SELECT locks the rows it read until the transaction ends
+
+
+SQLITE = Dialect("?", "?", " ON CONFLICT (key_digest) DO UPDATE SET touched = excluded.touched", "")
+MYSQL = Dialect(
+    "%s",
+    "UNIX_TIMESTAMP(NOW(6))",
+    " ON DUPLICATE KEY UPDATE touched = VALUES(touched)",
+    " FOR UPDATE",
+)
+
+
+def dialect(conn: Connection) -> Dialect:
+    return SQLITE if conn.dialect.name == "sqlite" else MYSQL
+
+
+def _marks(d: Dialect, count: int) -> str:
+    return ", ".join([d.mark] * count)
+
+
+@cache
+def pool_query(d: Dialect) -> str:
+    columns = ", ".join(f"pools.{column.name}" for column in pools.columns)
+    return (
+        f"SELECT {columns}, pool_hosts.host_id FROM pools LEFT OUTER JOIN pool_hosts "
+        f"ON pools.uuid = pool_hosts.pool_uuid WHERE pools.uuid = {d.mark} "
+        "ORDER BY pool_hosts.host_id"
+    )
+
+
+def read_pool(conn: Connection, uuid: str) -> Sequence[Row[Any]]:
+    return conn.exec_driver_sql(pool_query(dialect(conn)), (uuid,)).all()
+
+
+def pool_version(conn: Connection, uuid: str) -> int | None:
+    """The pool's version (`schema.pools`), None if there is no such pool."""
+    sql = f"SELECT version FROM pools WHERE uuid = {dialect(conn).mark}"
+    found = conn.exec_driver_sql(sql, (uuid,)).first()
+    return None if found is None else int(found[0])
+
+
+@cache
+def _touch_keys(d: Dialect, count: int) -> str:
+    rows = ", ".join([f"({d.mark}, {d.now})"] * count)
+    return f"INSERT INTO lease_keys (key_digest, touched) VALUES {rows}{d.upsert}"
+
+
+@cache
+def _holds_on(d: Dialect, count: int) -> str:
+    return (
+        "SELECT lease_holds.`key`, lease_holds.mode, leases.id, leases.owner, leases.label, "
+        f"leases.request_id, leases.expires > {d.now} AS live, {d.now} - leases.started AS age "
+        "FROM lease_holds JOIN leases ON leases.id = lease_holds.lease_id "
+        f"WHERE lease_holds.key_digest IN ({_marks(d, count)}) ORDER BY leases.id{d.lock}"
+    )
+
+
+@cache
+def _drop_leases(d: Dialect, count: int) -> str:
+    return f"DELETE FROM leases WHERE id IN ({_marks(d, count)})"
+
+
+@cache
+def _new_lease(d: Dialect) -> str:
+    return (
+        "INSERT INTO leases (owner, label, request_id, started, expires) "
+        f"VALUES ({d.mark}, {d.mark}, {d.mark}, {d.now}, {d.now} + {d.mark})"
+    )
+
+
+@cache
+def _new_holds(d: Dialect, count: int) -> str:
+    rows = ", ".join([f"({_marks(d, 4)})"] * count)
+    return f"INSERT INTO lease_holds (lease_id, key_digest, `key`, mode) VALUES {rows}"
+
+
+class Clock:
+    """The parameters for `now` in a statement: none on MariaDB (its own clock), this host's
+    time on SQLite, one value for the whole transaction."""
+
+    def __init__(self, conn: Connection, now: float) -> None:
+        self.value = [now] if dialect(conn) is SQLITE else []
+
+    def __call__(self, times: int = 1) -> list[float]:
+        return self.value * times
+
+
+def touch_keys(conn: Connection, clock: Clock, digests: Sequence[str]) -> None:
+    """Create (or refresh) the lock row of each key, locking them until the transaction ends."""
+    params: list[object] = []
+    for digest in digests:
+        params += [digest, *clock()]
+    conn.exec_driver_sql(_touch_keys(dialect(conn), len(digests)), tuple(params))
+
+
+def holds_on(conn: Connection, clock: Clock, digests: Sequence[str]) -> Sequence[Row[Any]]:
+    """The holds on these keys with their leases (locked), whether each lease is live and how
+    long it has been held."""
+    params = (*clock(2), *digests)
+    return conn.exec_driver_sql(_holds_on(dialect(conn), len(digests)), params).all()
+
+
+def drop_leases(conn: Connection, lease_ids: Sequence[int]) -> None:
+    """Remove leases with their holds (ON DELETE CASCADE)."""
+    conn.exec_driver_sql(_drop_leases(dialect(conn), len(lease_ids)), tuple(lease_ids))
+
+
+def new_lease(
+    conn: Connection, clock: Clock, owner: str, label: str, request_id: str, ttl: float
+) -> int:
+    params = (owner, label, request_id, *clock(), *clock(), ttl)
+    lease_id = conn.exec_driver_sql(_new_lease(dialect(conn)), params).lastrowid
+    assert lease_id, "the database gave the new lease no id"
+    return int(lease_id)
+
+
+def new_holds(conn: Connection, lease_id: int, holds: Sequence[tuple[str, str, str]]) -> None:
+    """(digest, key, mode) of each hold of the lease."""
+    params: list[object] = []
+    for digest, key, mode in holds:
+        params += [lease_id, digest, key, mode]
+    conn.exec_driver_sql(_new_holds(dialect(conn), len(holds)), tuple(params))
+
+
+def release(conn: Connection, lease_id: int) -> bool:
+    return bool(conn.exec_driver_sql(_drop_leases(dialect(conn), 1), (lease_id,)).rowcount)
