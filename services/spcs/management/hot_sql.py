@@ -1,5 +1,6 @@
 """The statements every mutating call runs, written out for each engine: reading its pool, and
-taking and releasing a lease (`sql_state.SqlState`).
+taking and releasing a lease (`sql_state.SqlState`): a lease is taken in four round trips
+(lock its keys' rows, read their holds, write its own, commit) and released in one.
 
 They run through SQLAlchemy's connection (its pool, transactions and errors) but not through
 its statement building: on MariaDB, building the Core statements of one call (a pool read, a
@@ -77,30 +78,24 @@ def _touch_keys(d: Dialect, count: int) -> str:
 @cache
 def _holds_on(d: Dialect, count: int) -> str:
     return (
-        "SELECT lease_holds.`key`, lease_holds.mode, leases.id, leases.owner, leases.label, "
-        f"leases.request_id, leases.expires > {d.now} AS live, {d.now} - leases.started AS age "
-        "FROM lease_holds JOIN leases ON leases.id = lease_holds.lease_id "
-        f"WHERE lease_holds.key_digest IN ({_marks(d, count)}) ORDER BY leases.id{d.lock}"
+        "SELECT `key`, mode, lease_id, owner, label, request_id, "
+        f"expires > {d.now} AS live, {d.now} - started AS age FROM lease_holds "
+        f"WHERE key_digest IN ({_marks(d, count)}) ORDER BY started, lease_id{d.lock}"
     )
 
 
 @cache
 def _drop_leases(d: Dialect, count: int) -> str:
-    return f"DELETE FROM leases WHERE id IN ({_marks(d, count)})"
-
-
-@cache
-def _new_lease(d: Dialect) -> str:
-    return (
-        "INSERT INTO leases (owner, label, request_id, started, expires) "
-        f"VALUES ({d.mark}, {d.mark}, {d.mark}, {d.now}, {d.now} + {d.mark})"
-    )
+    return f"DELETE FROM lease_holds WHERE lease_id IN ({_marks(d, count)})"
 
 
 @cache
 def _new_holds(d: Dialect, count: int) -> str:
-    rows = ", ".join([f"({_marks(d, 4)})"] * count)
-    return f"INSERT INTO lease_holds (lease_id, key_digest, `key`, mode) VALUES {rows}"
+    row = f"({_marks(d, 7)}, {d.now}, {d.now} + {d.mark})"
+    return (
+        "INSERT INTO lease_holds (lease_id, key_digest, `key`, mode, owner, label, request_id, "
+        f"started, expires) VALUES {', '.join([row] * count)}"
+    )
 
 
 class Clock:
@@ -130,24 +125,26 @@ def holds_on(conn: Connection, clock: Clock, digests: Sequence[str]) -> Sequence
 
 
 def drop_leases(conn: Connection, lease_ids: Sequence[int]) -> None:
-    """Remove leases with their holds (ON DELETE CASCADE)."""
     conn.exec_driver_sql(_drop_leases(dialect(conn), len(lease_ids)), tuple(lease_ids))
 
 
-def new_lease(
-    conn: Connection, clock: Clock, owner: str, label: str, request_id: str, ttl: float
-) -> int:
-    params = (owner, label, request_id, *clock(), *clock(), ttl)
-    lease_id = conn.exec_driver_sql(_new_lease(dialect(conn)), params).lastrowid
-    assert lease_id, "the database gave the new lease no id"
-    return int(lease_id)
+@dataclass(frozen=True)
+class NewLease:
+    lease_id: int
+    owner: str
+    label: str
+    request_id: str
+    ttl: float
 
 
-def new_holds(conn: Connection, lease_id: int, holds: Sequence[tuple[str, str, str]]) -> None:
-    """(digest, key, mode) of each hold of the lease."""
+def new_holds(
+    conn: Connection, clock: Clock, lease: NewLease, holds: Sequence[tuple[str, str, str]]
+) -> None:
+    """The lease's rows: (digest, key, mode) of each of its holds."""
     params: list[object] = []
     for digest, key, mode in holds:
-        params += [lease_id, digest, key, mode]
+        params += [lease.lease_id, digest, key, mode, lease.owner, lease.label, lease.request_id]
+        params += [*clock(), *clock(), lease.ttl]
     conn.exec_driver_sql(_new_holds(dialect(conn), len(holds)), tuple(params))
 
 

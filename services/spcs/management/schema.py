@@ -171,40 +171,28 @@ operations = Table(
     **TABLE_OPTIONS,
 )
 
-# Holds shared by all replicas (`state.LeaseStore`). A lease is what one operation holds:
-# its owner replica, label (the operation), request id, when it was taken and until when it
-# is valid; `lease_holds` are its keys with their modes (a key is stored with its SHA-256, the
-# indexed column, since keys such as a secondary store's file can be long). `lease_keys` has
-# one row per key ever taken: taking a lease locks the rows of its keys first, so two
-# replicas checking the same key run one after the other.
-leases = Table(
-    "leases",
+# Holds shared by all replicas (`state.LeaseStore`). A lease is what one operation holds: one
+# row per key it holds (`lease_holds`), with the mode, the lease's id (random, chosen by the
+# replica), its owner replica, label (the operation), request id, when it was taken and until
+# when it is valid; a key is looked up by its SHA-256, the indexed column, since keys such as a
+# secondary store's file can be long. `lease_keys` has one row per key ever taken: taking a
+# lease locks the rows of its keys first, so two replicas checking the same key run one after
+# the other.
+lease_holds = Table(
+    "lease_holds",
     metadata,
-    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("lease_id", number(), primary_key=True, autoincrement=False),
+    Column("key_digest", String(64), primary_key=True),
+    Column("key", Text(), nullable=False),
+    Column("mode", String(16), nullable=False),
     Column("owner", key(), nullable=False),
     Column("label", Text(), nullable=False),
     Column("request_id", key(), nullable=False),
     Column("started", seconds(), nullable=False),
     Column("expires", seconds(), nullable=False),
-    Index("leases_owner", "owner"),
-    Index("leases_expires", "expires"),
-    sqlite_autoincrement=True,  # an id is never given out twice, even after a release
-    **TABLE_OPTIONS,
-)
-
-lease_holds = Table(
-    "lease_holds",
-    metadata,
-    Column(
-        "lease_id",
-        Integer(),
-        ForeignKey("leases.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("key_digest", String(64), primary_key=True),
-    Column("key", Text(), nullable=False),
-    Column("mode", String(16), nullable=False),
     Index("lease_holds_key", "key_digest"),
+    Index("lease_holds_owner", "owner"),
+    Index("lease_holds_expires", "expires"),
     **TABLE_OPTIONS,
 )
 

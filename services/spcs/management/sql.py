@@ -114,7 +114,7 @@ def open_engine(url: URL, *, autocommit: bool = False) -> Engine:
         hide_parameters=True,
         pool_recycle=1800,
         pool_size=8,
-        max_overflow=24,
+        max_overflow=16,  # with the autocommit engine: up to 48 connections a replica
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
         # no ROLLBACK when a connection goes back to the pool: a transaction of `write` has
         # ended in COMMIT or ROLLBACK already, and autocommit connections have none
@@ -129,7 +129,16 @@ def open_engine(url: URL, *, autocommit: bool = False) -> Engine:
     event.listen(engine, "checkout", _ping_when_idle)
     event.listen(engine, "checkin", _used)
     event.listen(engine, "after_cursor_execute", _count)
+    if autocommit:
+        # each statement has committed itself: SQLAlchemy's COMMIT or ROLLBACK when the
+        # connection closes would be a round trip for nothing (PyMySQL sends them anyway)
+        for name in ("do_commit", "do_rollback"):
+            setattr(engine.dialect, name, _nothing)
     return engine
+
+
+def _nothing(_dbapi_connection: Any) -> None:
+    return None
 
 
 def _count(conn: Connection, *_args: object) -> None:

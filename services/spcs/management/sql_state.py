@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from sqlalchemy import (
     Table,
     delete,
     exc,
+    func,
     insert,
     select,
     text,
@@ -47,7 +49,6 @@ from spcs.management.pool_url import Connection as PoolConnection
 from spcs.management.schema import (
     lease_holds,
     lease_keys,
-    leases,
     nodes,
     operations,
     pool_hosts,
@@ -373,7 +374,8 @@ class SqlState:
         so two takers never wait on each other in a cycle; on SQLite the transaction is
         BEGIN IMMEDIATE, which serializes every writer), read the leases on those keys (their
         rows locked too, so a renewal cannot revive one this take finds expired), refuse on a
-        conflict, drop the expired ones, insert the new lease and its holds."""
+        conflict, drop the expired ones, insert the new lease's holds. A lease with no holds
+        is only an id: nothing to write."""
         if not ttl > 0:
             raise ValueError(f"a lease lives for more than 0 seconds, not {ttl}")
         wanted = {_digest(key): (key, mode) for key, mode in merged(holds).items()}
@@ -383,18 +385,16 @@ class SqlState:
         return lease_id
 
     def release_lease(self, lease_id: int) -> bool:
-        # its holds go with it (ON DELETE CASCADE)
         return self._db.write_one(lambda conn: hot_sql.release(conn, lease_id))
 
     def renew_leases(self, owner: str, ttl: float) -> int:
         def renew(conn: Connection) -> int:
             now = clock(conn)
-            change = (
-                update(leases)
-                .where(leases.c.owner == owner, leases.c.expires > now)
-                .values(expires=now + ttl)
-            )
-            return int(conn.execute(change).rowcount)
+            live = (lease_holds.c.owner == owner, lease_holds.c.expires > now)
+            count = select(func.count(lease_holds.c.lease_id.distinct())).where(*live)
+            renewed = int(conn.execute(count).scalar_one())
+            conn.execute(update(lease_holds).where(*live).values(expires=now + ttl))
+            return renewed
 
         renewed = self._db.write(renew)
         self._sweep_now_and_then()
@@ -403,15 +403,14 @@ class SqlState:
     def leases(self) -> list[LeaseRecord]:
         def held(conn: Connection) -> list[Row[Any]]:
             query = (
-                select(lease_holds.c.key, lease_holds.c.mode, leases)
-                .select_from(lease_holds.join(leases))
-                .where(leases.c.expires > clock(conn))
-                .order_by(lease_holds.c.key, leases.c.id)
+                select(lease_holds)
+                .where(lease_holds.c.expires > clock(conn))
+                .order_by(lease_holds.c.key, lease_holds.c.started, lease_holds.c.lease_id)
             )
             return list(conn.execute(query).all())
 
         return [
-            LeaseRecord(r.id, r.key, Mode(r.mode), r.owner, r.label, r.request_id, r.expires)
+            LeaseRecord(r.lease_id, r.key, Mode(r.mode), r.owner, r.label, r.request_id, r.expires)
             for r in self._db.read(held)
         ]
 
@@ -424,9 +423,7 @@ class SqlState:
 
         def sweep(conn: Connection) -> None:
             now = clock(conn)
-            expired = select(leases.c.id).where(leases.c.expires <= now)
-            conn.execute(delete(lease_holds).where(lease_holds.c.lease_id.in_(expired)))
-            conn.execute(delete(leases).where(leases.c.expires <= now))
+            conn.execute(delete(lease_holds).where(lease_holds.c.expires <= now))
             conn.execute(delete(lease_keys).where(lease_keys.c.touched < now - KEY_ROW_SECONDS))
 
         try:
@@ -456,6 +453,8 @@ class _Take:
     ) -> None:
         self.owner, self.label, self.request_id, self.ttl = owner, label, request_id, ttl
         self.wanted = wanted
+        # chosen here, not by the database: the lease is only its rows in lease_holds
+        self.lease_id = secrets.randbits(62) + 1
 
     def run(self, conn: Connection) -> int:
         # on MariaDB every statement reads the database's clock itself (no round trip for it)
@@ -465,17 +464,14 @@ class _Take:
             hot_sql.touch_keys(conn, now, digests)
             current = hot_sql.holds_on(conn, now, digests)
             self._refuse_conflicts([r for r in current if r.live])
-            expired = sorted({r.id for r in current if not r.live})
+            expired = sorted({r.lease_id for r in current if not r.live})
             if expired:
                 hot_sql.drop_leases(conn, expired)
-        lease_id = hot_sql.new_lease(conn, now, self.owner, self.label, self.request_id, self.ttl)
+        lease = hot_sql.NewLease(self.lease_id, self.owner, self.label, self.request_id, self.ttl)
         if digests:
-            hot_sql.new_holds(
-                conn,
-                lease_id,
-                [(d, key, mode.value) for d, (key, mode) in sorted(self.wanted.items())],
-            )
-        return lease_id
+            holds = [(d, key, mode.value) for d, (key, mode) in sorted(self.wanted.items())]
+            hot_sql.new_holds(conn, now, lease, holds)
+        return self.lease_id
 
     def _refuse_conflicts(self, live: list[Row[Any]]) -> None:
         """Conflict (as `spcs.common.locks` words it) on the first key, in key order, that a
