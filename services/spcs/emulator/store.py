@@ -80,7 +80,9 @@ class Store:
     def save(self, state: State) -> None:
         path = os.path.join(self.dir, STATE_FILE)
         tmp = f"{path}.tmp"
-        payload = json.dumps(state.to_json(), indent=1, sort_keys=True)
+        # compact: with an indent the json module falls back to its pure-Python encoder, and
+        # the whole state is written on every change
+        payload = json.dumps(state.to_json(), separators=(",", ":"))
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(payload)
             if self.durable:
