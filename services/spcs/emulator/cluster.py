@@ -10,7 +10,6 @@ replace the live one, so a failing or rejected request leaves no trace.
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import logging
 import os
@@ -114,7 +113,7 @@ class Cluster:
     @contextlib.contextmanager
     def change(self, *, bump: bool = True) -> Iterator[Txn]:
         with self.lock:
-            txn = Txn(copy.deepcopy(self.state), bump=bump)
+            txn = Txn(self.state.copy(), bump=bump)
             try:
                 yield txn
                 txn.state.generation = txn.generation
