@@ -372,3 +372,22 @@ def test_finished_operations_beyond_the_newest_are_pruned(region):
     assert a.store.operations.prune(2) == 3
     names = [row.name for row in a.store.operations.page(None, 0, 10)]
     assert names == ["operations/op-3", "operations/op-4"]
+
+
+def test_a_beat_never_makes_a_finished_operation_running_again(region):
+    """The beat reads a job's state, the job ends and records it, then the beat writes what it
+    read: the operation stays finished (else it would read running until taken over)."""
+    a, b = region
+    gate = Gate()
+    start(a, gate)
+    assert gate.started.wait(10)
+    with a.ops._lock:
+        attempt = a.ops._attempts["operations/op-1"]
+        stale = a.ops._jobs["operations/op-1"].operation()
+    gate.go.set()
+    done = wait_done(a.stub, "operations/op-1")
+    lost, _ = a.store.operations.beat("replica-a", {"operations/op-1": (attempt, stale)})
+    assert lost == {"operations/op-1"}
+    row = b.store.operations.row("operations/op-1")
+    assert row is not None and row.operation == done
+    assert meta(row.operation).state == types_pb2.JOB_STATE_SUCCEEDED

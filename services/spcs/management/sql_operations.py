@@ -155,6 +155,9 @@ class SqlOperations:
                         operations.c.name == name,
                         operations.c.attempt == attempt,
                         operations.c.owner == owner,
+                        # the job may have ended (and been recorded) since this state was
+                        # read: a beat never makes a finished operation running again
+                        operations.c.done == 0,
                     )
                     .values(heartbeat=now, **_state(op, now))
                 )

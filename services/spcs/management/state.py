@@ -250,8 +250,9 @@ class OperationStore(Protocol):
     def beat(
         self, owner: str, running: Mapping[str, tuple[int, operations_pb2.Operation]]
     ) -> tuple[set[str], set[str]]:
-        """Write the owner's running operations with a fresh heartbeat; (the names no longer
-        its own, the names a cancel was asked for)."""
+        """Write the owner's running operations with a fresh heartbeat, never over one that
+        has finished; (the names no longer its own or finished, the names a cancel was asked
+        for)."""
         ...
 
     def row(self, name: str) -> OperationRow | None: ...
