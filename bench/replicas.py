@@ -69,7 +69,7 @@ MARIADB_USER = "spcs"
 CONFIGS = {"sqlite": "1 x SQLite", "mariadb": "1 x MariaDB", "mariadb3": "3 x MariaDB"}
 LOG_LINE = re.compile(
     r"\[bench-r\d+-(\w+)-(cv|ts|ds|dv)\] rpc=\S+ key=\S+ status=OK "
-    r"ms=([\d.]+) storpool_ms=([\d.]+)"
+    r"ms=([\d.]+) storpool_ms=([\d.]+) db_ms=([\d.]+)"
 )
 STATUS = ("Questions", "Com_select", "Com_insert", "Com_update", "Com_delete", "Com_commit")
 SHORT = {
@@ -427,16 +427,20 @@ def measure_latency(
     return latency, failed
 
 
-def own_times(configs: Sequence[Config]) -> dict[tuple[str, str], list[float]]:
-    """(config, operation) → handler time minus its StorPool calls (ms) of each measured call,
-    from the replicas' one log line per RPC."""
+def own_times(configs: Sequence[Config]) -> dict[tuple[str, str, str], list[float]]:
+    """(config, operation, "own" or "db") → of each measured call, the handler's time less its
+    StorPool calls, and its state database's part of that (ms), from the replicas' one log
+    line per RPC."""
     time.sleep(0.2)
-    own: dict[tuple[str, str], list[float]] = {}
+    own: dict[tuple[str, str, str], list[float]] = {}
     for config in configs:
         for proc in config.replicas:
             text = proc.log_path.read_text(errors="replace")
-            for key, short, ms, storpool_ms in LOG_LINE.findall(text):
-                own.setdefault((key, SHORT[short]), []).append(float(ms) - float(storpool_ms))
+            for key, short, ms, storpool_ms, db_ms in LOG_LINE.findall(text):
+                own.setdefault((key, SHORT[short], "own"), []).append(
+                    float(ms) - float(storpool_ms)
+                )
+                own.setdefault((key, SHORT[short], "db"), []).append(float(db_ms))
     return own
 
 
@@ -498,8 +502,12 @@ def measure_throughput(
     configs: Sequence[Config], callers: int, per_caller: int
 ) -> dict[str, dict[str, cp.Phase]]:
     """config → operation → phase. Two rounds, one configuration at a time, the order reversed
-    in the second; each round creates per_caller/2 volumes per caller, then deletes them."""
+    in the second; each round creates per_caller/2 volumes per caller, then deletes them.
+    Before them, a round of one volume per caller, not counted: a replica opens its database
+    connections on first use, as many as calls run at once, and keeps them."""
     totals: dict[str, dict[str, cp.Phase]] = {config.key: {} for config in configs}
+    for config in configs:
+        create_then_delete(config, 9, callers, 1)
     for round_ in range(2):
         count = per_caller // 2 + (per_caller % 2 if round_ == 0 else 0)
         for config in configs if round_ == 0 else list(reversed(configs)):
@@ -521,7 +529,7 @@ def combined_rate(phases: dict[str, cp.Phase]) -> float:
 class Results:
     latency: cp.Latency
     failed_rounds: Counter[str]
-    own: dict[tuple[str, str], list[float]]
+    own: dict[tuple[str, str, str], list[float]]
     throughput: dict[str, dict[str, cp.Phase]]
     served: dict[str, list[int]]
     leftovers: list[str]
@@ -558,18 +566,25 @@ def report_latency(
         print(f"{row} {overhead:19.2f}")
     print()
     print(
-        "spcs's own time per call: the handler's time less its StorPool API calls (p50 ms, from "
-        "the replicas' logs;\nthe state database's time is in it, so the difference is where "
-        "MariaDB's extra time goes)"
+        "spcs's own time per call: the handler's time less its StorPool API calls, and of that "
+        "the state database's\n(its transactions, from taking a connection to the answer), "
+        "p50 ms from the replicas' logs"
     )
-    header = f"{'operation':16s}" + "".join(f" {c.label:>12s}" for c in configs)
-    header += f" {'MariaDB-SQLite':>15s}"
+    header = f"{'operation':16s}" + "".join(
+        f" {c.label + ' ' + part:>16s}" for c in configs for part in ("own", "db")
+    )
+    header += f" {'MariaDB-SQLite own':>19s}"
     print(header)
     print("-" * len(header))
     for operation in cp.OPERATIONS:
-        own = {c.key: p50(res.own.get((c.key, operation), [])) for c in configs}
-        cells = "".join(f" {own[c.key]:12.2f}" for c in configs)
-        print(f"{operation:16s}{cells} {own['mariadb'] - own['sqlite']:15.2f}")
+        own = {
+            (c.key, part): p50(res.own.get((c.key, operation, part), []))
+            for c in configs
+            for part in ("own", "db")
+        }
+        cells = "".join(f" {own[c.key, part]:16.2f}" for c in configs for part in ("own", "db"))
+        difference = own["mariadb", "own"] - own["sqlite", "own"]
+        print(f"{operation:16s}{cells} {difference:19.2f}")
     for config in configs:
         if len(config.replicas) > 1:
             counts = ", ".join(str(n) for n in res.served[config.key])

@@ -99,14 +99,28 @@ def test_a_dead_replica_s_hold_expires(replicas: Replicas):
     assert resized.size_bytes == 96 * MIB
 
 
-def test_pool_state_changed_on_one_replica_is_seen_by_the_other(replicas: Replicas):
-    r = replicas
-    r.a.lifecycle.MaintainPool(lifecycle_pb2.PoolRef(pool_uuid=r.a.pool_uuid))
-    request = driver_pb2.CreateVolumeRequest(
+def _create(r: Replicas) -> driver_pb2.CreateVolumeRequest:
+    return driver_pb2.CreateVolumeRequest(
         pool=r.a.pool_ref(), volume=types_pb2.Volume(uuid=new_id("vol"), size_bytes=MIB)
     )
-    error = rpc_error(r.b.CreateVolume, request)
+
+
+def test_pool_state_changed_on_one_replica_is_seen_by_the_other(replicas: Replicas):
+    """B keeps the pool's record from its last call and uses it unconfirmed until its lease
+    confirms the version (`spcs.common.unconfirmed`): the next call after A's change must still
+    see the change, in both directions, and create nothing in a pool in maintenance."""
+    r = replicas
+    assert r.b.CreateVolume(_create(r)).size_bytes == MIB  # B has the pool's record now
+    r.a.lifecycle.MaintainPool(lifecycle_pb2.PoolRef(pool_uuid=r.a.pool_uuid))
+    refused = _create(r)
+    error = rpc_error(r.b.CreateVolume, refused)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "Maintenance" in error.details()
+    assert not [v for v in r.a.api.volumes() if refused.volume.uuid in v.name]
+    # B's record says maintenance now; its refusal is checked before it is the answer
     r.a.lifecycle.CancelMaintainPool(lifecycle_pb2.PoolRef(pool_uuid=r.a.pool_uuid))
-    assert r.b.CreateVolume(request).size_bytes == MIB
+    assert r.b.CreateVolume(refused).size_bytes == MIB
+    assert [v.size for v in r.a.api.volumes() if refused.volume.uuid in v.name] == [MIB]
+    # and a third party's change (the store itself) likewise
+    r.store.set_pool_state(r.a.pool_uuid, lifecycle_pb2.POOL_STATE_MAINTENANCE)
+    assert rpc_error(r.b.CreateVolume, _create(r)).code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -17,17 +17,18 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from google.longrunning import operations_pb2
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, exc, inspect, text
 
-from spcs.common.errors import Conflict
+from spcs.common import unconfirmed
+from spcs.common.errors import Conflict, FailedPrecondition
 from spcs.common.holds import EXCLUSIVE, SHARED, Hold, Mode
 from spcs.common.locks import KeyedLocks, Lease, conflict_message
 from spcs.common.logs import REQUEST_ID
 from spcs.common.settings import add_options
-from spcs.management import settings
+from spcs.management import hot_sql, settings
 from spcs.management.pool_url import Connection
 from spcs.management.schema import metadata
-from spcs.management.sql_state import SqlState
+from spcs.management.sql_state import SqlState, _digest, _Take
 from spcs.management.state import CacheEntry, NodeRecord, PoolChanges, PoolRecord
 from spcs.v1 import lifecycle_pb2
 from tests.support import SPCS
@@ -368,7 +369,8 @@ def test_expired_leases_are_removed(store: SqlState):
     kept = store.take_leases(hold("kept"), owner="replica-a", label="Kept", ttl=30)
     store.take_leases([Hold("gone", SHARED), Hold("x", EXCLUSIVE)], owner="a", label="G", ttl=0.2)
     time.sleep(0.3)
-    store.take_leases(hold("x"), owner="replica-a", label="Takes", ttl=0.2)  # removes G's lease
+    # SQLite removes G's lease here; MariaDB's one-round-trip take passes it by (the sweep)
+    store.take_leases(hold("x"), owner="replica-a", label="Takes", ttl=0.2)
     store.take_leases(hold("gone2"), owner="replica-a", label="Gone", ttl=0.2)
     time.sleep(0.3)
     store._swept = 0.0  # the sweep is due (it runs at most once a minute)
@@ -411,6 +413,85 @@ def test_long_keys(store: SqlState):
         store.take_leases(hold(long_key), owner="replica-b", label="Export", ttl=30)
     store.take_leases(hold(long_key + "2"), owner="replica-b", label="Export", ttl=30)
     assert [h.key for h in store.leases()] == [long_key, long_key + "2"]
+
+
+def _mariadb(store: SqlState) -> None:
+    if store._db.sqlite:
+        pytest.skip("MariaDB's one-round-trip take; SQLite takes a lease in one transaction")
+
+
+def test_a_take_sent_again_after_it_committed_takes_one_lease(store: SqlState, other: SqlState):
+    """The batch is sent again when its connection broke, perhaps after it had committed: the
+    second run finds the lease there, and neither it nor the full take conflicts with it."""
+    _mariadb(store)
+    wanted = {_digest("k1"): ("k1", EXCLUSIVE), _digest("k2"): ("k2", SHARED)}
+    taken = _Take("replica-a", "Op", "req-1", 30, wanted, {})
+    assert store._db.batch(*taken.batch(), hot_sql.TAKE_COUNTED) == 2
+    assert store._db.batch(*taken.batch(), hot_sql.TAKE_COUNTED) == 0  # there already
+    store._db.write(taken.run)  # the full take: it is this lease's, not a conflict
+    assert sorted((h.lease_id, h.key, h.mode) for h in other.leases()) == [
+        (taken.lease_id, "k1", EXCLUSIVE),
+        (taken.lease_id, "k2", SHARED),
+    ]
+    with pytest.raises(Conflict, match="Op"):
+        other.take_leases(hold("k1", SHARED), owner="replica-b", label="Read", ttl=30)
+
+
+def test_a_failed_batch_leaves_nothing_and_its_connection_works(store: SqlState):
+    _mariadb(store)
+    failing = (
+        "START TRANSACTION; INSERT INTO lease_keys (key_digest, touched) VALUES (%s, 1); "
+        "INSERT INTO no_such_table VALUES (1); COMMIT"
+    )
+    for _ in range(30):  # more than the pool's connections: each is rolled back, not lost
+        with pytest.raises(exc.ProgrammingError, match="no_such_table"):
+            store._db.batch(failing, ["e" * 64], 1)
+    with store._db.single.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM lease_keys").scalar() == 0
+        assert conn.exec_driver_sql("SELECT @@in_transaction").scalar() == 0
+    lease = store.take_leases(hold("after"), owner="replica-a", label="After", ttl=30)
+    assert [h.lease_id for h in store.leases()] == [lease]
+
+
+def test_a_pool_used_unconfirmed_is_confirmed_by_the_lease(store: SqlState, other: SqlState):
+    """In an RPC that holds what it changes (`spcs.common.unconfirmed`), a replica uses its
+    copy of a pool without reading its version; the lease's take checks it. Changed by
+    another replica: no lease, the copy dropped, and the RPC's next run sees the change."""
+    _mariadb(store)
+    store.add_pool(pool("p-1"))
+    assert store.pool("p-1").state == UP  # kept with its version
+    runs: list[int] = []
+
+    def set_state(state: int) -> None:
+        """The other replica's change, from a thread of its own (outside the RPC's scope)."""
+        thread = threading.Thread(target=other.set_pool_state, args=("p-1", state))
+        thread.start()
+        thread.join()
+
+    def rpc() -> int:
+        runs.append(store.pool("p-1").state)
+        if len(runs) == 1:
+            set_state(MAINTENANCE)  # between its read and its lease
+        return store.take_leases(hold("volume:v"), owner="replica-a", label="Op", ttl=30)
+
+    lease = unconfirmed.run(rpc, "Op")
+    assert runs == [UP, MAINTENANCE]
+    assert [h.lease_id for h in other.leases()] == [lease]  # only the second run's
+    store.release_lease(lease)
+
+    # a run that takes no lease has its pools confirmed at its end, its error too
+    other.set_pool_state("p-1", UP)
+
+    def refuses() -> None:
+        runs.append(store.pool("p-1").state)
+        if store.pool("p-1").state == MAINTENANCE:
+            raise FailedPrecondition("p-1 is in maintenance")
+
+    runs.clear()
+    unconfirmed.run(refuses, "Refuses")
+    assert runs == [MAINTENANCE, UP]
+
+    assert other.leases() == []
 
 
 def test_racing_replicas_one_lease_wins_each_round(store: SqlState, other: SqlState):

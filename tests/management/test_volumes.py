@@ -347,8 +347,9 @@ def test_conflicting_operations_on_one_volume_are_aborted(mgmt: Mgmt):
     assert results["resize"].size_bytes == 16 * MIB
 
 
-def test_rpc_log_line_shows_the_time_spent_in_storpool(mgmt: Mgmt):
-    """The per-RPC line splits the call's time: all of it vs. the StorPool API calls in it."""
+def test_rpc_log_line_shows_the_time_spent_in_storpool_and_the_database(mgmt: Mgmt):
+    """The per-RPC line splits the call's time: all of it vs. the StorPool API calls in it and
+    the state database's transactions."""
     uuid = new_id("vol")
     mgmt.driver.CreateVolume(
         driver_pb2.CreateVolumeRequest(
@@ -356,18 +357,21 @@ def test_rpc_log_line_shows_the_time_spent_in_storpool(mgmt: Mgmt):
         ),
         metadata=(("x-request-id", f"sp-time-{uuid}"),),
     )
-    mgmt.lifecycle.GetPool(
-        lifecycle_pb2.PoolRef(pool_uuid=mgmt.pool_uuid),
+    mgmt.lifecycle.ListPools(
+        lifecycle_pb2.ListPoolsRequest(),
         metadata=(("x-request-id", f"no-sp-{uuid}"),),  # answered from the database
     )
     log = log_containing(mgmt.stack.management.log_path, f"[no-sp-{uuid}] rpc=")
     times = {}
     for rid in (f"sp-time-{uuid}", f"no-sp-{uuid}"):
         found = re.search(
-            rf"\[{rid}\] rpc=\S+ key=\S+ status=OK ms=([\d.]+) storpool_ms=([\d.]+)", log
+            rf"\[{rid}\] rpc=\S+ key=\S+ status=OK ms=([\d.]+) storpool_ms=([\d.]+) "
+            r"db_ms=([\d.]+)",
+            log,
         )
         assert found, f"no RPC line for {rid}"
-        times[rid] = (float(found[1]), float(found[2]))
-    total, in_storpool = times[f"sp-time-{uuid}"]
-    assert 0 < in_storpool <= total
-    assert times[f"no-sp-{uuid}"][1] == 0
+        times[rid] = (float(found[1]), float(found[2]), float(found[3]))
+    total, in_storpool, in_database = times[f"sp-time-{uuid}"]
+    assert in_storpool > 0 and in_storpool + in_database <= total + 0.02  # each rounded
+    total, in_storpool, in_database = times[f"no-sp-{uuid}"]
+    assert in_storpool == 0 and 0 < in_database <= total

@@ -23,7 +23,9 @@ repeated field (and at least one element). What a declaration names:
 - `holds`: the `spcs.common.holds.HOLDS` entries the RPC takes while it runs (the keys are the
   objects it resolves, so the domain takes them through `KeyedLocks.hold(<that entry>, ...)`).
   Taking an entry the handler did not declare fails the call (`holds.Undeclared`), so a
-  declaration cannot fall behind the code.
+  declaration cannot fall behind the code. Such a handler may read records unconfirmed (its
+  lease confirms them, `spcs.common.unconfirmed`), so it must not change anything before it
+  holds what it changes: it runs again when a record it read had changed.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from spcs.common import errors, validate
+from spcs.common import errors, unconfirmed, validate
 from spcs.common.holds import DECLARED, HOLDS
 from spcs.common.operations import operation_name
 
@@ -109,7 +111,10 @@ def rpc(
             contract.check(request)
             token = DECLARED.set(contract.holds)
             try:
-                return handler(self, request, context)
+                if not contract.holds:
+                    return handler(self, request, context)
+                # what it read unconfirmed is confirmed by its lease (`spcs.common.unconfirmed`)
+                return unconfirmed.run(lambda: handler(self, request, context), handler.__name__)
             finally:
                 DECLARED.reset(token)
 

@@ -280,7 +280,7 @@ class CallInterceptor(WrappingInterceptor):
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             rid = _request_id(context)
             token = REQUEST_ID.set(rid)
-            storpool, tally = upstream_time.open_tally()
+            upstream, tally = upstream_time.open_tally()
             started = time.monotonic()
             code = grpc.StatusCode.OK
             try:
@@ -302,7 +302,7 @@ class CallInterceptor(WrappingInterceptor):
                 log.exception("%s failed unexpectedly", method)  # a bug: the traceback
                 _internal(context, method, rid)
             finally:
-                _log_call(method, request, code, time.monotonic() - started, storpool[0])
+                _log_call(method, request, code, time.monotonic() - started, upstream)
                 upstream_time.close_tally(tally)
                 REQUEST_ID.reset(token)
 
@@ -344,7 +344,7 @@ def _internal(context: grpc.ServicerContext, method: str, rid: str) -> None:
 
 
 def _log_call(
-    method: str, request: object, code: grpc.StatusCode, elapsed: float, storpool: float
+    method: str, request: object, code: grpc.StatusCode, elapsed: float, upstream: list[float]
 ) -> None:
     """One line per RPC; frequent calls that succeed at DEBUG, slow ones at WARNING."""
     quiet = method in QUIET_METHODS and code == grpc.StatusCode.OK
@@ -353,10 +353,11 @@ def _log_call(
         level = logging.WARNING
     log.log(
         level,
-        "rpc=%s key=%s status=%s ms=%.2f storpool_ms=%.2f",
+        "rpc=%s key=%s status=%s ms=%.2f storpool_ms=%.2f db_ms=%.2f",
         method,
         request_key(request),
         code.name,
         elapsed * 1000,
-        storpool * 1000,
+        upstream[upstream_time.STORPOOL] * 1000,
+        upstream[upstream_time.DATABASE] * 1000,
     )

@@ -1,6 +1,8 @@
 """The statements every mutating call runs, written out for each engine: reading its pool, and
-taking and releasing a lease (`sql_state.SqlState`): a lease is taken in four round trips
-(lock its keys' rows, read their holds, write its own, commit) and released in one.
+taking and releasing a lease (`sql_state.SqlState`). On MariaDB a lease is taken in one round
+trip (`take_batch`: its statements sent together) when nothing stands in the way, else in a
+transaction of four (lock its keys' rows, read their holds, write its own, commit) that finds
+out what does; it is released in one.
 
 They run through SQLAlchemy's connection (its pool, transactions and errors) but not through
 its statement building: on MariaDB, building the Core statements of one call (a pool read, a
@@ -67,6 +69,12 @@ def pool_version(conn: Connection, uuid: str) -> int | None:
     sql = f"SELECT version FROM pools WHERE uuid = {dialect(conn).mark}"
     found = conn.exec_driver_sql(sql, (uuid,)).first()
     return None if found is None else int(found[0])
+
+
+def pool_versions(conn: Connection, uuids: Sequence[str]) -> dict[str, int]:
+    """The versions of those of the pools that exist."""
+    sql = f"SELECT uuid, version FROM pools WHERE uuid IN ({_marks(dialect(conn), len(uuids))})"
+    return {str(row[0]): int(row[1]) for row in conn.exec_driver_sql(sql, tuple(uuids))}
 
 
 @cache
@@ -146,6 +154,64 @@ def new_holds(
         params += [lease.lease_id, digest, key, mode, lease.owner, lease.label, lease.request_id]
         params += [*clock(), *clock(), lease.ttl]
     conn.exec_driver_sql(_new_holds(dialect(conn), len(holds)), tuple(params))
+
+
+@cache
+def _take_batch(holds: int, exclusive: int, shared: int, pools: int) -> str:
+    now = MYSQL.now
+    # whether anything stands in the way, into a session variable: the insert then reads no
+    # table (an INSERT ... SELECT from its own table goes through a temporary table)
+    blocked = ["EXISTS (SELECT 1 FROM lease_holds WHERE lease_id = %s)"]
+    if exclusive:
+        blocked.append(
+            "EXISTS (SELECT 1 FROM lease_holds WHERE key_digest IN "
+            f"({_marks(MYSQL, exclusive)}) AND expires > {now})"
+        )
+    if shared:
+        blocked.append(
+            "EXISTS (SELECT 1 FROM lease_holds WHERE key_digest IN "
+            f"({_marks(MYSQL, shared)}) AND expires > {now} AND mode = 'exclusive')"
+        )
+    if pools:
+        versions = " OR ".join(["(uuid = %s AND version = %s)"] * pools)
+        blocked.append(f"(SELECT COUNT(*) FROM pools WHERE {versions}) <> {pools}")
+    row = f"SELECT %s, %s, %s, %s, %s, %s, %s, {now}, {now} + %s FROM DUAL WHERE @spcs_blocked = 0"
+    return "; ".join(
+        [
+            "START TRANSACTION",  # READ COMMITTED (the session's, `sql.open_engine`)
+            _touch_keys(MYSQL, holds),
+            f"SELECT {' OR '.join(blocked)} INTO @spcs_blocked",
+            "INSERT INTO lease_holds (lease_id, key_digest, `key`, mode, owner, label, "
+            f"request_id, started, expires) {' UNION ALL '.join([row] * holds)}",
+            "COMMIT",
+        ]
+    )
+
+
+TAKE_COUNTED = 3  # the statement of `_take_batch` whose rows tell whether the lease was taken
+
+
+def take_batch(
+    lease: NewLease, holds: Sequence[tuple[str, str, str]], versions: dict[str, int]
+) -> tuple[str, list[object]]:
+    """MariaDB/MySQL: the whole take of a lease (`sql_state._Take`) as one batch of statements
+    for `Database.batch`, in one round trip: lock the keys' rows, then insert every hold of the
+    lease unless a live lease of another holds one of its keys in a mode that does not go with
+    it, or this lease is there already (the batch sent again after a broken connection), or
+    a pool of `versions` (uuid → the version the caller used) has another version now; all
+    or none, so the inserted count is the number of holds or 0 (then the full take, in
+    `_Take.run`, finds out why). Expired holds are ignored here, not removed (the periodic
+    sweep does): a renewal only extends a lease that has not expired, so none comes back."""
+    digests = [digest for digest, _key, _mode in holds]
+    exclusive = [digest for digest, _key, mode in holds if mode == "exclusive"]
+    shared = [digest for digest, _key, mode in holds if mode != "exclusive"]
+    params: list[object] = [*digests, lease.lease_id, *exclusive, *shared]  # in text order
+    for uuid, version in sorted(versions.items()):
+        params += [uuid, version]
+    for digest, key, mode in holds:
+        params += [lease.lease_id, digest, key, mode, lease.owner, lease.label, lease.request_id]
+        params.append(lease.ttl)
+    return _take_batch(len(holds), len(exclusive), len(shared), len(versions)), params
 
 
 def release(conn: Connection, lease_id: int) -> bool:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,10 +29,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from pymysql.constants import CLIENT
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import URL, make_url
 
-from spcs.common import errors
+from spcs.common import errors, upstream_time
 from spcs.common.sqlite import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -112,20 +113,29 @@ def open_engine(url: URL, *, autocommit: bool = False) -> Engine:
     engine = create_engine(
         url,
         hide_parameters=True,
-        pool_recycle=1800,
-        pool_size=8,
-        max_overflow=16,  # with the autocommit engine: up to 48 connections a replica
+        # connections are opened as needed and then kept, up to 24 an engine (48 a replica,
+        # with the autocommit engine): no overflow connection is opened and closed again per
+        # call under load (that cost more CPU than the call's statements); the most recently
+        # used is taken first, so the others grow idle and are pinged before their next use
+        pool_size=24,
+        max_overflow=0,
+        pool_use_lifo=True,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
         # no ROLLBACK when a connection goes back to the pool: a transaction of `write` has
         # ended in COMMIT or ROLLBACK already, and autocommit connections have none
         pool_reset_on_return=None,
         connect_args={
+            # FOUND_ROWS as SQLAlchemy sets it (rowcount = rows matched); several statements
+            # in one round trip for `Database.batch` (parameters are still escaped by PyMySQL)
+            "client_flag": CLIENT.FOUND_ROWS | (CLIENT.MULTI_STATEMENTS if autocommit else 0),
             "connect_timeout": 10,
             "read_timeout": 60,
             "write_timeout": 60,
             "init_command": "SET SESSION sql_mode = 'TRADITIONAL', innodb_lock_wait_timeout = 10",
         },
     )
+    if autocommit:
+        event.listen(engine, "connect", _read_committed)
     event.listen(engine, "checkout", _ping_when_idle)
     event.listen(engine, "checkin", _used)
     event.listen(engine, "after_cursor_execute", _count)
@@ -135,6 +145,14 @@ def open_engine(url: URL, *, autocommit: bool = False) -> Engine:
         for name in ("do_commit", "do_rollback"):
             setattr(engine.dialect, name, _nothing)
     return engine
+
+
+def _read_committed(dbapi_connection: Any, _record: object) -> None:
+    """The autocommit engine's transactions (`Database.batch`) read what is committed, as
+    the other engine's do (SQLAlchemy sets only autocommit on it, not an isolation level)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    cursor.close()
 
 
 def _nothing(_dbapi_connection: Any) -> None:
@@ -195,6 +213,39 @@ def _retryable(error: exc.DBAPIError) -> bool:
 UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 
 
+def _run_batch(conn: Connection, statements: str, params: Sequence[object], counted: int) -> int:
+    """`Database.batch` on one connection, through its DBAPI cursor: SQLAlchemy's result
+    reads only a statement's first result."""
+    dbapi = conn.dialect.loaded_dbapi
+    fairy = conn.connection
+    cursor = fairy.cursor()
+    try:
+        cursor.execute(statements, tuple(params))
+        for _ in range(counted):
+            cursor.nextset()
+        count = int(cursor.rowcount)
+        while cursor.nextset():
+            pass
+        cursor.close()
+        return count
+    except dbapi.Error as error:
+        gone = conn.dialect.is_disconnect(error, fairy.dbapi_connection, cursor)
+        with contextlib.suppress(dbapi.Error):
+            cursor.close()
+        if not gone:
+            try:  # the server stopped at the failed statement, inside the transaction
+                undo = fairy.cursor()
+                undo.execute("ROLLBACK")
+                undo.close()
+            except dbapi.Error:
+                gone = True
+        if gone:
+            conn.invalidate()
+        raise exc.DBAPIError.instance(
+            statements, None, error, dbapi.Error, connection_invalidated=gone
+        ) from None
+
+
 def clock(conn: Connection) -> float:
     """The database's clock, which every replica shares (SQLite: this host's)."""
     if conn.dialect.name == "sqlite":
@@ -220,6 +271,10 @@ class Database:
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """`work`'s statements, each seeing what is committed when it runs."""
+        with upstream_time.timed(upstream_time.DATABASE):
+            return self._read(work)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
         for attempt in (1, 2):
             try:
                 with self.single.connect() as conn:
@@ -238,6 +293,10 @@ class Database:
         """`work` in one transaction, committed when it returns; run again (from the start)
         after a deadlock or lock timeout, or when the server had dropped the connection before
         the transaction's first statement (nothing of it was done)."""
+        with upstream_time.timed(upstream_time.DATABASE):
+            return self._write(work)
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
         for attempt in range(1, ATTEMPTS + 1):
             ran = [0]  # statements of this attempt that completed (`_count` adds to it)
             try:
@@ -263,6 +322,33 @@ class Database:
         if self.sqlite:
             return self.write(work)
         return self.read(work)
+
+    def batch(self, statements: str, params: Sequence[object], counted: int) -> int:
+        """MariaDB/MySQL: `statements`, a transaction that begins and commits itself, sent in
+        one round trip; the rows the `counted`-th statement (from 0) changed. After an error the
+        transaction is rolled back (or the connection dropped) and the batch is sent again, as
+        `write` does, after a deadlock, a lock wait or a dropped connection, so it must be
+        safe to run twice (its first run may have committed before the connection broke)."""
+        if self.sqlite:
+            raise ValueError("a batch of statements is for MariaDB/MySQL, not SQLite")
+        with upstream_time.timed(upstream_time.DATABASE):
+            return self._batch(statements, params, counted)
+
+    def _batch(self, statements: str, params: Sequence[object], counted: int) -> int:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with self.single.connect() as conn:
+                    return _run_batch(conn, statements, params, counted)
+            except exc.DBAPIError as error:
+                if attempt < ATTEMPTS and (_retryable(error) or error.connection_invalidated):
+                    time.sleep(0.01 * attempt)
+                    continue
+                if isinstance(error, UNAVAILABLE):
+                    raise self.unavailable(error) from None
+                raise
+            except exc.TimeoutError as error:
+                raise self.unavailable(error) from None
+        raise AssertionError("unreachable")
 
     def unavailable(self, error: exc.SQLAlchemyError) -> errors.Unavailable:
         return errors.Unavailable(

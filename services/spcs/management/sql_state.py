@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import URL, make_url
 
+from spcs.common import unconfirmed
 from spcs.common.errors import Conflict, SpcsError
 from spcs.common.holds import EXCLUSIVE, Hold, Mode
 from spcs.common.locks import Lease, conflict_message, merged
@@ -158,8 +159,9 @@ class SqlState:
         self.operations = SqlOperations(self._db)
         # Pools are read on every call and change rarely. On SQLite one process owns the file,
         # so its records are kept in memory and dropped on each write; on a shared database a
-        # replica keeps the records with their versions and reads the version on every call
-        # (one small query), so a change by one replica is seen by the next call on any other.
+        # replica keeps the records with their versions and confirms the version on every call
+        # (with the call's lease, `spcs.common.unconfirmed`, or one small query), so a change
+        # by one replica is seen by the next call on any other.
         self._cache: dict[str, PoolRecord] | None = {} if is_sqlite(parsed) else None
         self._versioned: dict[str, tuple[int, PoolRecord]] = {}
         self._cache_lock = threading.Lock()
@@ -188,33 +190,61 @@ class SqlState:
             if record is None:
                 self._versioned.pop(uuid, None)
             elif self._cache is None:
-                self._versioned[uuid] = (int(rows[0].version), record)
+                version = int(rows[0].version)
+                self._versioned[uuid] = (version, record)
+                scope = unconfirmed.current()
+                if scope is not None:  # read just now: as good as confirmed
+                    scope.confirmed_now({uuid: version})
             elif generation == self._generation:  # no write raced this read
                 self._cache[uuid] = record
         return record
 
     def _current(self, uuid: str) -> PoolRecord | None:
-        """This replica's copy of the pool if the database still has its version."""
+        """This replica's copy of the pool if the database still has its version; in an RPC
+        that holds what it changes, the copy unconfirmed (its lease confirms it)."""
         with self._cache_lock:
             kept = self._versioned.get(uuid)
         if kept is None:
             return None
+        scope = unconfirmed.current()
+        if scope is not None:
+            scope.note(uuid, kept[0], self._confirm_pools)
+            return kept[1]
         version = self._db.read(lambda c: hot_sql.pool_version(c, uuid))
         if version == kept[0]:
             return kept[1]
-        with self._cache_lock:
-            self._versioned.pop(uuid, None)
+        self._forget_pools([uuid])
         return None
 
+    def _confirm_pools(self, versions: dict[str, int]) -> None:
+        """Raise Stale unless every pool still has the version it had when it was used."""
+        found = self._db.read(lambda c: hot_sql.pool_versions(c, sorted(versions)))
+        try:
+            _check_versions(versions, found)
+        except unconfirmed.Stale:
+            self._forget_pools(versions)
+            raise
+
+    def _forget_pools(self, uuids: Iterable[str]) -> None:
+        with self._cache_lock:
+            for uuid in uuids:
+                self._versioned.pop(uuid, None)
+
     def _pool_write(self, work: Callable[[Connection], T]) -> T:
-        """A write to pools or their hosts: the cached records are dropped."""
+        """A write to pools or their hosts: the cached records are dropped (all of them:
+        writes are rare, and a host's disconnect changes pools not named here). What the RPC
+        used unconfirmed is confirmed first: nothing is written on a stale record."""
+        scope = None if self._cache is not None else unconfirmed.current()
+        if scope is not None:
+            scope.finish()
         try:
             return self._db.write(work)
         finally:
-            if self._cache is not None:
-                with self._cache_lock:
+            with self._cache_lock:
+                if self._cache is not None:
                     self._generation += 1
                     self._cache.clear()
+                self._versioned.clear()
 
     def pools(self) -> list[PoolRecord]:
         order = (pools_table.c.name, pools_table.c.uuid, pool_hosts.c.host_id)
@@ -379,10 +409,23 @@ class SqlState:
         if not ttl > 0:
             raise ValueError(f"a lease lives for more than 0 seconds, not {ttl}")
         wanted = {_digest(key): (key, mode) for key, mode in merged(holds).items()}
-        taken = _Take(owner, label, REQUEST_ID.get(), ttl, wanted)
-        lease_id = self._db.write(taken.run)
+        scope = None if self._db.sqlite else unconfirmed.current()
+        # the pools the RPC used unconfirmed: the take checks their versions too
+        versions = scope.take() if scope is not None else {}
+        taken = _Take(owner, label, REQUEST_ID.get(), ttl, wanted, versions)
+        if not wanted:
+            return taken.lease_id
+        try:
+            # MariaDB: one round trip when nothing stands in the way, the full take when it does
+            if self._db.sqlite or not self._db.batch(*taken.batch(), hot_sql.TAKE_COUNTED):
+                self._db.write(taken.run)
+        except unconfirmed.Stale:
+            self._forget_pools(versions)
+            raise
+        if scope is not None:
+            scope.confirmed_now(versions)
         self._sweep_now_and_then()
-        return lease_id
+        return taken.lease_id
 
     def release_lease(self, lease_id: int) -> bool:
         return self._db.write_one(lambda conn: hot_sql.release(conn, lease_id))
@@ -450,28 +493,37 @@ class _Take:
         request_id: str,
         ttl: float,
         wanted: dict[str, tuple[str, Mode]],
+        versions: dict[str, int],
     ) -> None:
         self.owner, self.label, self.request_id, self.ttl = owner, label, request_id, ttl
         self.wanted = wanted
+        self.versions = versions  # pool uuid → the version the RPC used (`take_batch`)
         # chosen here, not by the database: the lease is only its rows in lease_holds
         self.lease_id = secrets.randbits(62) + 1
 
-    def run(self, conn: Connection) -> int:
+    def _lease(self) -> tuple[hot_sql.NewLease, list[tuple[str, str, str]]]:
+        lease = hot_sql.NewLease(self.lease_id, self.owner, self.label, self.request_id, self.ttl)
+        return lease, [(d, key, mode.value) for d, (key, mode) in sorted(self.wanted.items())]
+
+    def batch(self) -> tuple[str, list[object]]:
+        """The take in one batch (MariaDB): it takes the lease, or changes nothing."""
+        return hot_sql.take_batch(*self._lease(), self.versions)
+
+    def run(self, conn: Connection) -> None:
         # on MariaDB every statement reads the database's clock itself (no round trip for it)
         now = hot_sql.Clock(conn, time.time())
         digests = sorted(self.wanted)
-        if digests:
-            hot_sql.touch_keys(conn, now, digests)
-            current = hot_sql.holds_on(conn, now, digests)
-            self._refuse_conflicts([r for r in current if r.live])
-            expired = sorted({r.lease_id for r in current if not r.live})
-            if expired:
-                hot_sql.drop_leases(conn, expired)
-        lease = hot_sql.NewLease(self.lease_id, self.owner, self.label, self.request_id, self.ttl)
-        if digests:
-            holds = [(d, key, mode.value) for d, (key, mode) in sorted(self.wanted.items())]
-            hot_sql.new_holds(conn, now, lease, holds)
-        return self.lease_id
+        if self.versions:
+            _check_versions(self.versions, hot_sql.pool_versions(conn, sorted(self.versions)))
+        hot_sql.touch_keys(conn, now, digests)
+        current = hot_sql.holds_on(conn, now, digests)
+        if any(row.lease_id == self.lease_id for row in current):
+            return  # taken already: the batch committed, then its connection broke
+        self._refuse_conflicts([r for r in current if r.live])
+        expired = sorted({r.lease_id for r in current if not r.live})
+        if expired:
+            hot_sql.drop_leases(conn, expired)
+        hot_sql.new_holds(conn, now, *self._lease())
 
     def _refuse_conflicts(self, live: list[Row[Any]]) -> None:
         """Conflict (as `spcs.common.locks` words it) on the first key, in key order, that a
@@ -490,6 +542,12 @@ class _Take:
             ]
             if blockers:
                 raise Conflict(conflict_message(self.label, key, mode, blockers))
+
+
+def _check_versions(used: dict[str, int], found: dict[str, int]) -> None:
+    changed = sorted(uuid for uuid, version in used.items() if found.get(uuid) != version)
+    if changed:
+        raise unconfirmed.Stale(f"pool {changed[0]}")
 
 
 def _connection_columns(conn: PoolConnection) -> dict[str, object]:
