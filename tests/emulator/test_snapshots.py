@@ -166,6 +166,20 @@ def test_delete_after_expires(emu: Emulator, api: Any) -> None:
     assert api.snapshotsList() == []  # reaped before this call was answered
 
 
+def test_delete_after_on_create_waits_for_a_detach(emu: Emulator, api: Any) -> None:
+    """Only calls at or after the earliest targetDeleteDate look through the snapshots; one
+    that is due but attached is looked at again on every call until it is detached."""
+    api.volumeCreate({"name": "v", "size": GiB})
+    api.snapshotCreate("v", {"name": "later", "deleteAfter": 3600})
+    api.snapshotCreate("v", {"name": "soon", "deleteAfter": 1})
+    api.volumeDelete("v")  # no children: a due snapshot is removed, not only marked deleted
+    api.volumesReassign([{"snapshot": "soon", "ro": [1]}])
+    time.sleep(1.2)
+    assert sorted(s.name for s in api.snapshotsList()) == ["later", "soon"]  # attached
+    api.volumesReassign([{"snapshot": "soon", "detach": "all"}])
+    assert [s.name for s in api.snapshotsList()] == ["later"]
+
+
 def test_group_snapshot(emu: Emulator, api: Any) -> None:
     g1 = api.volumeCreate({"name": "a", "size": GiB}).globalId
     g2 = api.volumeCreate({"size": GiB}).globalId

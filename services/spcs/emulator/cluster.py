@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import stat
 import threading
@@ -101,6 +102,9 @@ class Cluster:
         self.loop = loop
         self.default_placement_group = default_placement_group
         self.lock = threading.RLock()
+        # no snapshot is due before this (a lower bound; 0: look): every call checks it, and
+        # only a call at or after it looks through the snapshots
+        self._next_due = 0.0
         self.started = int(time.time())
 
     # Reading and changing.
@@ -182,8 +186,11 @@ class Cluster:
         Volumes are thin: the check is on really allocated bytes, not on sizes.
         """
         tmpl = state.templates.get(template) if template else None
-        if tmpl is not None and self.template_used(state, template) >= self.template_capacity(tmpl):
-            raise no_space(f"template {template} is full ({self.template_capacity(tmpl)} bytes)")
+        # without a capacity of its own a template holds what the filesystem does: the check
+        # below (summing its volumes' allocated bytes is a stat of each, on every write)
+        capacity = tmpl.capacity if tmpl is not None else None
+        if capacity is not None and self.template_used(state, template) >= capacity:
+            raise no_space(f"template {template} is full ({capacity} bytes)")
         if self.filesystem_space()[1] <= 0:
             raise no_space("the emulator's data filesystem is full")
 
@@ -385,19 +392,26 @@ class Cluster:
                 del state.volumes[snap.gid]
                 self.drop_data_file(txn, snap.gid)
 
+    def due_at(self, date: int | None) -> None:
+        """A change gave a snapshot a targetDeleteDate (even if it rolls back: a bound)."""
+        if date:
+            with self.lock:
+                self._next_due = min(self._next_due, date)
+
     def expire_snapshots(self) -> None:
         """Delete snapshots whose targetDeleteDate has passed (checked before each call)."""
         now = int(time.time())
         with self.lock:
-            # An attached snapshot waits until it is detached.
-            due = [
-                v.gid
+            if now < self._next_due:
+                return
+            dated = [
+                (v.gid, v.target_delete_date)
                 for v in self.state.volumes.values()
-                if v.snapshot
-                and v.target_delete_date
-                and v.target_delete_date <= now
-                and not self.state.attachments_of(v.gid)
+                if v.snapshot and v.target_delete_date
             ]
+            # An attached snapshot waits until it is detached.
+            due = [gid for gid, date in dated if date <= now and not self.state.attachments_of(gid)]
+            self._next_due = min((d for g, d in dated if g not in due), default=math.inf)
             if not due:
                 return
             with self.change() as txn:

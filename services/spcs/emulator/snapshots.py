@@ -56,6 +56,7 @@ def take(
     )
     cluster.new_data_file(txn, gid, vol.size, source=vol.gid)
     state.volumes[gid] = snap
+    cluster.due_at(delete_date)
     vol.parent = gid
     log.info("snapshot %s (%s) of volume %s", snap.ref, gid, vol.ref)
     return snap
@@ -142,6 +143,7 @@ def update(cluster: Cluster, txn: Txn, ref: str, body: Any) -> dict[str, Any]:
         snap.bound = bind
     if date_given:
         snap.target_delete_date = date
+        cluster.due_at(date)
     cluster.collect_snapshots(txn)  # a newly bound childless snapshot goes away
     return txn.ok()
 

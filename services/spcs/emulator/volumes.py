@@ -277,6 +277,7 @@ def freeze(cluster: Cluster, txn: Txn, ref: str, body: Any) -> dict[str, Any]:
     vol.on_volume = None
     vol.auto_name = vol.name is None
     vol.target_delete_date = date if given else None
+    cluster.due_at(vol.target_delete_date)
     return txn.ok()
 
 
