@@ -56,6 +56,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from spcs.demo import mariadb as private_mariadb
 from spcs.storpool.api import StorPoolApi
 from spcs.v1 import lifecycle_pb2, lifecycle_pb2_grpc, types_pb2
 
@@ -129,10 +130,6 @@ def tail(path: Path, lines: int = 30) -> str:
 # ---------------------------------------------------------------------------- MariaDB
 
 
-def server_binary(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-
-
 @dataclass
 class MariaDB:
     proc: cp.Proc
@@ -166,51 +163,15 @@ class MariaDB:
 def start_mariadb(workdir: Path, extra: Sequence[str], started: list[cp.Proc]) -> MariaDB:
     """A private mariadbd on 127.0.0.1 and a free port (datadir, socket, log in
     workdir/mariadb), the user `spcs` with a random password (in a file) on databases spcs*."""
-    mariadbd, install = server_binary("mariadbd"), server_binary("mariadb-install-db")
-    if mariadbd is None or install is None:
-        raise SystemExit("MariaDB is not installed (mariadbd, mariadb-install-db)")
-    home = workdir / "mariadb"
-    home.mkdir(parents=True, exist_ok=True)
-    data, log_path = home / "data", home / "mariadb.log"
-    as_root = ["--user=root"] if os.geteuid() == 0 else []  # mariadbd refuses root otherwise
-    subprocess.run(
-        [
-            install,
-            "--no-defaults",
-            "--auth-root-authentication-method=normal",
-            f"--datadir={data}",
-            "--skip-test-db",
-            *as_root,
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    port, sock = free_port(), home / "mariadb.sock"
-    args = [
-        mariadbd,
-        "--no-defaults",
-        f"--datadir={data}",
-        f"--socket={sock}",
-        f"--pid-file={home / 'mariadb.pid'}",
-        f"--port={port}",
-        "--bind-address=127.0.0.1",
-        "--skip-name-resolve",
-        "--skip-log-bin",
-        "--max-connections=500",
-        f"--log-error={log_path}",
-        *as_root,
-        *extra,
-    ]
-    popen = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    started.append(cp.Proc("mariadbd", popen, log_path))
-    deadline = time.monotonic() + 60
-    while "ready for connections" not in (tail(log_path, 1000)):
-        if popen.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"mariadbd did not start; {log_path}:\n{tail(log_path)}")
-        time.sleep(0.1)
+    home, port = workdir / "mariadb", free_port()
+    try:
+        started_db = private_mariadb.start(
+            home, port, ["--max-connections=500", *extra], own_session=True
+        )
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
+    started.append(cp.Proc("mariadbd", started_db.popen, started_db.log))
+    sock = started_db.socket
     password_file = workdir / "mariadb.password"
     password = secrets.token_hex(12)
     password_file.write_text(password + "\n")
@@ -703,7 +664,7 @@ def report(args: argparse.Namespace, configs: Sequence[Config], res: Results) ->
 
 
 def machine(args: argparse.Namespace) -> list[str]:
-    mariadbd = server_binary("mariadbd")
+    mariadbd = private_mariadb.binary("mariadbd")
     version = "not installed"
     if mariadbd is not None:
         run = subprocess.run([mariadbd, "--version"], capture_output=True, text=True, timeout=30)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +35,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from spcs.common.authz import Policy
 from spcs.common.server import Binding, Server
 from spcs.common.settings import ServerSettings
+from spcs.demo import mariadb
 from spcs.demo.stack import TEMPLATE, Stack
 from spcs.emulator import Emulator, devices
 from spcs.storpool.api import StorPoolApi
@@ -386,13 +386,8 @@ def node_stack(tmp: Path) -> Iterator[NodeStack]:
 MARIADB_USER = "spcs"
 
 
-def _sbin(name: str) -> str | None:
-    """A server binary, also where PATH lacks /usr/sbin."""
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-
-
 def mariadb_installed() -> bool:
-    return _sbin("mariadbd") is not None and _sbin("mariadb-install-db") is not None
+    return mariadb.installed()
 
 
 @dataclass
@@ -440,59 +435,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_mariadb(popen: subprocess.Popen[bytes], log: Path) -> None:
-    """Until mariadbd says it is ready (trying to connect before would leak sockets)."""
-    deadline = time.monotonic() + 60
-    while "ready for connections" not in (log.read_text(errors="replace") if log.exists() else ""):
-        if popen.poll() is not None:
-            raise AssertionError(f"mariadbd exited with {popen.returncode}:\n{log.read_text()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"mariadbd did not start in 60 s:\n{log.read_text()}")
-        time.sleep(0.1)
-
-
 @contextmanager
 def mariadb_server(tmp: Path, *, bare: bool = False) -> Iterator[MariaDB]:
     """`mariadbd` on 127.0.0.1 and a free port, its data, socket and pid file in `tmp` (no
     system config read), with the database `spcs` and the user `spcs` (a random password,
     allowed on every database named spcs*) unless `bare`; stopped and its data left in `tmp`
     at exit."""
-    mariadbd, install = _sbin("mariadbd"), _sbin("mariadb-install-db")
-    assert mariadbd is not None and install is not None, "mariadb-server is not installed"
-    data, log = tmp / "data", tmp / "mariadb.log"
-    as_root = ["--user=root"] if os.geteuid() == 0 else []  # mariadbd refuses root otherwise
-    subprocess.run(
-        [
-            install,
-            "--no-defaults",
-            "--auth-root-authentication-method=normal",
-            f"--datadir={data}",
-            "--skip-test-db",
-            *as_root,
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
     server = MariaDB(_free_port(), tmp / "mariadb.sock", secrets.token_hex(12))
-    args = [
-        mariadbd,
-        "--no-defaults",
-        f"--datadir={data}",
-        f"--socket={server.socket}",
-        f"--pid-file={tmp / 'mariadb.pid'}",
-        f"--port={server.port}",
-        "--bind-address=127.0.0.1",
-        "--skip-name-resolve",
-        "--innodb-buffer-pool-size=64M",
-        "--innodb-flush-log-at-trx-commit=2",  # a test server: no fsync per commit
-        "--skip-log-bin",
-        f"--log-error={log}",
-        *as_root,
-    ]
-    popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a test server: a small buffer pool, no fsync per commit
+    extra = ["--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2"]
+    popen = mariadb.start(tmp, server.port, extra).popen
     try:
-        _wait_mariadb(popen, log)
         if bare:
             yield server
             return

@@ -303,8 +303,11 @@ class Database:
                 with self._writing, self.engine.connect() as conn:
                     conn.execution_options(spcs_write=True)
                     conn.info["spcs_ran"] = ran
-                    with conn.begin():
-                        return work(conn)
+                    try:
+                        with conn.begin():
+                            return work(conn)
+                    finally:  # the counter belongs to this attempt, not to the connection
+                        conn.info.pop("spcs_ran", None)
             except exc.DBAPIError as error:
                 dropped = bool(error.connection_invalidated) and ran[0] == 0
                 if attempt < ATTEMPTS and (_retryable(error) or dropped):
