@@ -175,6 +175,7 @@ def server_settings(**overrides) -> ServerSettings:
         listen=("127.0.0.1", 0),
         log_file=None,
         log_level="INFO",
+        log_format="text",
         tls_cert=None,
         tls_key=None,
         tls_ca=None,

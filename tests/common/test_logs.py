@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -87,3 +89,62 @@ def test_log_containing_waits_for_the_text(tmp_path: Path):
     finally:
         writer.wait()
     assert log_containing(path, "missing", timeout=0.1) == "ok"
+
+
+JSON_CHILD = textwrap.dedent(
+    """
+    import logging, sys
+    from pathlib import Path
+    from spcs.common import logs
+
+    logs.setup("INFO", Path(sys.argv[1]), sys.argv[2])
+    logs.add_secret("tok-0123456789abcdef")
+    logs.add_secret("short")  # too short to be replaced anywhere
+    log = logging.getLogger("spcs.test")
+    log.info("plain ünïcode\\nsecond line")
+    log.info("url http://tok-0123456789abcdef@host/ in a message, short stays")
+    log.info("rpc line", extra={logs.FIELDS: {"method": "/x.Y/Z", "ms": 1.5, "level": "no"}})
+    try:
+        raise ValueError("failed with tok-0123456789abcdef")
+    except ValueError:
+        log.exception("it broke")
+    """
+)
+
+
+def _child_log(tmp_path: Path, log_format: str) -> str:
+    log_file = tmp_path / f"{log_format}.log"
+    done = subprocess.run(
+        [sys.executable, "-c", JSON_CHILD, str(log_file), log_format],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return log_file.read_text()
+
+
+def test_json_lines_are_objects_with_fields_and_no_secret(tmp_path: Path):
+    text = _child_log(tmp_path, "json")
+    assert "tok-0123456789abcdef" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert len(lines) == 4  # a message's newline stays inside its object
+    first, secret, rpc, error = lines
+    assert first["message"] == "plain ünïcode\nsecond line"
+    assert first["level"] == "INFO" and first["logger"] == "spcs.test"
+    assert first["request_id"] == "-" and re.fullmatch(TIME, first["time"])
+    assert secret["message"] == "url http://<redacted>@host/ in a message, short stays"
+    assert rpc["method"] == "/x.Y/Z" and rpc["ms"] == 1.5
+    assert rpc["level"] == "INFO"  # a field never overrides the record's own
+    assert error["level"] == "ERROR" and error["message"] == "it broke"
+    assert "ValueError: failed with <redacted>" in error["exception"]
+
+
+def test_text_lines_have_secrets_replaced_too(tmp_path: Path):
+    text = _child_log(tmp_path, "text")
+    assert "tok-0123456789abcdef" not in text
+    assert "INFO spcs.test [-] url http://<redacted>@host/ in a message, short stays" in text
+    assert "ValueError: failed with <redacted>" in text
+    assert not text.startswith("{")
+
+
+TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"

@@ -55,6 +55,7 @@ SERVER_BAD: dict[str, list[Bad]] = {
     ],
     "log_file": [bad(""), bad("{dir}"), bad("{missing}/spcs.log"), bad("{plain}/spcs.log")],
     "log_level": [bad(""), bad("LOUD"), bad("5")],
+    "log_format": [bad(""), bad("xml"), bad("JSON5")],
     "tls_cert": [
         bad("", None, *WITH_KEY),
         bad("{missing}", None, *WITH_KEY),

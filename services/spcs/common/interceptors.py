@@ -28,7 +28,7 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from spcs.common import errors, upstream_time
+from spcs.common import errors, logs, upstream_time
 from spcs.common.errors import InvalidArgument, SpcsError, status_code
 from spcs.common.logs import REQUEST_ID
 from spcs.v1 import types_pb2
@@ -351,13 +351,19 @@ def _log_call(
     level = logging.DEBUG if quiet else logging.INFO
     if elapsed > SLOW_CALL_SECONDS:
         level = logging.WARNING
+    if not log.isEnabledFor(level):
+        return
+    fields = {
+        "method": method,
+        "object": request_key(request),
+        "status": code.name,
+        "ms": round(elapsed * 1000, 2),
+        "storpool_ms": round(upstream[upstream_time.STORPOOL] * 1000, 2),
+        "db_ms": round(upstream[upstream_time.DATABASE] * 1000, 2),
+    }
     log.log(
         level,
         "rpc=%s key=%s status=%s ms=%.2f storpool_ms=%.2f db_ms=%.2f",
-        method,
-        request_key(request),
-        code.name,
-        elapsed * 1000,
-        upstream[upstream_time.STORPOOL] * 1000,
-        upstream[upstream_time.DATABASE] * 1000,
+        *fields.values(),
+        extra={logs.FIELDS: fields},
     )

@@ -3,6 +3,12 @@
 Logs go to stderr by default (systemd's journal collects them) or to a file when configured.
 Each record gets `request_id`: the id of the RPC being served on this thread (or "-").
 
+Two formats: text (the default, `FORMAT`) and JSON (`--log-format json`: one object per line,
+with the RPC line's fields as fields of their own, `JsonFormatter`). In both, every secret a
+service registered (`add_secret`: StorPool tokens, the database password) is replaced by
+`<redacted>` wherever a message carries it, as a last line of defence behind the redaction of
+requests (`interceptors.redacted_text`).
+
 Every RPC writes a line, so records are written by a logging thread (the standard library's
 QueueHandler/QueueListener): the serving thread only stamps the request id and enqueues the
 record; formatting, the file's rotation check and the write happen off the RPC's path. The
@@ -16,10 +22,13 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import datetime
+import json
 import logging
 import logging.handlers
 import queue
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +36,16 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("spcs_request_i
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+REDACTED = "<redacted>"
+# a value this short is no secret worth the name, and replacing it would mangle other text
+SHORTEST_SECRET = 8
+# A record's structured fields (the RPC line's method, status and durations): JSON shows them
+# as fields of their own, text only in the message.
+FIELDS = "spcs_fields"
+
+_secrets: frozenset[str] = frozenset()
+_secrets_lock = threading.Lock()
 
 WRITE_INTERVAL = 0.05  # seconds a record may wait in the queue
 
@@ -75,6 +94,51 @@ class _BatchingListener(logging.handlers.QueueListener):
                 time.sleep(WRITE_INTERVAL)
 
 
+def add_secret(value: str | None) -> None:
+    """Never write `value` to the log, whatever message carries it."""
+    global _secrets
+    if value and len(value) >= SHORTEST_SECRET and value not in _secrets:
+        with _secrets_lock:
+            _secrets = _secrets | {value}
+
+
+def redacted(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redacted(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601 with milliseconds), level, logger,
+    request_id, message, the record's structured fields (`FIELDS`) and, for an error with a
+    traceback, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        line: dict[str, object] = {
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            line.update({k: v for k, v in fields.items() if k not in line})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return redacted(json.dumps(line, ensure_ascii=False, default=str))
+
+
 def _stop_listener() -> None:
     global _listener
     if _listener is not None:
@@ -95,8 +159,10 @@ def shutdown() -> None:
     _stop_listener()
 
 
-def setup(level: str = "INFO", log_file: Path | None = None) -> None:
+def setup(level: str = "INFO", log_file: Path | None = None, log_format: str = "text") -> None:
     """Configure the root logger once for this process (idempotent)."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     global _listener
     # Skip what FORMAT never prints (the switches the logging HOWTO's "Optimization" documents).
     logging.logThreads = False
@@ -110,7 +176,7 @@ def setup(level: str = "INFO", log_file: Path | None = None) -> None:
         writer: logging.Handler = logging.handlers.WatchedFileHandler(log_file)
     else:
         writer = logging.StreamHandler(sys.stderr)
-    writer.setFormatter(logging.Formatter(FORMAT))
+    writer.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     _listener = _BatchingListener(records, writer, respect_handler_level=False)
     _listener.start()

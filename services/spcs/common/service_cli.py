@@ -38,7 +38,9 @@ def serve(
     try:
         settings = load(args)
         try:
-            logs.setup(settings.server.log_level, settings.server.log_file)
+            logs.setup(
+                settings.server.log_level, settings.server.log_file, settings.server.log_format
+            )
         except OSError as error:  # checked by the settings, but it may have changed since
             reason = f"cannot open {settings.server.log_file}: {error.strerror or error}"
             raise ConfigError("--log-file", reason) from None

@@ -98,6 +98,13 @@ def parse_level(value: str) -> str:
     return level
 
 
+def parse_log_format(value: str) -> str:
+    chosen = value.strip().lower()
+    if chosen not in ("text", "json"):
+        raise ValueError(f"{value!r} is not text or json")
+    return chosen
+
+
 def positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -207,6 +214,13 @@ SERVER_OPTIONS: tuple[Option, ...] = (
         default="INFO",
         parse=parse_level,
         metavar="LEVEL",
+    ),
+    Option(
+        "log_format",
+        "text (the default) or json (one object per line)",
+        default="text",
+        parse=parse_log_format,
+        metavar="FORMAT",
     ),
     Option(
         "tls_cert",
@@ -420,6 +434,7 @@ class ServerSettings:
     listen: tuple[str, int]
     log_file: Path | None
     log_level: str
+    log_format: str
     tls_cert: Path | None
     tls_key: Path | None
     tls_ca: Path | None

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from spcs.common import errors
+from spcs.common import errors, logs
 from spcs.storpool.conf import StorPoolConf
 
 TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,199}$")
@@ -29,6 +29,9 @@ class Connection:
     token: str
     template: str
     form: str
+
+    def __post_init__(self) -> None:
+        logs.add_secret(self.token)  # whatever message carries it, the log does not
 
     def __repr__(self) -> str:
         return (

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from spcs.common import logs
 from spcs.common.settings import (
     SERVER_OPTIONS,
     ConfigError,
@@ -162,9 +163,13 @@ def _state_database(values: dict[str, Any]) -> tuple[URL | None, str | None]:
                 PASSWORD_ENV, "is for a MariaDB/MySQL --database-url; the state database is SQLite"
             )
         return url, None
-    if password_file is not None:
-        return url, _password_from(password_file, url)
-    return url, os.environ.get(PASSWORD_ENV) or None
+    password = (
+        _password_from(password_file, url)
+        if password_file is not None
+        else os.environ.get(PASSWORD_ENV) or None
+    )
+    logs.add_secret(password)
+    return url, password
 
 
 def _password_from(path: Path, url: URL) -> str:

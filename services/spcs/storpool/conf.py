@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from spcs.common import logs
 from spcs.common.settings import ConfigError, Option, positive_float
 from spcs.storpool.bindings import spconfig
 
@@ -96,6 +97,7 @@ def load(
         where = error.filename or conf_path
         raise ConfigError(setting, f"{where} cannot be read: {error.strerror or error}") from None
     values = {key: env.get(key, cfg.get(key)) for key in KEYS}
+    logs.add_secret(values["SP_AUTH_TOKEN"])
     sources = f"{conf_path} and {conf_path}.d/*.conf (section [{section}])"
     return StorPoolConf(
         api_host=str(values["SP_API_HTTP_HOST"] or "127.0.0.1"),
