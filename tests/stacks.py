@@ -176,6 +176,7 @@ def server_settings(**overrides) -> ServerSettings:
         log_file=None,
         log_level="INFO",
         log_format="text",
+        metrics_listen=None,
         tls_cert=None,
         tls_key=None,
         tls_ca=None,

@@ -56,6 +56,7 @@ SERVER_BAD: dict[str, list[Bad]] = {
     "log_file": [bad(""), bad("{dir}"), bad("{missing}/spcs.log"), bad("{plain}/spcs.log")],
     "log_level": [bad(""), bad("LOUD"), bad("5")],
     "log_format": [bad(""), bad("xml"), bad("JSON5")],
+    "metrics_listen": [bad(""), bad("9100"), bad("127.0.0.1:99999")],
     "tls_cert": [
         bad("", None, *WITH_KEY),
         bad("{missing}", None, *WITH_KEY),

@@ -28,7 +28,7 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from spcs.common import errors, logs, upstream_time
+from spcs.common import errors, logs, metrics, upstream_time
 from spcs.common.errors import InvalidArgument, SpcsError, status_code
 from spcs.common.logs import REQUEST_ID
 from spcs.v1 import types_pb2
@@ -302,7 +302,10 @@ class CallInterceptor(WrappingInterceptor):
                 log.exception("%s failed unexpectedly", method)  # a bug: the traceback
                 _internal(context, method, rid)
             finally:
-                _log_call(method, request, code, time.monotonic() - started, upstream)
+                elapsed = time.monotonic() - started
+                metrics.RPC_SECONDS.labels(method, code.name).observe(elapsed)
+                metrics.RPCS.labels(method, code.name).inc()
+                _log_call(method, request, code, elapsed, upstream)
                 upstream_time.close_tally(tally)
                 REQUEST_ID.reset(token)
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from spcs.common import holds as declared
+from spcs.common import metrics
 from spcs.common.errors import Conflict
 from spcs.common.holds import EXCLUSIVE, Hold, Mode
 from spcs.common.logs import REQUEST_ID
@@ -60,9 +61,33 @@ class Locks(abc.ABC):
         finally:
             release()
 
-    @abc.abstractmethod
     def acquire(self, wanted: Iterable[Hold], operation: str) -> Callable[[], None]:
         """Take every hold or raise Conflict; returns the function that releases them."""
+        return self._counted(list(wanted), operation, refusal=True)
+
+    @abc.abstractmethod
+    def _take(self, wanted: list[Hold], operation: str) -> Callable[[], None]:
+        """`acquire` itself, in this lock manager."""
+
+    def _counted(self, wanted: list[Hold], operation: str, *, refusal: bool) -> Callable[[], None]:
+        """`_take`, with the metrics: holds held, and refusals by operation (the first word of
+        its label: a table entry or a copy kind, never an object)."""
+        try:
+            release = self._take(wanted, operation)
+        except Conflict:
+            if refusal:
+                metrics.HOLD_CONFLICTS.labels(operation.split(" ", 1)[0]).inc()
+            raise
+        count = len(merged(wanted))
+        metrics.HOLDS_HELD.inc(count)
+        once = threading.Lock()
+
+        def counted_release() -> None:
+            if once.acquire(blocking=False):
+                metrics.HOLDS_HELD.dec(count)
+            release()
+
+        return counted_release
 
     def waiting(
         self,
@@ -77,7 +102,7 @@ class Locks(abc.ABC):
         while True:
             check()
             try:
-                return self.acquire(holds, operation)
+                return self._counted(holds, operation, refusal=False)  # it waits: no refusal
             except Conflict:
                 time.sleep(poll)
                 poll = min(poll * 1.5, WAIT_POLL_SECONDS[1])
@@ -90,7 +115,7 @@ class KeyedLocks(Locks):
         self._guard = threading.Lock()
         self._held: dict[str, list[Lease]] = {}
 
-    def acquire(self, wanted: Iterable[Hold], operation: str) -> Callable[[], None]:
+    def _take(self, wanted: list[Hold], operation: str) -> Callable[[], None]:
         modes = merged(wanted)
         with self._guard:
             for key, mode in sorted(modes.items()):

@@ -30,7 +30,7 @@ from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from spcs.common import errors, validate
+from spcs.common import errors, metrics, validate
 from spcs.common.errors import SpcsError
 from spcs.common.holds import Hold
 from spcs.common.locks import KeyedLocks, Locks
@@ -49,6 +49,12 @@ FINISHED = frozenset(
     {types_pb2.JOB_STATE_SUCCEEDED, types_pb2.JOB_STATE_FAILED, types_pb2.JOB_STATE_CANCELLED}
 )
 RUNNABLE = frozenset({types_pb2.JOB_STATE_PENDING, types_pb2.JOB_STATE_RUNNING})
+# how the metrics name a finished job's state
+ENDED = {
+    types_pb2.JOB_STATE_SUCCEEDED: "done",
+    types_pb2.JOB_STATE_FAILED: "failed",
+    types_pb2.JOB_STATE_CANCELLED: "cancelled",
+}
 
 
 def fingerprint(*messages: Message) -> str:
@@ -145,6 +151,8 @@ class _Job:
     cancel_hooks: list[Callable[[], None]] = field(default_factory=list)
     releases: list[Callable[[], None]] = field(default_factory=list)
     rate_sample: tuple[float, int] = (0.0, 0)
+    metric_kind: str = ""  # what the metrics call its kind (a copy's kind, or the RPC's name)
+    clock: metrics.JobClock | None = None  # while its thread runs
 
     @property
     def done(self) -> bool:
@@ -295,8 +303,10 @@ class OperationRegistry:
         target: str,
         runner: Runner,
         holds: Sequence[Hold] = (),
+        metric_kind: str = "",
     ) -> operations_pb2.Operation:
-        """Start (or return, on a replay) the job; `holds` are held until it ends."""
+        """Start (or return, on a replay) the job; `holds` are held until it ends.
+        `metric_kind`: its kind in the metrics (default: the RPC's name, the end of `kind`)."""
         name = operation_name(operation_id)
         with self._lock:
             existing = self._jobs.get(name)
@@ -318,7 +328,7 @@ class OperationRegistry:
                     f"{self._max_running}); retry {name} when one has finished"
                 )
             release = self.locks.acquire(holds, _label(kind, target, name))
-            job = self._new_job(name, fingerprint, kind, target)
+            job = self._new_job(name, fingerprint, kind, target, metric_kind)
             job.releases.append(release)
             self._jobs[name] = job
             self._prune_locked()
@@ -327,7 +337,9 @@ class OperationRegistry:
         self._launch(job, runner)
         return op
 
-    def _new_job(self, name: str, fingerprint: str, kind: str, target: str) -> _Job:
+    def _new_job(
+        self, name: str, fingerprint: str, kind: str, target: str, metric_kind: str = ""
+    ) -> _Job:
         metadata = types_pb2.OperationMetadata(
             kind=kind,
             state=types_pb2.JOB_STATE_PENDING,
@@ -337,7 +349,7 @@ class OperationRegistry:
         )
         metadata.create_time.CopyFrom(_now())
         metadata.update_time.CopyFrom(metadata.create_time)
-        return _Job(name, fingerprint, metadata)
+        return _Job(name, fingerprint, metadata, metric_kind=metric_kind or kind.rsplit("/")[-1])
 
     def _launch(self, job: _Job, runner: Runner) -> None:
         thread = threading.Thread(
@@ -351,11 +363,15 @@ class OperationRegistry:
     def _run(self, job: _Job, runner: Runner) -> None:
         REQUEST_ID.set(job.name.removeprefix(PREFIX))
         started = time.monotonic()
+        job.clock = metrics.JobClock(job.metric_kind)
         self._update(job, state=types_pb2.JOB_STATE_RUNNING, stage="starting")
         try:
             result, error = self._execute(job, runner), None
         except _Failed as failure:
             result, error = None, failure.status
+        except BaseException:
+            job.clock.ended("failed", 0)
+            raise
         # Free the holds before the job shows as finished, so a caller that waited for it can
         # start the next operation on the same device without meeting our lease.
         with self._lock:
@@ -363,6 +379,8 @@ class OperationRegistry:
         for release in releases:
             release()
         self._finish(job, result=result, error=error)
+        meta = job.metadata
+        job.clock.ended(ENDED.get(meta.state, "failed"), meta.bytes_written or meta.bytes_done)
         if error is None:
             log.info(
                 "%s succeeded in %.1fs (%d bytes)",
@@ -454,6 +472,8 @@ class OperationRegistry:
             self._persist(job)
 
     def _queued(self, job: _Job, waiting_for: str) -> None:
+        if job.clock is not None:
+            job.clock.queued(bool(waiting_for))
         if waiting_for:
             self._update(
                 job,

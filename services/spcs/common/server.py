@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from spcs import __version__
-from spcs.common import errors
+from spcs.common import errors, metrics
 from spcs.common.authz import AuthzInterceptor, Policy
 from spcs.common.interceptors import CallInterceptor
 from spcs.common.settings import ServerSettings
@@ -118,6 +118,7 @@ class Server:
         self._finished = threading.Event()
         self._on_stop: list[Callable[[], None]] = []
         self._on_start: list[Callable[[], None]] = []
+        self._metrics: metrics.Endpoint | None = None
 
     @property
     def service_names(self) -> list[str]:
@@ -159,6 +160,7 @@ class Server:
         if self.port == 0:
             raise errors.Unavailable(f"cannot listen on {address} (in use or not a local address)")
         self._grpc.start()
+        self._serve_metrics()
         if self.settings.port_file is not None:
             tmp = self.settings.port_file.with_name(self.settings.port_file.name + ".tmp")
             tmp.write_text(f"{self.port}\n")
@@ -178,6 +180,20 @@ class Server:
         )
         return self.port
 
+    def _serve_metrics(self) -> None:
+        metrics.describe_build(self.name)
+        if self.settings.metrics_listen is None:
+            return
+        host, port = self.settings.metrics_listen
+        try:
+            self._metrics = metrics.Endpoint(host, port)
+        except OSError as error:
+            self._grpc.stop(0)
+            raise errors.Unavailable(
+                f"cannot serve metrics on {host}:{port}: {error.strerror or error}"
+            ) from None
+        log.info("%s metrics on http://%s:%d/metrics", self.name, host, self._metrics.port)
+
     def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within `grace`."""
         if self._stopped.is_set():
@@ -188,6 +204,8 @@ class Server:
         self.health.enter_graceful_shutdown()
         done = self._grpc.stop(grace)
         done.wait()
+        if self._metrics is not None:
+            self._metrics.stop()
         for callback in self._on_stop:
             try:
                 callback()

@@ -243,6 +243,12 @@ SERVER_OPTIONS: tuple[Option, ...] = (
         parse=parse_bool,
         is_bool=True,
     ),
+    Option(
+        "metrics_listen",
+        "serve Prometheus metrics over HTTP on this HOST:PORT (GET /metrics); off when unset",
+        parse=parse_listen,
+        metavar="HOST:PORT",
+    ),
     Option("workers", "threads serving RPCs", default="16", parse=positive_int, metavar="N"),
     Option(
         "max_concurrent_rpcs",
@@ -435,6 +441,7 @@ class ServerSettings:
     log_file: Path | None
     log_level: str
     log_format: str
+    metrics_listen: tuple[str, int] | None
     tls_cert: Path | None
     tls_key: Path | None
     tls_ca: Path | None

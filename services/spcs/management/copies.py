@@ -249,6 +249,7 @@ class Copies:
             f"{copy} {destination}",
             holds.holds(copy, source=self._source_key(request.source), destination=destination),
             lambda ctx: _copy_result(copy, handler(ctx, request)),
+            copy,
         )
 
     def start_backup(
@@ -277,6 +278,7 @@ class Copies:
                 destination=holds.secondary_file(backup.url, backup.file_path),
             ),
             lambda ctx: _copy_result("snapshot-to-secondary", self.backup_snapshot(ctx, backup)),
+            "snapshot-to-secondary",
         )
 
     def _start(
@@ -286,6 +288,7 @@ class Copies:
         target: str,
         taken: tuple[holds.Hold, ...],
         run: Callable[[JobContext], driver_pb2.CopyDataResult],
+        copy: str,
     ) -> operations_pb2.Operation:
         return self.registry.start(
             request.operation_id,
@@ -294,6 +297,7 @@ class Copies:
             target=target,
             runner=run,
             holds=taken,
+            metric_kind=copy,
         )
 
     def _source_key(self, source: types_pb2.DataObject) -> str | None:

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from spcs.common import errors
 from spcs.common.holds import Hold
@@ -41,8 +41,8 @@ class LeasedLocks(Locks):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def acquire(self, wanted: Iterable[Hold], operation: str) -> Callable[[], None]:
-        holds = list(wanted)
+    def _take(self, wanted: list[Hold], operation: str) -> Callable[[], None]:
+        holds = wanted
         if not holds:
             return lambda: None
         # the store records the request id and this replica beside the label

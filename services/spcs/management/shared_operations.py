@@ -102,9 +102,10 @@ class SharedOperations(OperationRegistry):
         target: str,
         runner: Runner,
         holds: Sequence[Hold] = (),
+        metric_kind: str = "",
     ) -> operations_pb2.Operation:
         name = operation_name(operation_id)
-        job = self._new_job(name, fingerprint, kind, target)
+        job = self._new_job(name, fingerprint, kind, target, metric_kind)
 
         def same(row: OperationRow) -> bool:
             return row.fingerprint == fingerprint and _metadata(row.operation).kind == kind

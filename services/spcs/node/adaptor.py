@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from spcs.common import errors, holds
+from spcs.common import errors, holds, metrics
 from spcs.common.locks import KeyedLocks
 from spcs.node.devices import Devices
 from spcs.storpool import errors as sp_errors
@@ -153,6 +155,15 @@ class Adaptor:
         mode: types_pb2.AccessMode.ValueType,
         timeout: float | None = None,
     ) -> Disk:
+        with _device_metric("attach"):
+            return self._attach(obj, mode, timeout)
+
+    def _attach(
+        self,
+        obj: StorPoolObject,
+        mode: types_pb2.AccessMode.ValueType,
+        timeout: float | None,
+    ) -> Disk:
         read_only = mode == types_pb2.ACCESS_MODE_READ_ONLY or obj.is_snapshot
         if obj.is_snapshot and mode == types_pb2.ACCESS_MODE_READ_WRITE:
             raise errors.InvalidArgument(
@@ -192,8 +203,9 @@ class Adaptor:
     def detach(self, obj: StorPoolObject, force_allowed: bool) -> bool:
         if self.attachment(obj) is None:
             return False
-        self._detach(obj, force_allowed)
-        self.devices.wait_absent(self.devices.byid(obj.global_id), DEVICE_GONE_SECONDS)
+        with _device_metric("detach"):
+            self._detach(obj, force_allowed)
+            self.devices.wait_absent(self.devices.byid(obj.global_id), DEVICE_GONE_SECONDS)
         log.info(
             "detached %s %s from this host", "snapshot" if obj.is_snapshot else "volume", obj.ref
         )
@@ -263,3 +275,19 @@ class Adaptor:
             )
         if new_size != obj.size:
             self.api.volume_update(obj.ref, size=new_size, shrinkOk=shrink_ok or None)
+
+
+@contextmanager
+def _device_metric(action: str) -> Iterator[None]:
+    """The attach's or detach's time and outcome; a device that never appeared is counted."""
+    started = time.monotonic()
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    except errors.DeadlineExceeded:
+        if action == "attach":
+            metrics.DEVICE_WAIT_TIMEOUTS.inc()
+        raise
+    finally:
+        metrics.DEVICE_SECONDS.labels(action, outcome).observe(time.monotonic() - started)

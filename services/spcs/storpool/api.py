@@ -25,6 +25,7 @@ import http.client
 import logging
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from spcs.common import errors, upstream_time, validate
+from spcs.common import errors, metrics, upstream_time, validate
 from spcs.storpool import errors as sp_errors
 from spcs.storpool import names
 from spcs.storpool.bindings import spapi, spcatch
@@ -101,6 +102,17 @@ def _snapshot(raw: Mapping[str, Any]) -> StorPoolSnapshot:
     )
 
 
+def _retrying_log(state: tenacity.RetryCallState) -> None:
+    what, _fn, call = state.args
+    metrics.STORPOOL_RETRIES.labels(call).inc()
+    log.warning(
+        "StorPool API %s: %s (attempt %d), retrying",
+        what,
+        state.outcome.exception() if state.outcome else "?",
+        state.attempt_number,
+    )
+
+
 class StorPoolApi:
     """A StorPool API endpoint. Thread-safe: the bindings open a connection per call."""
 
@@ -122,12 +134,7 @@ class StorPoolApi:
             wait=tenacity.wait_random_exponential(multiplier=0.1, max=policy.max_wait),
             stop=tenacity.stop_after_delay(policy.total_seconds),
             sleep=policy.sleep,
-            before_sleep=lambda state: log.warning(
-                "StorPool API %s: %s (attempt %d), retrying",
-                state.args[0],
-                state.outcome.exception() if state.outcome else "?",
-                state.attempt_number,
-            ),
+            before_sleep=_retrying_log,
             reraise=True,
         )
         self.endpoint = f"{host}:{port}"
@@ -138,15 +145,22 @@ class StorPoolApi:
 
     # ---- the call wrapper -----------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one API call with retries; `what` names the object for error messages."""
+    def _call(self, what: str, fn: Callable[[], T], call: str = "") -> T:
+        """Run one API call with retries; `what` names the object for error messages, `call`
+        the call for the metrics (by default the facade method that makes it: a bounded
+        name, never an object's)."""
+        call = call or sys._getframe(1).f_code.co_name
         started = time.monotonic()
+        outcome = "error"
         try:
             # bound to a non-generic local: passed as is, the generic method would make
             # tenacity's return type Any
-            attempt: Callable[[str, Callable[[], T]], T] = self._attempt
-            return self._retrying(attempt, what, fn)
+            attempt: Callable[[str, Callable[[], T], str], T] = self._attempt
+            answer = self._retrying(attempt, what, fn, call)
+            outcome = "ok"
+            return answer
         except _Transient as failure:
+            outcome = "transient"
             cause = failure.cause
             if isinstance(cause, spapi.ApiError):
                 raise sp_errors.kept_transient(
@@ -158,13 +172,16 @@ class StorPoolApi:
                 "runs"
             ) from None
         finally:
-            upstream_time.add(time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            upstream_time.add(elapsed)
+            metrics.STORPOOL_SECONDS.labels(call, outcome).observe(elapsed)
 
-    def _attempt(self, what: str, fn: Callable[[], T]) -> T:
+    def _attempt(self, what: str, fn: Callable[[], T], call: str) -> T:
         try:
             return fn()
         except spapi.ApiError as error:
             if error.transient:
+                metrics.STORPOOL_TRANSIENT.labels(call).inc()
                 raise _Transient(error) from error
             raise self._domain_error(what, error) from None
         except spcatch.InvalidArgumentError as error:
@@ -179,6 +196,7 @@ class StorPoolApi:
                 reason=UNRESOLVABLE_HOST,
             ) from None
         except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as error:
+            metrics.STORPOOL_TRANSIENT.labels(call).inc()
             raise _Transient(error) from error
         except ValueError as error:  # a reply that is not JSON
             raise errors.Internal(
@@ -192,7 +210,8 @@ class StorPoolApi:
 
     def raw(self, method: str, path: str, body: object | None = None, *, what: str) -> Any:
         """An API call the bindings do not type (fields newer than bindings 7.3.0)."""
-        return self._call(what, lambda: self._api(method, True, path, body))
+        command = path.split("/", 1)[0]  # the API's command name, without the object's
+        return self._call(what, lambda: self._api(method, True, path, body), command)
 
     # ---- volumes ----------------------------------------------------------------------------
 
