@@ -15,8 +15,11 @@ from pathlib import Path
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from spcs.v1 import driver_pb2, types_pb2
+from spcs.v1 import driver_pb2, driver_pb2_grpc, types_pb2
 from tests.management.helpers import MIB, Mgmt, new_id, rpc_error, running_stack
+from tests.management.test_client_failover import balanced_channel
+from tests.management.test_replicas import shared_database
+from tests.stacks import MariaDB
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -111,16 +114,15 @@ def test_metrics_move_with_real_work(tmp_path: Path):
                 assert not objects.search(label), label
 
 
+def _metrics_port(log: Path) -> int:
+    """Where a service started with --metrics-listen 127.0.0.1:0 serves its metrics."""
+    found = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", log.read_text())
+    assert found, f"{log} does not say where its metrics are"
+    return int(found[1])
+
+
 def _node_metric_ports(mgmt: Mgmt) -> list[int]:
-    """Where each node serves its metrics, from its log."""
-    ports = []
-    for node in mgmt.stack.nodes:
-        found = re.search(
-            r"metrics on http://127\.0\.0\.1:(\d+)/metrics", node.log_path.read_text()
-        )
-        assert found, f"{node.name} does not say where its metrics are"
-        ports.append(int(found[1]))
-    return ports
+    return [_metrics_port(node.log_path) for node in mgmt.stack.nodes]
 
 
 def _work(mgmt: Mgmt) -> None:
@@ -166,3 +168,36 @@ def _work(mgmt: Mgmt) -> None:
         ),
     )
     assert result.bytes_written >= 5 * MIB
+
+
+def test_each_replica_exports_what_it_served(mariadb: MariaDB, tmp_path: Path):
+    """Three replicas on one database, calls spread over them by round robin: each replica's
+    metrics count its own calls, and their sum is the region's."""
+    args, _url = shared_database(mariadb, tmp_path)
+    with running_stack(
+        tmp_path / "stack",
+        management_args=[*args, "--metrics-listen", "127.0.0.1:0"],
+        replicas=3,
+    ) as mgmt:
+        replicas = mgmt.stack.managements
+        ports = [_metrics_port(replica.log_path) for replica in replicas]
+        assert len(set(ports)) == 3
+        before = [scrape(port) for port in ports]
+        with balanced_channel([replica.address for replica in replicas]) as channel:
+            driver = driver_pb2_grpc.PrimaryDataStoreDriverStub(channel)
+            for _ in range(30):
+                driver.CreateVolume(
+                    driver_pb2.CreateVolumeRequest(
+                        pool=mgmt.pool_ref(),
+                        volume=types_pb2.Volume(uuid=new_id("vol"), size_bytes=MIB),
+                    )
+                )
+        after = [scrape(port) for port in ports]
+    create = "/spcs.v1.PrimaryDataStoreDriver/CreateVolume"
+    served = [
+        moved(b, a, "spcs_rpcs_total", method=create, code="OK")
+        for b, a in zip(before, after, strict=True)
+    ]
+    assert sum(served) == 30 and all(n > 0 for n in served), served
+    assert all(value(a, "spcs_holds_held") == 0 for a in after)
+    assert all(value(a, "spcs_build_info", service="spcs-management") == 1 for a in after)
