@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13spcs/v1/hosts.proto\x12\x07spcs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n\x12HostConnectRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x11\n\tpool_uuid\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"U\n\x13HostConnectResponse\x12\x11\n\tconnected\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1b\n\x04node\x18\x03 \x01(\x0b\x32\r.spcs.v1.Node\"J\n\x10HostEventRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x11\n\tpool_uuid\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"$\n\x11HostEventResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\"\x95\x01\n\x13RegisterNodeRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1a\n\x12storpool_client_id\x18\x03 \x01(\r\x12\x1b\n\x13storpool_cluster_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x12\n\nmax_copies\x18\x06 \x01(\r\"/\n\x14RegisterNodeResponse\x12\x17\n\x0frefresh_seconds\x18\x01 \x01(\r\"\x93\x02\n\x04Node\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1a\n\x12storpool_client_id\x18\x03 \x01(\r\x12\x1b\n\x13storpool_cluster_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07healthy\x18\x07 \x01(\x08\x12\x1f\n\x17storpool_client_running\x18\x08 \x01(\x08\x12\x12\n\npool_uuids\x18\t \x03(\t\x12\x12\n\nmax_copies\x18\n \x01(\r\x12\x16\n\x0e\x63opies_running\x18\x0b \x01(\r\"\x12\n\x10ListNodesRequest\"1\n\x11ListNodesResponse\x12\x1c\n\x05nodes\x18\x01 \x03(\x0b\x32\r.spcs.v1.Node2\xfc\x02\n\x0cHostListener\x12H\n\x0bHostConnect\x12\x1b.spcs.v1.HostConnectRequest\x1a\x1c.spcs.v1.HostConnectResponse\x12I\n\x10HostDisconnected\x12\x19.spcs.v1.HostEventRequest\x1a\x1a.spcs.v1.HostEventResponse\x12\x42\n\tHostAdded\x12\x19.spcs.v1.HostEventRequest\x1a\x1a.spcs.v1.HostEventResponse\x12M\n\x14HostAboutToBeRemoved\x12\x19.spcs.v1.HostEventRequest\x1a\x1a.spcs.v1.HostEventResponse\x12\x44\n\x0bHostRemoved\x12\x19.spcs.v1.HostEventRequest\x1a\x1a.spcs.v1.HostEventResponse2\x9f\x01\n\x0cNodeRegistry\x12K\n\x0cRegisterNode\x12\x1c.spcs.v1.RegisterNodeRequest\x1a\x1d.spcs.v1.RegisterNodeResponse\x12\x42\n\tListNodes\x12\x19.spcs.v1.ListNodesRequest\x1a\x1a.spcs.v1.ListNodesResponseB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13spcs/v1/hosts.proto\x12\x07spcs.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n\x12HostConnectRequest\x12\x15\n\x07host_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpool_uuid\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"U\n\x13HostConnectResponse\x12\x11\n\tconnected\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x1b\n\x04node\x18\x03 \x01(\x0b\x32\r.spcs.v1.Node\"P\n\x10HostEventRequest\x12\x15\n\x07host_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpool_uuid\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"$\n\x11HostEventResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xa7\x01\n\x13RegisterNodeRequest\x12\x15\n\x07host_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x61\x64\x64ress\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12 \n\x12storpool_client_id\x18\x03 \x01(\rB\x04\xe2\x41\x01\x02\x12\x1b\n\x13storpool_cluster_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x12\n\nmax_copies\x18\x06 \x01(\r\"/\n\x14RegisterNodeResponse\x12\x17\n\x0frefresh_seconds\x18\x01 \x01(\r\"\x93\x02\n\x04Node\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x1a\n\x12storpool_client_id\x18\x03 \x01(\r\x12\x1b\n\x13storpool_cluster_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07healthy\x18\x07 \x01(\x08\x12\x1f\n\x17storpool_client_running\x18\x08 \x01(\x08\x12\x12\n\npool_uuids\x18\t \x03(\t\x12\x12\n\nmax_copies\x18\n \x01(\r\x12\x16\n\x0e\x63opies_running\x18\x0b \x01(\r\"\x12\n\x10ListNodesRequest\"1\n\x11ListNodesResponse\x12\x1c\n\x05nodes\x18\x01 \x03(\x0b\x32\r.spcs.v1.Node2\xfc\x02\n\x0cHostListener\x12H\n\x0bHostConnect\x12\x1b.spcs.v1.HostConnectRequest\x1a\x1c.spcs.v1.HostConnectResponse\x12I\n\x10HostDisconnected\x12\x19.spcs.v1.HostEventRequest\x1a\x1a.spcs.v1.HostEventResponse\x12\x42\n\tHostAdded\x12\x19.spcs.v1.HostEventRequest\x1a\x1a.spcs.v1.HostEventResponse\x12M\n\x14HostAboutToBeRemoved\x12\x19.spcs.v1.HostEventRequest\x1a\x1a.spcs.v1.HostEventResponse\x12\x44\n\x0bHostRemoved\x12\x19.spcs.v1.HostEventRequest\x1a\x1a.spcs.v1.HostEventResponse2\x9f\x01\n\x0cNodeRegistry\x12K\n\x0cRegisterNode\x12\x1c.spcs.v1.RegisterNodeRequest\x1a\x1d.spcs.v1.RegisterNodeResponse\x12\x42\n\tListNodes\x12\x19.spcs.v1.ListNodesRequest\x1a\x1a.spcs.v1.ListNodesResponseB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +34,38 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spcs.v1.hosts_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n%org.apache.cloudstack.storage.spcs.v1P\001'
-  _globals['_HOSTCONNECTREQUEST']._serialized_start=65
-  _globals['_HOSTCONNECTREQUEST']._serialized_end=141
-  _globals['_HOSTCONNECTRESPONSE']._serialized_start=143
-  _globals['_HOSTCONNECTRESPONSE']._serialized_end=228
-  _globals['_HOSTEVENTREQUEST']._serialized_start=230
-  _globals['_HOSTEVENTREQUEST']._serialized_end=304
-  _globals['_HOSTEVENTRESPONSE']._serialized_start=306
-  _globals['_HOSTEVENTRESPONSE']._serialized_end=342
-  _globals['_REGISTERNODEREQUEST']._serialized_start=345
-  _globals['_REGISTERNODEREQUEST']._serialized_end=494
-  _globals['_REGISTERNODERESPONSE']._serialized_start=496
-  _globals['_REGISTERNODERESPONSE']._serialized_end=543
-  _globals['_NODE']._serialized_start=546
-  _globals['_NODE']._serialized_end=821
-  _globals['_LISTNODESREQUEST']._serialized_start=823
-  _globals['_LISTNODESREQUEST']._serialized_end=841
-  _globals['_LISTNODESRESPONSE']._serialized_start=843
-  _globals['_LISTNODESRESPONSE']._serialized_end=892
-  _globals['_HOSTLISTENER']._serialized_start=895
-  _globals['_HOSTLISTENER']._serialized_end=1275
-  _globals['_NODEREGISTRY']._serialized_start=1278
-  _globals['_NODEREGISTRY']._serialized_end=1437
+  _globals['_HOSTCONNECTREQUEST'].fields_by_name['host_id']._loaded_options = None
+  _globals['_HOSTCONNECTREQUEST'].fields_by_name['host_id']._serialized_options = b'\342A\001\002'
+  _globals['_HOSTCONNECTREQUEST'].fields_by_name['pool_uuid']._loaded_options = None
+  _globals['_HOSTCONNECTREQUEST'].fields_by_name['pool_uuid']._serialized_options = b'\342A\001\002'
+  _globals['_HOSTEVENTREQUEST'].fields_by_name['host_id']._loaded_options = None
+  _globals['_HOSTEVENTREQUEST'].fields_by_name['host_id']._serialized_options = b'\342A\001\002'
+  _globals['_REGISTERNODEREQUEST'].fields_by_name['host_id']._loaded_options = None
+  _globals['_REGISTERNODEREQUEST'].fields_by_name['host_id']._serialized_options = b'\342A\001\002'
+  _globals['_REGISTERNODEREQUEST'].fields_by_name['address']._loaded_options = None
+  _globals['_REGISTERNODEREQUEST'].fields_by_name['address']._serialized_options = b'\342A\001\002'
+  _globals['_REGISTERNODEREQUEST'].fields_by_name['storpool_client_id']._loaded_options = None
+  _globals['_REGISTERNODEREQUEST'].fields_by_name['storpool_client_id']._serialized_options = b'\342A\001\002'
+  _globals['_HOSTCONNECTREQUEST']._serialized_start=98
+  _globals['_HOSTCONNECTREQUEST']._serialized_end=186
+  _globals['_HOSTCONNECTRESPONSE']._serialized_start=188
+  _globals['_HOSTCONNECTRESPONSE']._serialized_end=273
+  _globals['_HOSTEVENTREQUEST']._serialized_start=275
+  _globals['_HOSTEVENTREQUEST']._serialized_end=355
+  _globals['_HOSTEVENTRESPONSE']._serialized_start=357
+  _globals['_HOSTEVENTRESPONSE']._serialized_end=393
+  _globals['_REGISTERNODEREQUEST']._serialized_start=396
+  _globals['_REGISTERNODEREQUEST']._serialized_end=563
+  _globals['_REGISTERNODERESPONSE']._serialized_start=565
+  _globals['_REGISTERNODERESPONSE']._serialized_end=612
+  _globals['_NODE']._serialized_start=615
+  _globals['_NODE']._serialized_end=890
+  _globals['_LISTNODESREQUEST']._serialized_start=892
+  _globals['_LISTNODESREQUEST']._serialized_end=910
+  _globals['_LISTNODESRESPONSE']._serialized_start=912
+  _globals['_LISTNODESRESPONSE']._serialized_end=961
+  _globals['_HOSTLISTENER']._serialized_start=964
+  _globals['_HOSTLISTENER']._serialized_end=1344
+  _globals['_NODEREGISTRY']._serialized_start=1347
+  _globals['_NODEREGISTRY']._serialized_end=1506
 # @@protoc_insertion_point(module_scope)

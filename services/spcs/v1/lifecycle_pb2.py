@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from spcs.v1 import types_pb2 as spcs_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17spcs/v1/lifecycle.proto\x12\x07spcs.v1\x1a\x13spcs/v1/types.proto\"\xe2\x02\n\x15InitializePoolRequest\x12\x11\n\tpool_uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\x03url\x18\x03 \x01(\tB\x04\x88\xb5\x18\x01\x12\x0f\n\x07zone_id\x18\x04 \x01(\t\x12!\n\x05scope\x18\x05 \x01(\x0e\x32\x12.spcs.v1.PoolScope\x12\x12\n\nhypervisor\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x07 \x01(\x04\x12\x15\n\rcapacity_iops\x18\x08 \x01(\x04\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x12\n\ncluster_id\x18\n \x01(\t\x12\x0e\n\x06pod_id\x18\x0b \x01(\t\x12<\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32+.spcs.v1.InitializePoolRequest.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1c\n\x07PoolRef\x12\x11\n\tpool_uuid\x18\x01 \x01(\t\"K\n\x11\x41ttachZoneRequest\x12\x11\n\tpool_uuid\x18\x01 \x01(\t\x12\x0f\n\x07zone_id\x18\x02 \x01(\t\x12\x12\n\nhypervisor\x18\x03 \x01(\t\"=\n\x14\x41ttachClusterRequest\x12\x11\n\tpool_uuid\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\"&\n\x11\x44\x65letePoolRequest\x12\x11\n\tpool_uuid\x18\x01 \x01(\t\"I\n\x12\x44\x65letePoolResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\"\n\x1atemplate_snapshots_removed\x18\x02 \x01(\r\"\xf5\x01\n\x11UpdatePoolRequest\x12\x11\n\tpool_uuid\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x04\x12\x15\n\rcapacity_iops\x18\x03 \x01(\x04\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x13\n\x0bupdate_tags\x18\x05 \x01(\x08\x12\x11\n\x03url\x18\x06 \x01(\tB\x04\x88\xb5\x18\x01\x12\x38\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32\'.spcs.v1.UpdatePoolRequest.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x03\n\x04Pool\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07zone_id\x18\x03 \x01(\t\x12!\n\x05scope\x18\x04 \x01(\x0e\x32\x12.spcs.v1.PoolScope\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.spcs.v1.PoolState\x12\x13\n\x0bsp_template\x18\x06 \x01(\t\x12\x14\n\x0c\x61pi_endpoint\x18\x07 \x01(\t\x12\x10\n\x08url_form\x18\x08 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\t \x01(\x04\x12\x15\n\rcapacity_iops\x18\n \x01(\x04\x12\x12\n\nused_bytes\x18\x0b \x01(\x04\x12\x0c\n\x04tags\x18\x0c \x03(\t\x12+\n\x07\x64\x65tails\x18\r \x03(\x0b\x32\x1a.spcs.v1.Pool.DetailsEntry\x12\x1a\n\x12\x63onnected_host_ids\x18\x0e \x03(\t\x12\x0c\n\x04path\x18\x0f \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10ListPoolsRequest\"1\n\x11ListPoolsResponse\x12\x1c\n\x05pools\x18\x01 \x03(\x0b\x32\r.spcs.v1.Pool*i\n\tPoolScope\x12\x1a\n\x16POOL_SCOPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPOOL_SCOPE_ZONE\x10\x01\x12\x16\n\x12POOL_SCOPE_CLUSTER\x10\x02\x12\x13\n\x0fPOOL_SCOPE_HOST\x10\x03*\x8b\x01\n\tPoolState\x12\x1a\n\x16POOL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16POOL_STATE_INITIALIZED\x10\x01\x12\x11\n\rPOOL_STATE_UP\x10\x02\x12\x1a\n\x16POOL_STATE_MAINTENANCE\x10\x03\x12\x17\n\x13POOL_STATE_DISABLED\x10\x04\x32\x8b\x05\n\x19PrimaryDataStoreLifeCycle\x12?\n\x0eInitializePool\x12\x1e.spcs.v1.InitializePoolRequest\x1a\r.spcs.v1.Pool\x12\x37\n\nAttachZone\x12\x1a.spcs.v1.AttachZoneRequest\x1a\r.spcs.v1.Pool\x12=\n\rAttachCluster\x12\x1d.spcs.v1.AttachClusterRequest\x1a\r.spcs.v1.Pool\x12/\n\x0cMaintainPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x35\n\x12\x43\x61ncelMaintainPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12-\n\nEnablePool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12.\n\x0b\x44isablePool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x45\n\nDeletePool\x12\x1a.spcs.v1.DeletePoolRequest\x1a\x1b.spcs.v1.DeletePoolResponse\x12\x37\n\nUpdatePool\x12\x1a.spcs.v1.UpdatePoolRequest\x1a\r.spcs.v1.Pool\x12*\n\x07GetPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x42\n\tListPools\x12\x19.spcs.v1.ListPoolsRequest\x1a\x1a.spcs.v1.ListPoolsResponseB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17spcs/v1/lifecycle.proto\x12\x07spcs.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x13spcs/v1/types.proto\"\xfe\x02\n\x15InitializePoolRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x03url\x18\x03 \x01(\tB\x08\xe2\x41\x01\x02\x88\xb5\x18\x01\x12\x15\n\x07zone_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12!\n\x05scope\x18\x05 \x01(\x0e\x32\x12.spcs.v1.PoolScope\x12\x12\n\nhypervisor\x18\x06 \x01(\t\x12\x1c\n\x0e\x63\x61pacity_bytes\x18\x07 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12\x15\n\rcapacity_iops\x18\x08 \x01(\x04\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x12\n\ncluster_id\x18\n \x01(\t\x12\x0e\n\x06pod_id\x18\x0b \x01(\t\x12<\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32+.spcs.v1.InitializePoolRequest.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\"\n\x07PoolRef\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"W\n\x11\x41ttachZoneRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07zone_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nhypervisor\x18\x03 \x01(\t\"I\n\x14\x41ttachClusterRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncluster_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\",\n\x11\x44\x65letePoolRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x12\x44\x65letePoolResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\"\n\x1atemplate_snapshots_removed\x18\x02 \x01(\r\"\xfb\x01\n\x11UpdatePoolRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x04\x12\x15\n\rcapacity_iops\x18\x03 \x01(\x04\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x13\n\x0bupdate_tags\x18\x05 \x01(\x08\x12\x11\n\x03url\x18\x06 \x01(\tB\x04\x88\xb5\x18\x01\x12\x38\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32\'.spcs.v1.UpdatePoolRequest.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x03\n\x04Pool\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07zone_id\x18\x03 \x01(\t\x12!\n\x05scope\x18\x04 \x01(\x0e\x32\x12.spcs.v1.PoolScope\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.spcs.v1.PoolState\x12\x13\n\x0bsp_template\x18\x06 \x01(\t\x12\x14\n\x0c\x61pi_endpoint\x18\x07 \x01(\t\x12\x10\n\x08url_form\x18\x08 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\t \x01(\x04\x12\x15\n\rcapacity_iops\x18\n \x01(\x04\x12\x12\n\nused_bytes\x18\x0b \x01(\x04\x12\x0c\n\x04tags\x18\x0c \x03(\t\x12+\n\x07\x64\x65tails\x18\r \x03(\x0b\x32\x1a.spcs.v1.Pool.DetailsEntry\x12\x1a\n\x12\x63onnected_host_ids\x18\x0e \x03(\t\x12\x0c\n\x04path\x18\x0f \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10ListPoolsRequest\"1\n\x11ListPoolsResponse\x12\x1c\n\x05pools\x18\x01 \x03(\x0b\x32\r.spcs.v1.Pool*i\n\tPoolScope\x12\x1a\n\x16POOL_SCOPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPOOL_SCOPE_ZONE\x10\x01\x12\x16\n\x12POOL_SCOPE_CLUSTER\x10\x02\x12\x13\n\x0fPOOL_SCOPE_HOST\x10\x03*\x8b\x01\n\tPoolState\x12\x1a\n\x16POOL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16POOL_STATE_INITIALIZED\x10\x01\x12\x11\n\rPOOL_STATE_UP\x10\x02\x12\x1a\n\x16POOL_STATE_MAINTENANCE\x10\x03\x12\x17\n\x13POOL_STATE_DISABLED\x10\x04\x32\x8b\x05\n\x19PrimaryDataStoreLifeCycle\x12?\n\x0eInitializePool\x12\x1e.spcs.v1.InitializePoolRequest\x1a\r.spcs.v1.Pool\x12\x37\n\nAttachZone\x12\x1a.spcs.v1.AttachZoneRequest\x1a\r.spcs.v1.Pool\x12=\n\rAttachCluster\x12\x1d.spcs.v1.AttachClusterRequest\x1a\r.spcs.v1.Pool\x12/\n\x0cMaintainPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x35\n\x12\x43\x61ncelMaintainPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12-\n\nEnablePool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12.\n\x0b\x44isablePool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x45\n\nDeletePool\x12\x1a.spcs.v1.DeletePoolRequest\x1a\x1b.spcs.v1.DeletePoolResponse\x12\x37\n\nUpdatePool\x12\x1a.spcs.v1.UpdatePoolRequest\x1a\r.spcs.v1.Pool\x12*\n\x07GetPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x42\n\tListPools\x12\x19.spcs.v1.ListPoolsRequest\x1a\x1a.spcs.v1.ListPoolsResponseB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,44 +36,66 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n%org.apache.cloudstack.storage.spcs.v1P\001'
   _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._loaded_options = None
   _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._serialized_options = b'8\001'
+  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['pool_uuid']._loaded_options = None
+  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['pool_uuid']._serialized_options = b'\342A\001\002'
+  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
   _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['url']._loaded_options = None
-  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['url']._serialized_options = b'\210\265\030\001'
+  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['url']._serialized_options = b'\342A\001\002\210\265\030\001'
+  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['zone_id']._loaded_options = None
+  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['zone_id']._serialized_options = b'\342A\001\002'
+  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['capacity_bytes']._loaded_options = None
+  _globals['_INITIALIZEPOOLREQUEST'].fields_by_name['capacity_bytes']._serialized_options = b'\342A\001\002'
+  _globals['_POOLREF'].fields_by_name['pool_uuid']._loaded_options = None
+  _globals['_POOLREF'].fields_by_name['pool_uuid']._serialized_options = b'\342A\001\002'
+  _globals['_ATTACHZONEREQUEST'].fields_by_name['pool_uuid']._loaded_options = None
+  _globals['_ATTACHZONEREQUEST'].fields_by_name['pool_uuid']._serialized_options = b'\342A\001\002'
+  _globals['_ATTACHZONEREQUEST'].fields_by_name['zone_id']._loaded_options = None
+  _globals['_ATTACHZONEREQUEST'].fields_by_name['zone_id']._serialized_options = b'\342A\001\002'
+  _globals['_ATTACHCLUSTERREQUEST'].fields_by_name['pool_uuid']._loaded_options = None
+  _globals['_ATTACHCLUSTERREQUEST'].fields_by_name['pool_uuid']._serialized_options = b'\342A\001\002'
+  _globals['_ATTACHCLUSTERREQUEST'].fields_by_name['cluster_id']._loaded_options = None
+  _globals['_ATTACHCLUSTERREQUEST'].fields_by_name['cluster_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEPOOLREQUEST'].fields_by_name['pool_uuid']._loaded_options = None
+  _globals['_DELETEPOOLREQUEST'].fields_by_name['pool_uuid']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._loaded_options = None
   _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._serialized_options = b'8\001'
+  _globals['_UPDATEPOOLREQUEST'].fields_by_name['pool_uuid']._loaded_options = None
+  _globals['_UPDATEPOOLREQUEST'].fields_by_name['pool_uuid']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEPOOLREQUEST'].fields_by_name['url']._loaded_options = None
   _globals['_UPDATEPOOLREQUEST'].fields_by_name['url']._serialized_options = b'\210\265\030\001'
   _globals['_POOL_DETAILSENTRY']._loaded_options = None
   _globals['_POOL_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_POOLSCOPE']._serialized_start=1419
-  _globals['_POOLSCOPE']._serialized_end=1524
-  _globals['_POOLSTATE']._serialized_start=1527
-  _globals['_POOLSTATE']._serialized_end=1666
-  _globals['_INITIALIZEPOOLREQUEST']._serialized_start=58
-  _globals['_INITIALIZEPOOLREQUEST']._serialized_end=412
-  _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._serialized_start=366
-  _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._serialized_end=412
-  _globals['_POOLREF']._serialized_start=414
-  _globals['_POOLREF']._serialized_end=442
-  _globals['_ATTACHZONEREQUEST']._serialized_start=444
-  _globals['_ATTACHZONEREQUEST']._serialized_end=519
-  _globals['_ATTACHCLUSTERREQUEST']._serialized_start=521
-  _globals['_ATTACHCLUSTERREQUEST']._serialized_end=582
-  _globals['_DELETEPOOLREQUEST']._serialized_start=584
-  _globals['_DELETEPOOLREQUEST']._serialized_end=622
-  _globals['_DELETEPOOLRESPONSE']._serialized_start=624
-  _globals['_DELETEPOOLRESPONSE']._serialized_end=697
-  _globals['_UPDATEPOOLREQUEST']._serialized_start=700
-  _globals['_UPDATEPOOLREQUEST']._serialized_end=945
-  _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._serialized_start=366
-  _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._serialized_end=412
-  _globals['_POOL']._serialized_start=948
-  _globals['_POOL']._serialized_end=1346
-  _globals['_POOL_DETAILSENTRY']._serialized_start=366
-  _globals['_POOL_DETAILSENTRY']._serialized_end=412
-  _globals['_LISTPOOLSREQUEST']._serialized_start=1348
-  _globals['_LISTPOOLSREQUEST']._serialized_end=1366
-  _globals['_LISTPOOLSRESPONSE']._serialized_start=1368
-  _globals['_LISTPOOLSRESPONSE']._serialized_end=1417
-  _globals['_PRIMARYDATASTORELIFECYCLE']._serialized_start=1669
-  _globals['_PRIMARYDATASTORELIFECYCLE']._serialized_end=2320
+  _globals['_POOLSCOPE']._serialized_start=1522
+  _globals['_POOLSCOPE']._serialized_end=1627
+  _globals['_POOLSTATE']._serialized_start=1630
+  _globals['_POOLSTATE']._serialized_end=1769
+  _globals['_INITIALIZEPOOLREQUEST']._serialized_start=91
+  _globals['_INITIALIZEPOOLREQUEST']._serialized_end=473
+  _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._serialized_start=427
+  _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._serialized_end=473
+  _globals['_POOLREF']._serialized_start=475
+  _globals['_POOLREF']._serialized_end=509
+  _globals['_ATTACHZONEREQUEST']._serialized_start=511
+  _globals['_ATTACHZONEREQUEST']._serialized_end=598
+  _globals['_ATTACHCLUSTERREQUEST']._serialized_start=600
+  _globals['_ATTACHCLUSTERREQUEST']._serialized_end=673
+  _globals['_DELETEPOOLREQUEST']._serialized_start=675
+  _globals['_DELETEPOOLREQUEST']._serialized_end=719
+  _globals['_DELETEPOOLRESPONSE']._serialized_start=721
+  _globals['_DELETEPOOLRESPONSE']._serialized_end=794
+  _globals['_UPDATEPOOLREQUEST']._serialized_start=797
+  _globals['_UPDATEPOOLREQUEST']._serialized_end=1048
+  _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._serialized_start=427
+  _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._serialized_end=473
+  _globals['_POOL']._serialized_start=1051
+  _globals['_POOL']._serialized_end=1449
+  _globals['_POOL_DETAILSENTRY']._serialized_start=427
+  _globals['_POOL_DETAILSENTRY']._serialized_end=473
+  _globals['_LISTPOOLSREQUEST']._serialized_start=1451
+  _globals['_LISTPOOLSREQUEST']._serialized_end=1469
+  _globals['_LISTPOOLSRESPONSE']._serialized_start=1471
+  _globals['_LISTPOOLSRESPONSE']._serialized_end=1520
+  _globals['_PRIMARYDATASTORELIFECYCLE']._serialized_start=1772
+  _globals['_PRIMARYDATASTORELIFECYCLE']._serialized_end=2423
 # @@protoc_insertion_point(module_scope)
