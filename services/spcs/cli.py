@@ -23,6 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("spcs.emulator.cli", "run the embedded StorPool API emulator"),
     "convert": ("spcs.datamover.cli_convert", "convert/copy a disk image (RAW, QCOW2)"),
     "info": ("spcs.datamover.cli_info", "describe a disk image like `qemu-img info`"),
+    "ctl": (
+        "spcs.ctl.cli",
+        "see and cancel what the services hold and run (pools, nodes, operations)",
+    ),
     "demo": ("spcs.demo.cli", "run the end-to-end demo on this machine"),
     "up": ("spcs.demo.up", "run emulator + management + node in the foreground"),
     "version": ("spcs.version_cli", "print the spcs version"),

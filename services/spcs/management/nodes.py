@@ -36,6 +36,10 @@ class NodeDirectory:
             )
         )
 
+    def pools_of(self, host_id: str) -> list[str]:
+        """The pools the host is connected to."""
+        return self._store.pools_of_host(host_id)
+
     def forget(self, host_id: str) -> bool:
         removed = self._store.forget_node(host_id)
         with self._lock:

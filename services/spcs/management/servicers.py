@@ -456,7 +456,11 @@ class NodeRegistryServicer(hosts_pb2_grpc.NodeRegistryServicer):
     ) -> hosts_pb2.ListNodesResponse:
         return hosts_pb2.ListNodesResponse(
             nodes=[
-                node_message(n, copies_running=self._copies_running(n.host_id))
+                node_message(
+                    n,
+                    self._nodes.pools_of(n.host_id),
+                    copies_running=self._copies_running(n.host_id),
+                )
                 for n in self._nodes.all()
             ]
         )

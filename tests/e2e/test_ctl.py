@@ -1,0 +1,153 @@
+"""`spcs ctl` as an operator runs it, against a running stack: pools, one pool, nodes with their
+health, operations (listed, described, watched, cancelled), tables and --json, and the exit
+codes scripts rely on (0 done, 1 the service said no or an operation failed, 2 a wrong command
+line, 3 the service unreachable)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from spcs.v1 import driver_pb2, types_pb2
+from tests.management.helpers import MIB, Mgmt, new_id, running_stack
+from tests.support import SPCS
+
+
+def ctl(
+    mgmt: Mgmt | None, *args: str, address: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    target = address or (mgmt.stack.management.address if mgmt and mgmt.stack.management else "")
+    return subprocess.run(
+        [*SPCS, "ctl", "--management", target, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_pools_nodes_and_their_errors(tmp_path: Path):
+    with running_stack(tmp_path) as mgmt:
+        listed = ctl(mgmt, "pools")
+        assert listed.returncode == 0, listed.stderr
+        header, *rows = listed.stdout.splitlines()
+        assert header.split() == ["UUID", "NAME", "STATE", "TEMPLATE", "CAPACITY", "USED", "HOSTS"]
+        (row,) = [r for r in rows if r.startswith(mgmt.pool_uuid)]
+        assert row.split()[2] == "up" and row.split()[-1] == "2"  # two hosts connected
+
+        data = json.loads(ctl(mgmt, "--json", "pools").stdout)
+        (pool,) = [p for p in data if p["uuid"] == mgmt.pool_uuid]
+        assert pool["state"] == "POOL_STATE_UP" and pool["capacity_bytes"] == str(1 << 40)
+        assert sorted(pool["connected_host_ids"]) == ["host-1", "host-2"]
+
+        described = ctl(mgmt, "pool", mgmt.pool_uuid)
+        assert described.returncode == 0
+        assert "hosts" in described.stdout and "host-1, host-2" in described.stdout
+        assert "1.0 TiB (1099511627776 bytes)" in described.stdout
+
+        missing = ctl(mgmt, "pool", "pool-nope")
+        assert missing.returncode == 1 and missing.stdout == ""
+        assert missing.stderr.startswith("spcs ctl: NOT_FOUND: ") and "pool-nope" in missing.stderr
+        assert "Traceback" not in missing.stderr
+
+        nodes = ctl(mgmt, "nodes")
+        assert nodes.returncode == 0, nodes.stderr
+        lines = nodes.stdout.splitlines()
+        assert {line.split()[0] for line in lines[1:]} == {"host-1", "host-2"}
+        assert all(" SERVING " in f" {line} " for line in lines[1:])
+        assert [line.split()[-1] for line in lines[1:]] == ["1", "1"]  # each host: one pool
+        as_json = json.loads(ctl(mgmt, "--json", "nodes").stdout)
+        assert {n["serving"] for n in as_json} == {"SERVING"}
+        assert [n["pool_uuids"] for n in as_json] == [[mgmt.pool_uuid]] * 2
+
+        # a node that stops is UNREACHABLE, which a script sees in --json
+        mgmt.stack.nodes[1].popen.terminate()
+        mgmt.stack.nodes[1].popen.wait(30)
+        after = {
+            n["host_id"]: n["serving"] for n in json.loads(ctl(mgmt, "--json", "nodes").stdout)
+        }
+        assert after == {"host-1": "SERVING", "host-2": "UNREACHABLE"}
+
+    unreachable = ctl(None, "pools", address="127.0.0.1:1")
+    assert unreachable.returncode == 3
+    assert unreachable.stderr.startswith("spcs ctl: UNAVAILABLE (127.0.0.1:1): ")
+    usage = subprocess.run([*SPCS, "ctl"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2
+    no_key = ctl(None, "--tls-cert", str(tmp_path / "c.pem"), "pools", address="127.0.0.1:1")
+    assert no_key.returncode == 2 and "--tls-cert needs --tls-key" in no_key.stderr
+
+
+def test_operations_listed_described_watched_and_cancelled(tmp_path: Path):
+    with running_stack(tmp_path) as mgmt:
+        emulator = mgmt.stack.emulator
+        assert emulator is not None
+        template, _raw = mgmt.template_on_secondary(401, size=16 * MIB)
+
+        def copy_request(op_id: str) -> driver_pb2.CopyDataRequest:
+            return driver_pb2.CopyDataRequest(
+                operation_id=op_id,
+                source=types_pb2.DataObject(template=template),
+                destination=types_pb2.DataObject(
+                    volume=types_pb2.Volume(
+                        uuid=new_id("vol"), size_bytes=32 * MIB, store=mgmt.primary()
+                    )
+                ),
+            )
+
+        done_id = new_id("op")
+        mgmt.wait(mgmt.driver.CopyData(copy_request(done_id)).name)
+        listed = ctl(mgmt, "operations", "--state", "succeeded")
+        assert listed.returncode == 0
+        (row,) = [line for line in listed.stdout.splitlines() if done_id in line]
+        assert row.split()[2] == "succeeded"
+        described = ctl(mgmt, "operation", done_id)
+        assert described.returncode == 0 and "succeeded" in described.stdout
+        data = json.loads(ctl(mgmt, "--json", "operation", f"operations/{done_id}").stdout)
+        assert data["done"] is True and data["metadata"]["state"] == "JOB_STATE_SUCCEEDED"
+        assert ctl(mgmt, "operations", "--state", "running").stdout.count(done_id) == 0
+
+        # a template's first download, held up by a slow StorPool: watched, then cancelled
+        # through the CLI
+        other, _ = mgmt.template_on_secondary(402, size=16 * MIB)
+        emulator.set_faults({"delays": {"VolumeCreate": 4.0}})
+        try:
+            slow_id = new_id("op")
+            slow = mgmt.driver.CopyData(
+                driver_pb2.CopyDataRequest(
+                    operation_id=slow_id,
+                    source=types_pb2.DataObject(template=other),
+                    destination=types_pb2.DataObject(
+                        volume=types_pb2.Volume(
+                            uuid=new_id("vol"), size_bytes=32 * MIB, store=mgmt.primary()
+                        )
+                    ),
+                )
+            )
+            watched: dict[str, subprocess.CompletedProcess[str]] = {}
+            watcher = threading.Thread(
+                target=lambda: watched.setdefault(
+                    "run", ctl(mgmt, "watch", "--interval", "0.2", slow_id)
+                )
+            )
+            watcher.start()
+            time.sleep(1.0)
+            running = ctl(mgmt, "operations", "--state", "active")
+            assert slow_id in running.stdout, running.stdout
+            cancelled = ctl(mgmt, "cancel", slow_id)
+            assert cancelled.returncode == 0
+            assert cancelled.stdout == f"operations/{slow_id}: cancel requested\n"
+            watcher.join(60)
+        finally:
+            emulator.set_faults({})
+        final = mgmt.wait(slow.name)
+        assert final.error.code != 0
+        run = watched["run"]
+        assert run.returncode == 1, (run.stdout, run.stderr)  # what it watched did not succeed
+        lines = run.stdout.splitlines()
+        assert lines and all(line.startswith(f"operations/{slow_id}  [") for line in lines)
+        assert "cancelled" in lines[-1]
+        assert ctl(mgmt, "watch").stdout == "no operation is running\n"
+        missing = ctl(mgmt, "cancel", "op-nope")
+        assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
