@@ -1,16 +1,21 @@
+# PYTHON_ARGCOMPLETE_OK (the marker argcomplete's shell hook looks for)
 """The `spcs` command line: one entry point, a subcommand per component.
 
 Each component keeps its own flags in `spcs.<component>.cli`, which exposes
 `configure(parser)` and `run(args) -> int`; this module only wires them up, so
-`spcs --help` stays cheap (components are imported when their subcommand runs).
+`spcs --help` stays cheap (components are imported when their subcommand runs). Shell
+completion is argcomplete's: `eval "$(register-python-argcomplete spcs)"` in bash or zsh.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+import argcomplete
 
 # subcommand -> (module holding configure/run, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -40,7 +45,7 @@ def _peek_subcommand(argv: Sequence[str]) -> str | None:
     return None
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None, *, every: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spcs",
         description="StorPool primary storage for Apache CloudStack.",
@@ -48,12 +53,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        if name == only:
+        if every or name == only:
             importlib.import_module(module_name).configure(sp)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (argcomplete's protocol)
+        argcomplete.autocomplete(build_parser(every=True))
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = _peek_subcommand(args_list)
     parser = build_parser(command if command in SUBCOMMANDS else None)

@@ -6,6 +6,7 @@ line, 3 the service unreachable)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -151,3 +152,28 @@ def test_operations_listed_described_watched_and_cancelled(tmp_path: Path):
         assert ctl(mgmt, "watch").stdout == "no operation is running\n"
         missing = ctl(mgmt, "cancel", "op-nope")
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def complete(line: str, tmp_path: Path) -> list[str]:
+    """What the shell would be offered at the end of `line` (argcomplete's protocol, as its
+    bash and zsh hooks speak it)."""
+    out = tmp_path / "completions"
+    env = {
+        **os.environ,
+        "_ARGCOMPLETE": "1",
+        "_ARGCOMPLETE_SHELL": "bash",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(out),
+    }
+    done = subprocess.run(SPCS, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return sorted(word.strip() for word in out.read_text().split("\x0b") if word.strip())
+
+
+def test_shell_completion(tmp_path: Path):
+    assert complete("spcs ct", tmp_path) == ["ctl"]
+    assert complete("spcs ctl op", tmp_path) == ["operation", "operations"]
+    assert complete("spcs ctl operations --state r", tmp_path) == ["running"]
+    assert "--management" in complete("spcs ctl --m", tmp_path)
+    assert complete("spcs management --database-u", tmp_path) == ["--database-url"]
