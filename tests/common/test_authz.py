@@ -5,6 +5,7 @@ over gRPC on loopback and with the real grpcurl."""
 from __future__ import annotations
 
 import datetime
+import json
 import shutil
 import subprocess
 import time
@@ -48,7 +49,7 @@ from spcs.v1 import (
 )
 from tests.e2e.helpers import MISSING, find_grpcurl
 from tests.stacks import Service, server_settings, serving, start_service
-from tests.support import REPO
+from tests.support import REPO, SPCS
 
 MAKE_CERTS = REPO / "deploy" / "tls" / "make-certs.sh"
 TEMPLATE = "authz-test"
@@ -311,6 +312,24 @@ def test_operator_drives_the_management_service_which_calls_the_nodes(
             lifecycle_pb2.ListPoolsRequest()
         )
         assert stack.pool_uuid in {p.uuid for p in pools.pools}
+
+
+def test_spcs_ctl_over_mutual_tls(stack: Stack):
+    """The operator's command line with an operator certificate, as the services take theirs;
+    without a client certificate the management service does not answer it (exit 3)."""
+    pki = stack.pki
+    base = [*SPCS, "ctl", "--management", stack.management.address, "--tls-ca", str(pki / "ca.pem")]
+    own = ["--tls-cert", str(pki / "ops.pem"), "--tls-key", str(pki / "ops.key")]
+    nodes = subprocess.run([*base, *own, "--json", "nodes"], capture_output=True, text=True)
+    assert nodes.returncode == 0, nodes.stderr
+    assert {(n["host_id"], n["serving"]) for n in json.loads(nodes.stdout)} == {
+        ("host-1", "SERVING"),
+        ("host-2", "SERVING"),
+    }
+    pools = subprocess.run([*base, *own, "pools"], capture_output=True, text=True)
+    assert pools.returncode == 0 and pools.stdout.startswith("UUID"), pools.stderr
+    anonymous = subprocess.run([*base, "pools"], capture_output=True, text=True)
+    assert anonymous.returncode == 3 and "UNAVAILABLE" in anonymous.stderr, anonymous.stderr
 
 
 def test_a_node_certificate_cannot_change_storage_through_management(
