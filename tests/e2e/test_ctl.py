@@ -177,3 +177,129 @@ def test_shell_completion(tmp_path: Path):
     assert complete("spcs ctl operations --state r", tmp_path) == ["running"]
     assert "--management" in complete("spcs ctl --m", tmp_path)
     assert complete("spcs management --database-u", tmp_path) == ["--database-url"]
+
+
+def emulator_token(mgmt: Mgmt) -> str:
+    assert mgmt.stack.emulator is not None
+    return mgmt.stack.emulator.token
+
+
+def _toml(path: Path, values: dict[str, object]) -> Path:
+    lines = []
+    for key, value in values.items():
+        shown = json.dumps(value) if isinstance(value, (str, list)) else str(value)
+        lines.append(f"{key} = {shown}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_doctor_on_a_kvm_host(tmp_path: Path):
+    """doctor with the config files of host-1's node and of the management service, as the
+    stack runs them: every check passes; then a StorPool client that is down, a device
+    directory that is missing and a certificate about to expire are each named."""
+    with running_stack(tmp_path / "stack") as mgmt:
+        stack = mgmt.stack
+        assert stack.management is not None
+        work = stack.workdir
+        management = _toml(
+            tmp_path / "management.toml",
+            {"db": str(work / "management.db"), "storpool_conf": str(work / "storpool.conf")},
+        )
+        host = stack.host_dir(1)
+        node = _toml(
+            tmp_path / "node.toml",
+            {
+                "host_id": "host-1",
+                "device_root": str(stack.device_root(1)),
+                "management": stack.management.address,
+                "storpool_conf": str(work / "storpool.client-1.conf"),
+                "state_dir": str(host / "state"),
+                "mount_root": str(host / "mnt"),
+                "secondary_store": [f"file://{stack.secondary}"],
+            },
+        )
+        configs = ["doctor", "--management-config", str(management), "--node-config", str(node)]
+        missing = {
+            c["check"]: c["result"] for c in json.loads(ctl(mgmt, "--json", *configs).stdout)
+        }
+        assert missing["StorPool devices"] == "warn"  # nothing attached on host-1 yet
+        volume = mgmt.create_volume(8 * MIB)
+        mgmt.attach_here(volume.path)
+        healthy = ctl(mgmt, *configs)
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        table = {line.split("  ")[0]: line for line in healthy.stdout.splitlines()[1:]}
+        for check in (
+            "management config",
+            "node config",
+            "StorPool API (management)",
+            "StorPool API (node)",
+            "StorPool client",
+            "this host's node",
+            "StorPool devices",
+        ):
+            assert check in table and " ok " in table[check], (check, healthy.stdout)
+        assert any(name.startswith("clock of management") for name in table)
+        assert "certificates" in table and " skip " in table["certificates"]
+
+        data = json.loads(ctl(mgmt, "--json", *configs).stdout)
+        assert {c["result"] for c in data} <= {"ok", "skip"}
+
+        # what goes wrong is named, and the exit code says so: a token StorPool refuses
+        wrong = tmp_path / "wrong-token.conf"
+        wrong.write_text(
+            (work / "storpool.client-1.conf")
+            .read_text()
+            .replace(emulator_token(mgmt), "not-the-token-0123")
+        )
+        text = node.read_text().replace(str(work / "storpool.client-1.conf"), str(wrong))
+        broken_config = tmp_path / "broken-node.toml"
+        broken_config.write_text(text)
+        broken = ctl(
+            mgmt,
+            "--json",
+            "doctor",
+            "--management-config",
+            str(management),
+            "--node-config",
+            str(broken_config),
+        )
+        assert broken.returncode == 1
+        failed = {
+            c["check"]: c["detail"] for c in json.loads(broken.stdout) if c["result"] == "fail"
+        }
+        assert list(failed) == ["StorPool API (node)"], failed
+
+    expiring = tmp_path / "soon.pem"
+    _certificate(expiring, days=10)
+    warned = ctl(None, "--tls-ca", str(expiring), "--json", "doctor", address="127.0.0.1:1")
+    checks = {c["check"]: c for c in json.loads(warned.stdout)}
+    assert checks["management"]["result"] == "fail"  # nothing answers there
+    (cert,) = [c for name, c in checks.items() if name.startswith("certificate ")]
+    assert (cert["result"] == "warn" and "(9 days)" in cert["detail"]) or "(10 days)" in cert[
+        "detail"
+    ]
+
+
+def _certificate(path: Path, days: int) -> None:
+    """A self-signed certificate that expires in `days` days."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "soon.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

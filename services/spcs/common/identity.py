@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from spcs import __version__
 from spcs.common import errors
@@ -37,7 +38,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
         self, request: identity_pb2.GetInfoRequest, context: grpc.ServicerContext
     ) -> identity_pb2.GetInfoResponse:
         info = self._info
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
         return identity_pb2.GetInfoResponse(
+            time=now,
             name=info.name,
             version=__version__,
             api="spcs.v1",

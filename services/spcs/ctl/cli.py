@@ -4,8 +4,8 @@ It calls the management service's public gRPC API (and each node's health servic
 same TLS files as the services. Tables for people, `--json` for scripts. Exit codes:
 
 - 0: done (for `watch`: every operation watched succeeded);
-- 1: the service answered an error (the object does not exist, a bad argument, ...), or an
-  operation watched failed or was cancelled;
+- 1: the service answered an error (the object does not exist, a bad argument, ...), an
+  operation watched failed or was cancelled, or a check of `doctor` failed;
 - 2: the command line is wrong;
 - 3: the service could not be reached, or did not answer in time.
 """
@@ -27,7 +27,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spcs.common.tls import TlsFiles, open_channel
-from spcs.ctl import output
+from spcs.ctl import doctor, output
 from spcs.v1 import hosts_pb2, hosts_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc, types_pb2
 
 OK, ANSWERED_ERROR, USAGE, UNREACHABLE = 0, 1, 2, 3
@@ -402,6 +402,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     one.add_argument("name", metavar="NAME", help="operations/ID or ID")
     cancelled = sub.add_parser("cancel", help="cancel operations")
     cancelled.add_argument("names", nargs="+", metavar="NAME")
+    checked = sub.add_parser(
+        "doctor",
+        help="check this host: config files, StorPool, node registration, devices, clocks, "
+        "certificates (exit 1 when a check fails)",
+    )
+    doctor.configure(checked)
     watched = sub.add_parser("watch", help="show the progress of operations until they end")
     watched.add_argument("names", nargs="*", metavar="NAME", help="default: all running now")
     watched.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
@@ -415,7 +421,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def doctor_command(ctl: Ctl) -> int:
+    checks = doctor.run_checks(ctl.args, _tls(ctl.args))
+    if ctl.args.json:
+        output.emit_json(
+            [{"check": c.name, "result": c.result, "detail": c.detail} for c in checks], ctl.out
+        )
+    else:
+        output.table(
+            ("CHECK", "RESULT", "DETAIL"), [(c.name, c.result, c.detail) for c in checks], ctl.out
+        )
+    return ANSWERED_ERROR if doctor.worst(checks) == doctor.FAIL else OK
+
+
 COMMANDS: dict[str, Callable[[Ctl], int]] = {
+    "doctor": doctor_command,
     "pools": pools,
     "pool": pool,
     "nodes": nodes,

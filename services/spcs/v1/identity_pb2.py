@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16spcs/v1/identity.proto\x12\x07spcs.v1\"\x10\n\x0eGetInfoRequest\"\xa2\x01\n\x0fGetInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03\x61pi\x18\x03 \x01(\t\x12\x0f\n\x07host_id\x18\x04 \x01(\t\x12\x1a\n\x12storpool_client_id\x18\x05 \x01(\r\x12\x1b\n\x13storpool_cluster_id\x18\x06 \x01(\t\x12\x19\n\x11\x64\x61tamover_version\x18\x07 \x01(\t\"\x1e\n\x1cGetServerCapabilitiesRequest\"C\n\x1dGetServerCapabilitiesResponse\x12\x10\n\x08services\x18\x01 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"\x0e\n\x0cProbeRequest\"/\n\rProbeResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\xe8\x01\n\x08Identity\x12<\n\x07GetInfo\x12\x17.spcs.v1.GetInfoRequest\x1a\x18.spcs.v1.GetInfoResponse\x12\x66\n\x15GetServerCapabilities\x12%.spcs.v1.GetServerCapabilitiesRequest\x1a&.spcs.v1.GetServerCapabilitiesResponse\x12\x36\n\x05Probe\x12\x15.spcs.v1.ProbeRequest\x1a\x16.spcs.v1.ProbeResponseB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16spcs/v1/identity.proto\x12\x07spcs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n\x0eGetInfoRequest\"\xcc\x01\n\x0fGetInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03\x61pi\x18\x03 \x01(\t\x12\x0f\n\x07host_id\x18\x04 \x01(\t\x12\x1a\n\x12storpool_client_id\x18\x05 \x01(\r\x12\x1b\n\x13storpool_cluster_id\x18\x06 \x01(\t\x12\x19\n\x11\x64\x61tamover_version\x18\x07 \x01(\t\x12(\n\x04time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1e\n\x1cGetServerCapabilitiesRequest\"C\n\x1dGetServerCapabilitiesResponse\x12\x10\n\x08services\x18\x01 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\"\x0e\n\x0cProbeRequest\"/\n\rProbeResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\xe8\x01\n\x08Identity\x12<\n\x07GetInfo\x12\x17.spcs.v1.GetInfoRequest\x1a\x18.spcs.v1.GetInfoResponse\x12\x66\n\x15GetServerCapabilities\x12%.spcs.v1.GetServerCapabilitiesRequest\x1a&.spcs.v1.GetServerCapabilitiesResponse\x12\x36\n\x05Probe\x12\x15.spcs.v1.ProbeRequest\x1a\x16.spcs.v1.ProbeResponseB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,18 +33,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spcs.v1.identity_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n%org.apache.cloudstack.storage.spcs.v1P\001'
-  _globals['_GETINFOREQUEST']._serialized_start=35
-  _globals['_GETINFOREQUEST']._serialized_end=51
-  _globals['_GETINFORESPONSE']._serialized_start=54
-  _globals['_GETINFORESPONSE']._serialized_end=216
-  _globals['_GETSERVERCAPABILITIESREQUEST']._serialized_start=218
-  _globals['_GETSERVERCAPABILITIESREQUEST']._serialized_end=248
-  _globals['_GETSERVERCAPABILITIESRESPONSE']._serialized_start=250
-  _globals['_GETSERVERCAPABILITIESRESPONSE']._serialized_end=317
-  _globals['_PROBEREQUEST']._serialized_start=319
-  _globals['_PROBEREQUEST']._serialized_end=333
-  _globals['_PROBERESPONSE']._serialized_start=335
-  _globals['_PROBERESPONSE']._serialized_end=382
-  _globals['_IDENTITY']._serialized_start=385
-  _globals['_IDENTITY']._serialized_end=617
+  _globals['_GETINFOREQUEST']._serialized_start=68
+  _globals['_GETINFOREQUEST']._serialized_end=84
+  _globals['_GETINFORESPONSE']._serialized_start=87
+  _globals['_GETINFORESPONSE']._serialized_end=291
+  _globals['_GETSERVERCAPABILITIESREQUEST']._serialized_start=293
+  _globals['_GETSERVERCAPABILITIESREQUEST']._serialized_end=323
+  _globals['_GETSERVERCAPABILITIESRESPONSE']._serialized_start=325
+  _globals['_GETSERVERCAPABILITIESRESPONSE']._serialized_end=392
+  _globals['_PROBEREQUEST']._serialized_start=394
+  _globals['_PROBEREQUEST']._serialized_end=408
+  _globals['_PROBERESPONSE']._serialized_start=410
+  _globals['_PROBERESPONSE']._serialized_end=457
+  _globals['_IDENTITY']._serialized_start=460
+  _globals['_IDENTITY']._serialized_end=692
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ Identity: served by both the management and the node service (CSI-style)."""
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -46,6 +47,7 @@ class GetInfoResponse(_message.Message):
     STORPOOL_CLIENT_ID_FIELD_NUMBER: _builtins.int
     STORPOOL_CLUSTER_ID_FIELD_NUMBER: _builtins.int
     DATAMOVER_VERSION_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"spcs-management" or "spcs-node"."""
     version: _builtins.str
@@ -60,6 +62,10 @@ class GetInfoResponse(_message.Message):
     """StorPool cluster id (SP_CLUSTER_ID) when known."""
     datamover_version: _builtins.str
     """Data mover version (node)."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """The server's clock when it answered (`spcs ctl doctor` compares the clocks of the services)."""
+
     def __init__(
         self,
         *,
@@ -70,10 +76,11 @@ class GetInfoResponse(_message.Message):
         storpool_client_id: _builtins.int = ...,
         storpool_cluster_id: _builtins.str = ...,
         datamover_version: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "datamover_version", b"datamover_version", "host_id", b"host_id", "name", b"name", "storpool_client_id", b"storpool_client_id", "storpool_cluster_id", b"storpool_cluster_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api", b"api", "datamover_version", b"datamover_version", "host_id", b"host_id", "name", b"name", "storpool_client_id", b"storpool_client_id", "storpool_cluster_id", b"storpool_cluster_id", "time", b"time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
