@@ -14,6 +14,7 @@ from tests.contract.conftest import Objects, Template
 from tests.contract.harness import MIB, Contract, Resources, expect_error, new_id
 
 ATTEMPTS = 5
+SLOW_BYTES = 96 * MIB
 
 
 def metadata(op: operations_pb2.Operation) -> types_pb2.OperationMetadata:
@@ -115,9 +116,10 @@ def test_failed_operation_carries_its_code_and_the_same_id_retries(
 
 
 def slow_snapshot(c: Contract, res: Resources, pool: str) -> types_pb2.Snapshot:
-    """A snapshot of 16 MiB of random data: its zlib-compressed backup takes a while."""
+    """A snapshot of 96 MiB of random data: its zlib-compressed backup takes a while, longer
+    than a cancel sent to another replica takes to reach the job (its owner's next beat, 1 s)."""
     primary = types_pb2.PrimaryStore(pool_uuid=pool)
-    volume = types_pb2.Volume(uuid=new_id("vol"), size_bytes=16 * MIB)
+    volume = types_pb2.Volume(uuid=new_id("vol"), size_bytes=SLOW_BYTES)
     res.volume(pool, volume)
     volume = c.driver.CreateVolume(driver_pb2.CreateVolumeRequest(pool=primary, volume=volume))
     c.driver.GrantAccess(
@@ -130,7 +132,7 @@ def slow_snapshot(c: Contract, res: Resources, pool: str) -> types_pb2.Snapshot:
             host_id="host-1",
         )
     )
-    c.write(1, volume.path, 0, os.urandom(16 * MIB))
+    c.write(1, volume.path, 0, os.urandom(SLOW_BYTES))
     snapshot = types_pb2.Snapshot(uuid=new_id("snap"), volume_path=volume.path)
     res.snapshot(pool, snapshot)
     return c.driver.TakeSnapshot(driver_pb2.TakeSnapshotRequest(pool=primary, snapshot=snapshot))
