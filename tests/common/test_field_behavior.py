@@ -7,44 +7,13 @@ from __future__ import annotations
 
 import pytest
 from google.api import field_behavior_pb2
-from google.protobuf.descriptor import Descriptor, ServiceDescriptor
+from google.protobuf.descriptor import Descriptor
 
 from spcs.common.contract import Contract, declared
-from spcs.common.identity import IdentityServicer
-from spcs.management import servicers as management
-from spcs.node import servicers as node
-from spcs.v1 import (
-    driver_pb2,
-    hosts_pb2,
-    identity_pb2,
-    lifecycle_pb2,
-    node_pb2,
-    strategies_pb2,
-)
+from tests.contract.harness import SERVICE_MODULES, SERVICERS
 from tests.support import REPO
 
 pytestmark = pytest.mark.fast
-
-SERVICERS: list[tuple[type, ServiceDescriptor]] = [
-    (
-        management.LifecycleServicer,
-        lifecycle_pb2.DESCRIPTOR.services_by_name["PrimaryDataStoreLifeCycle"],
-    ),
-    (management.DriverServicer, driver_pb2.DESCRIPTOR.services_by_name["PrimaryDataStoreDriver"]),
-    (
-        management.SnapshotStrategyServicer,
-        strategies_pb2.DESCRIPTOR.services_by_name["SnapshotStrategy"],
-    ),
-    (
-        management.VMSnapshotStrategyServicer,
-        strategies_pb2.DESCRIPTOR.services_by_name["VMSnapshotStrategy"],
-    ),
-    (management.HostListenerServicer, hosts_pb2.DESCRIPTOR.services_by_name["HostListener"]),
-    (management.NodeRegistryServicer, hosts_pb2.DESCRIPTOR.services_by_name["NodeRegistry"]),
-    (node.StorageAdaptorServicer, node_pb2.DESCRIPTOR.services_by_name["StorageAdaptor"]),
-    (node.AgentCommandsServicer, node_pb2.DESCRIPTOR.services_by_name["AgentCommands"]),
-    (IdentityServicer, identity_pb2.DESCRIPTOR.services_by_name["Identity"]),
-]
 
 
 def required_by_contract(contract: Contract) -> set[str]:
@@ -69,14 +38,10 @@ def marked_required(message: Descriptor) -> set[str]:
     }
 
 
-def test_every_rpc_declares_its_contract():
-    for servicer, service in SERVICERS:
-        assert set(declared(servicer)) == set(service.methods_by_name), service.full_name
-
-
 def test_required_marks_are_what_the_server_requires():
     by_message: dict[str, list[tuple[str, set[str]]]] = {}
-    for servicer, service in SERVICERS:
+    for service_name, servicer in SERVICERS.items():
+        service = SERVICE_MODULES[service_name].DESCRIPTOR.services_by_name[service_name]
         for name, contract in declared(servicer).items():
             message = service.methods_by_name[name].input_type
             by_message.setdefault(message.full_name, []).append(

@@ -24,6 +24,9 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
+from spcs.common.identity import IdentityServicer
+from spcs.management import servicers as management
+from spcs.node import servicers as node
 from spcs.storpool.api import StorPoolApi
 from spcs.v1 import (
     driver_pb2,
@@ -64,6 +67,18 @@ SERVICE_MODULES = {
     "NodeRegistry": hosts_pb2,
     "StorageAdaptor": node_pb2,
     "AgentCommands": node_pb2,
+}
+# the class serving each service (its handlers declare their contracts)
+SERVICERS: dict[str, type] = {
+    "Identity": IdentityServicer,
+    "PrimaryDataStoreLifeCycle": management.LifecycleServicer,
+    "PrimaryDataStoreDriver": management.DriverServicer,
+    "SnapshotStrategy": management.SnapshotStrategyServicer,
+    "VMSnapshotStrategy": management.VMSnapshotStrategyServicer,
+    "HostListener": management.HostListenerServicer,
+    "NodeRegistry": management.NodeRegistryServicer,
+    "StorageAdaptor": node.StorageAdaptorServicer,
+    "AgentCommands": node.AgentCommandsServicer,
 }
 MANAGEMENT_SERVICES = (
     "PrimaryDataStoreLifeCycle",

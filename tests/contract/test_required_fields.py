@@ -23,10 +23,7 @@ from google.protobuf.message import Message
 from spcs.common.contract import Contract as RpcContract
 from spcs.common.contract import declared
 from spcs.common.holds import HOLDS
-from spcs.common.identity import IdentityServicer
 from spcs.common.validate import field_value
-from spcs.management import servicers as management
-from spcs.node import servicers as node
 from spcs.v1 import (
     driver_pb2,
     hosts_pb2,
@@ -42,6 +39,7 @@ from tests.contract.harness import (
     MISSING_PATH,
     NODE_SERVICES,
     OK,
+    SERVICERS,
     ZONE,
     Contract,
     all_methods,
@@ -80,18 +78,6 @@ class Either:
 
 
 Required = str | Either
-
-SERVICERS: dict[str, type] = {
-    "Identity": IdentityServicer,
-    "PrimaryDataStoreLifeCycle": management.LifecycleServicer,
-    "PrimaryDataStoreDriver": management.DriverServicer,
-    "SnapshotStrategy": management.SnapshotStrategyServicer,
-    "VMSnapshotStrategy": management.VMSnapshotStrategyServicer,
-    "HostListener": management.HostListenerServicer,
-    "NodeRegistry": management.NodeRegistryServicer,
-    "StorageAdaptor": node.StorageAdaptorServicer,
-    "AgentCommands": node.AgentCommandsServicer,
-}
 
 
 @dataclass(frozen=True)
