@@ -213,6 +213,15 @@ LIFECYCLE = [
         lambda w: lifecycle_pb2.PoolRef(pool_uuid=w.pool),
     ),
     Case("PrimaryDataStoreLifeCycle/ListPools", lambda w: lifecycle_pb2.ListPoolsRequest()),
+    Case(
+        "PrimaryDataStoreLifeCycle/ListPoolObjects",
+        lambda w: lifecycle_pb2.ListPoolObjectsRequest(pool_uuid=w.pool),
+    ),
+    Case(
+        "PrimaryDataStoreLifeCycle/GetPoolObject",
+        lambda w: lifecycle_pb2.GetPoolObjectRequest(pool_uuid=w.pool, ref=MISSING_PATH),
+        answers=NOT_FOUND,
+    ),
 ]
 
 DRIVER = [

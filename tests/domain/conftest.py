@@ -25,6 +25,7 @@ from spcs.common.operations import JobContext
 from spcs.demo.stack import TEMPLATE
 from spcs.management import servicers
 from spcs.management.app import Domain, build_domain
+from spcs.management.inventory import Inventory
 from spcs.management.sql_state import SqlState
 from spcs.management.state import PoolRecord
 from spcs.storpool import names
@@ -103,8 +104,9 @@ class Env:
 
     @property
     def lifecycle(self) -> servicers.LifecycleServicer:
+        d = self.domain
         return servicers.LifecycleServicer(
-            self.domain.pools, self.domain.lifecycle, self.domain.locks
+            d.pools, d.lifecycle, d.locks, Inventory(d.pools, d.nodes)
         )
 
     @property

@@ -12,8 +12,19 @@ import threading
 import time
 from pathlib import Path
 
-from spcs.v1 import driver_pb2, types_pb2
-from tests.management.helpers import MIB, Mgmt, new_id, running_stack
+import grpc
+import pytest
+
+from spcs.storpool import names
+from spcs.v1 import driver_pb2, lifecycle_pb2, types_pb2
+from tests.management.helpers import (
+    MIB,
+    OTHER_TEMPLATE,
+    TEMPLATE,
+    Mgmt,
+    new_id,
+    running_stack,
+)
 from tests.support import SPCS
 
 
@@ -152,6 +163,124 @@ def test_operations_listed_described_watched_and_cancelled(tmp_path: Path):
         assert ctl(mgmt, "watch").stdout == "no operation is running\n"
         missing = ctl(mgmt, "cancel", "op-nope")
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_volumes_and_snapshots_of_a_pool(tmp_path: Path):
+    """What a pool holds, listed and described: spcs's own volume (attached to host-2) and
+    snapshot, the Java plugin's anonymous objects found by their tags, an object an
+    administrator made by hand without tags, and nothing of another template's pool; then
+    pages over gRPC, and the answers to wrong requests."""
+    with running_stack(tmp_path) as mgmt:
+        volume = mgmt.create_volume(8 * MIB, vm_uuid="vm-1")
+        snapshot = mgmt.take_snapshot(volume.path)
+        mgmt.driver.GrantAccess(
+            driver_pb2.GrantAccessRequest(
+                object=types_pb2.DataObject(
+                    volume=types_pb2.Volume(path=volume.path, store=mgmt.primary())
+                ),
+                host_id="host-2",
+            )
+        )
+        legacy_uuid = new_id("legacy")
+        legacy = mgmt.api.raw(
+            "POST",
+            "VolumeCreate",
+            {"template": TEMPLATE, "size": 4 * MIB, "tags": {"uuid": legacy_uuid, "cs": "volume"}},
+            what="anonymous volume",
+        )["globalId"]
+        legacy_snap = mgmt.api.raw(
+            "POST",
+            f"VolumeSnapshot/~{legacy}",
+            {"name": "", "tags": {"uuid": new_id("legacy"), "cs": "snapshot"}},
+            what="anonymous snapshot",
+        )["snapshotGlobalId"]
+        mgmt.api.volume_create(name="by-hand", size=2 * MIB, template=TEMPLATE)
+        elsewhere = mgmt.add_pool(OTHER_TEMPLATE)
+        mgmt.driver.CreateVolume(
+            driver_pb2.CreateVolumeRequest(
+                pool=mgmt.pool_ref(elsewhere),
+                volume=types_pb2.Volume(uuid=new_id("vol"), size_bytes=4 * MIB),
+            )
+        )
+
+        listed = ctl(mgmt, "volumes", mgmt.pool_uuid)
+        assert listed.returncode == 0, listed.stderr
+        header, *rows = listed.stdout.splitlines()
+        assert header.split() == [
+            "PATH", "NAME", "CS", "UUID", "VM", "SIZE", "USED", "ATTACHED", "CREATED"
+        ]  # fmt: skip
+        by_path = {row.split()[0]: row for row in rows}
+        assert (
+            set(by_path)
+            == {volume.path, f"/dev/storpool-byid/{legacy}"}
+            | {p for p, row in by_path.items() if " by-hand " in row}
+            and len(by_path) == 3
+        )
+        mine = by_path[volume.path].split()
+        assert (
+            mine[2:5] == ["volume", volume.uuid, "vm-1"] and "host-2 (rw)" in by_path[volume.path]
+        )
+        assert by_path[f"/dev/storpool-byid/{legacy}"].split()[1] == f"~{legacy}"
+        (hand,) = [row for row in rows if " by-hand " in row]
+        assert hand.split()[2:5] == ["-", "-", "-"]
+
+        data = json.loads(ctl(mgmt, "--json", "volumes", mgmt.pool_uuid).stdout)
+        (described,) = [o for o in data if o["path"] == volume.path]
+        assert described["kind"] == "POOL_OBJECT_KIND_VOLUME" and described["size_bytes"] == str(
+            8 * MIB
+        )
+        assert described["attachments"] == [
+            {"client_id": 2, "host_id": "host-2", "read_only": False}
+        ]
+        assert described["tags"]["uuid"] == volume.uuid and described["create_time"]
+
+        snaps = ctl(mgmt, "snapshots", mgmt.pool_uuid)
+        assert snaps.returncode == 0, snaps.stderr
+        paths = {line.split()[0] for line in snaps.stdout.splitlines()[1:]}
+        assert paths == {snapshot.path, f"/dev/storpool-byid/{legacy_snap}"}
+
+        one = ctl(mgmt, "volume", mgmt.pool_uuid, volume.uuid)
+        assert one.returncode == 0, one.stderr
+        fields = dict(line.split(None, 1) for line in one.stdout.splitlines()[1:])
+        assert fields["path"].strip() == volume.path
+        assert fields["size"].strip() == f"8.0 MiB ({8 * MIB} bytes)"
+        assert "host-2 (rw)" in fields["attached"]
+        snap_one = json.loads(ctl(mgmt, "--json", "snapshot", mgmt.pool_uuid, snapshot.path).stdout)
+        assert (
+            snap_one["on_volume"] == names.volume_name(volume.uuid) and snap_one["deleted"] is False
+        )
+        assert ctl(mgmt, "snapshot", mgmt.pool_uuid, f"~{legacy_snap}").returncode == 0
+
+        wrong_kind = ctl(mgmt, "snapshot", mgmt.pool_uuid, volume.path)
+        assert wrong_kind.returncode == 1 and "is a volume" in wrong_kind.stderr
+        assert f"spcs ctl volume {mgmt.pool_uuid} {volume.path}" in wrong_kind.stderr
+        foreign = ctl(mgmt, "volume", mgmt.pool_uuid, "/etc/passwd")
+        assert foreign.returncode == 1 and foreign.stderr.startswith("spcs ctl: NOT_FOUND: ")
+        assert "Traceback" not in foreign.stderr
+        assert ctl(mgmt, "volumes", "pool-nope").returncode == 1
+
+        # pages of one object each, in order, cover the pool exactly once
+        seen, token = [], ""
+        while True:
+            page = mgmt.lifecycle.ListPoolObjects(
+                lifecycle_pb2.ListPoolObjectsRequest(
+                    pool_uuid=mgmt.pool_uuid, page_size=1, page_token=token
+                )
+            )
+            seen += [o.path for o in page.objects]
+            token = page.next_page_token
+            if not token:
+                break
+        assert len(seen) == 5 and set(seen) == set(by_path) | paths
+        assert seen[:3] == [o["path"] for o in data]  # volumes first, by name
+        for bad in (
+            lifecycle_pb2.ListPoolObjectsRequest(pool_uuid=mgmt.pool_uuid, page_token="x/y"),
+            lifecycle_pb2.ListPoolObjectsRequest(pool_uuid=mgmt.pool_uuid, page_size=10001),
+            lifecycle_pb2.ListPoolObjectsRequest(pool_uuid=mgmt.pool_uuid, kind=7),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                mgmt.lifecycle.ListPoolObjects(bad)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def complete(line: str, tmp_path: Path) -> list[str]:

@@ -133,6 +133,12 @@ VARIES = (
         sections=COPIES,
     ),
     Varies(r"localhost:971[13]", r"localhost:971[13]", "the node a copy ran on", sections=COPIES),
+    Varies(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
+        "when StorPool made an object, as spcs ctl shows it",
+        sections=("## The same with spcs ctl",),
+    ),
 )
 # JSON keys with a value of the run's own (of the type the page shows)
 VALUE_VARIES = {"used_bytes": "the emulator reports as free what its file system has free"}

@@ -1,4 +1,5 @@
-"""`spcs ctl`: pools, nodes and operations as the management service reports them, and cancels.
+"""`spcs ctl`: pools, their volumes and snapshots, nodes and operations as the management service
+reports them, and cancels.
 
 It calls the management service's public gRPC API (and each node's health service), with the
 same TLS files as the services. Tables for people, `--json` for scripts. Exit codes:
@@ -18,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -27,13 +27,12 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spcs.common.tls import TlsFiles, open_channel
-from spcs.ctl import doctor, output
+from spcs.ctl import doctor, objects, output
+from spcs.ctl.calls import ANSWERED_ERROR, OK, USAGE, Ctl, Refused
 from spcs.v1 import hosts_pb2, hosts_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc, types_pb2
 
-OK, ANSWERED_ERROR, USAGE, UNREACHABLE = 0, 1, 2, 3
 MANAGEMENT_ENV = "SPCS_MANAGEMENT"
 DEFAULT_MANAGEMENT = "127.0.0.1:9710"
-UNREACHABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 STATES = {
     "pending": types_pb2.JOB_STATE_PENDING,
     "running": types_pb2.JOB_STATE_RUNNING,
@@ -42,35 +41,6 @@ STATES = {
     "cancelled": types_pb2.JOB_STATE_CANCELLED,
 }
 BAR = 24  # characters of a progress bar
-
-
-class Refused(Exception):
-    """Something to tell the user, and the exit code that goes with it."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Ctl:
-    args: argparse.Namespace
-    channel: grpc.Channel
-    out: TextIO
-
-    @property
-    def timeout(self) -> float:
-        return float(self.args.timeout)
-
-    def call(self, method: Callable[..., object], request: object) -> object:
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as error:
-            code: grpc.StatusCode = error.code()
-            details: str = error.details() or ""
-            exit_code = UNREACHABLE if code in UNREACHABLE_CODES else ANSWERED_ERROR
-            where = f" ({self.args.management})" if exit_code == UNREACHABLE else ""
-            raise Refused(f"{code.name}{where}: {details}", exit_code) from None
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -390,6 +360,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("pools", help="list the pools: state, capacity, hosts")
     described = sub.add_parser("pool", help="describe one pool")
     described.add_argument("uuid", metavar="POOL_UUID")
+    objects.configure(sub)
     sub.add_parser("nodes", help="list the nodes and whether each answers its health check")
     listed = sub.add_parser("operations", help="list operations")
     listed.add_argument(
@@ -438,6 +409,10 @@ COMMANDS: dict[str, Callable[[Ctl], int]] = {
     "doctor": doctor_command,
     "pools": pools,
     "pool": pool,
+    "volumes": objects.volumes,
+    "snapshots": objects.snapshots,
+    "volume": objects.volume,
+    "snapshot": objects.snapshot,
     "nodes": nodes,
     "operations": operations,
     "operation": operation,

@@ -17,6 +17,7 @@ from spcs.common.tls import TlsFiles
 from spcs.management import recovery
 from spcs.management.copies import Copies
 from spcs.management.hosts import HostEvents
+from spcs.management.inventory import Inventory
 from spcs.management.leases import LeasedLocks, replica_id
 from spcs.management.lifecycle import PoolLifecycle
 from spcs.management.nodecalls import NodeCalls
@@ -131,7 +132,7 @@ def _bindings(d: Domain) -> list[Binding]:
             lifecycle_pb2,
             lifecycle_pb2_grpc,
             "PrimaryDataStoreLifeCycle",
-            LifecycleServicer(d.pools, d.lifecycle, d.locks),
+            LifecycleServicer(d.pools, d.lifecycle, d.locks, Inventory(d.pools, d.nodes)),
         ),
         bind(
             driver_pb2,

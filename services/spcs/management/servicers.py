@@ -17,6 +17,7 @@ from spcs.common.contract import rpc
 from spcs.common.locks import Locks
 from spcs.management.copies import COPY_KINDS, Copies
 from spcs.management.hosts import HostEvents
+from spcs.management.inventory import Inventory
 from spcs.management.lifecycle import PoolLifecycle
 from spcs.management.nodes import NodeDirectory, node_message
 from spcs.management.pools import DISABLED, MAINTENANCE, UP, Pools
@@ -51,10 +52,13 @@ CAPABILITIES = {
 
 
 class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
-    def __init__(self, pools: Pools, lifecycle: PoolLifecycle, locks: Locks) -> None:
+    def __init__(
+        self, pools: Pools, lifecycle: PoolLifecycle, locks: Locks, inventory: Inventory
+    ) -> None:
         self._pools = pools
         self._lifecycle = lifecycle
         self._locks = locks
+        self._inventory = inventory
 
     def _locked(self, uuid: str) -> AbstractContextManager[None]:
         """The pool's hold, as the RPC's @rpc declares it."""
@@ -141,6 +145,23 @@ class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
         self, request: lifecycle_pb2.ListPoolsRequest, context: grpc.ServicerContext
     ) -> lifecycle_pb2.ListPoolsResponse:
         return lifecycle_pb2.ListPoolsResponse(pools=[p.message() for p in self._pools.all()])
+
+    @rpc(ids=("pool_uuid",))
+    def ListPoolObjects(
+        self, request: lifecycle_pb2.ListPoolObjectsRequest, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.ListPoolObjectsResponse:
+        page = self._inventory.page(
+            request.pool_uuid, request.kind, request.page_size, request.page_token
+        )
+        return lifecycle_pb2.ListPoolObjectsResponse(
+            objects=page.objects, next_page_token=page.next_token
+        )
+
+    @rpc(ids=("pool_uuid",), required=("ref",))
+    def GetPoolObject(
+        self, request: lifecycle_pb2.GetPoolObjectRequest, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.PoolObject:
+        return self._inventory.get(request.pool_uuid, request.ref)
 
 
 class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):

@@ -87,6 +87,7 @@ def _fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         "iops": _limit(raw.get("iops")),
         "bw": _limit(raw.get("bw")),
         "tags": dict(raw.get("tags") or {}),
+        "created": int(raw.get("creationTimestamp") or 0),
     }
 
 

@@ -305,6 +305,7 @@ class _Object:
     deleted: bool = False
     transient: bool = False
     delete_date: int | None = None
+    created: int = 0
 
     @property
     def ref(self) -> str:
@@ -522,6 +523,7 @@ class MemoryStorPool:
         return f"{self.cluster_id}.{rules.base36(vid)}", vid
 
     def _add(self, obj: _Object) -> None:
+        obj.created = obj.created or int(self._clock())
         self._objects[obj.gid] = obj
         if obj.name is not None:
             self._names[obj.name] = obj.gid
@@ -719,6 +721,7 @@ class MemoryStorPool:
             "iops": _limit(obj.iops),
             "bw": _limit(obj.bw),
             "tags": dict(obj.tags),
+            "created": obj.created,
         }
 
     def _volume_record(self, obj: _Object) -> StorPoolVolume:

@@ -7,7 +7,7 @@ contract (`spcs.management.objects` translates between the two).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class StorPoolObject:
     iops: int | None
     bw: int | None
     tags: dict[str, str]
+    # creationTimestamp (UNIX seconds, 0 = not said); not part of equality: it is bookkeeping
+    created: int = field(default=0, compare=False)
 
     @property
     def ref(self) -> str:

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from spcs.v1 import types_pb2 as spcs_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17spcs/v1/lifecycle.proto\x12\x07spcs.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x13spcs/v1/types.proto\"\xfe\x02\n\x15InitializePoolRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x03url\x18\x03 \x01(\tB\x08\xe2\x41\x01\x02\x88\xb5\x18\x01\x12\x15\n\x07zone_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12!\n\x05scope\x18\x05 \x01(\x0e\x32\x12.spcs.v1.PoolScope\x12\x12\n\nhypervisor\x18\x06 \x01(\t\x12\x1c\n\x0e\x63\x61pacity_bytes\x18\x07 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12\x15\n\rcapacity_iops\x18\x08 \x01(\x04\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x12\n\ncluster_id\x18\n \x01(\t\x12\x0e\n\x06pod_id\x18\x0b \x01(\t\x12<\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32+.spcs.v1.InitializePoolRequest.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\"\n\x07PoolRef\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"W\n\x11\x41ttachZoneRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07zone_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nhypervisor\x18\x03 \x01(\t\"I\n\x14\x41ttachClusterRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncluster_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\",\n\x11\x44\x65letePoolRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x12\x44\x65letePoolResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\"\n\x1atemplate_snapshots_removed\x18\x02 \x01(\r\"\xfb\x01\n\x11UpdatePoolRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x04\x12\x15\n\rcapacity_iops\x18\x03 \x01(\x04\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x13\n\x0bupdate_tags\x18\x05 \x01(\x08\x12\x11\n\x03url\x18\x06 \x01(\tB\x04\x88\xb5\x18\x01\x12\x38\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32\'.spcs.v1.UpdatePoolRequest.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x03\n\x04Pool\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07zone_id\x18\x03 \x01(\t\x12!\n\x05scope\x18\x04 \x01(\x0e\x32\x12.spcs.v1.PoolScope\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.spcs.v1.PoolState\x12\x13\n\x0bsp_template\x18\x06 \x01(\t\x12\x14\n\x0c\x61pi_endpoint\x18\x07 \x01(\t\x12\x10\n\x08url_form\x18\x08 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\t \x01(\x04\x12\x15\n\rcapacity_iops\x18\n \x01(\x04\x12\x12\n\nused_bytes\x18\x0b \x01(\x04\x12\x0c\n\x04tags\x18\x0c \x03(\t\x12+\n\x07\x64\x65tails\x18\r \x03(\x0b\x32\x1a.spcs.v1.Pool.DetailsEntry\x12\x1a\n\x12\x63onnected_host_ids\x18\x0e \x03(\t\x12\x0c\n\x04path\x18\x0f \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10ListPoolsRequest\"1\n\x11ListPoolsResponse\x12\x1c\n\x05pools\x18\x01 \x03(\x0b\x32\r.spcs.v1.Pool*i\n\tPoolScope\x12\x1a\n\x16POOL_SCOPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPOOL_SCOPE_ZONE\x10\x01\x12\x16\n\x12POOL_SCOPE_CLUSTER\x10\x02\x12\x13\n\x0fPOOL_SCOPE_HOST\x10\x03*\x8b\x01\n\tPoolState\x12\x1a\n\x16POOL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16POOL_STATE_INITIALIZED\x10\x01\x12\x11\n\rPOOL_STATE_UP\x10\x02\x12\x1a\n\x16POOL_STATE_MAINTENANCE\x10\x03\x12\x17\n\x13POOL_STATE_DISABLED\x10\x04\x32\x8b\x05\n\x19PrimaryDataStoreLifeCycle\x12?\n\x0eInitializePool\x12\x1e.spcs.v1.InitializePoolRequest\x1a\r.spcs.v1.Pool\x12\x37\n\nAttachZone\x12\x1a.spcs.v1.AttachZoneRequest\x1a\r.spcs.v1.Pool\x12=\n\rAttachCluster\x12\x1d.spcs.v1.AttachClusterRequest\x1a\r.spcs.v1.Pool\x12/\n\x0cMaintainPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x35\n\x12\x43\x61ncelMaintainPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12-\n\nEnablePool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12.\n\x0b\x44isablePool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x45\n\nDeletePool\x12\x1a.spcs.v1.DeletePoolRequest\x1a\x1b.spcs.v1.DeletePoolResponse\x12\x37\n\nUpdatePool\x12\x1a.spcs.v1.UpdatePoolRequest\x1a\r.spcs.v1.Pool\x12*\n\x07GetPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x42\n\tListPools\x12\x19.spcs.v1.ListPoolsRequest\x1a\x1a.spcs.v1.ListPoolsResponseB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17spcs/v1/lifecycle.proto\x12\x07spcs.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13spcs/v1/types.proto\"\xfe\x02\n\x15InitializePoolRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x03url\x18\x03 \x01(\tB\x08\xe2\x41\x01\x02\x88\xb5\x18\x01\x12\x15\n\x07zone_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12!\n\x05scope\x18\x05 \x01(\x0e\x32\x12.spcs.v1.PoolScope\x12\x12\n\nhypervisor\x18\x06 \x01(\t\x12\x1c\n\x0e\x63\x61pacity_bytes\x18\x07 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12\x15\n\rcapacity_iops\x18\x08 \x01(\x04\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x12\n\ncluster_id\x18\n \x01(\t\x12\x0e\n\x06pod_id\x18\x0b \x01(\t\x12<\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32+.spcs.v1.InitializePoolRequest.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\"\n\x07PoolRef\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"W\n\x11\x41ttachZoneRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07zone_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nhypervisor\x18\x03 \x01(\t\"I\n\x14\x41ttachClusterRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncluster_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\",\n\x11\x44\x65letePoolRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x12\x44\x65letePoolResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\"\n\x1atemplate_snapshots_removed\x18\x02 \x01(\r\"\xfb\x01\n\x11UpdatePoolRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x04\x12\x15\n\rcapacity_iops\x18\x03 \x01(\x04\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x13\n\x0bupdate_tags\x18\x05 \x01(\x08\x12\x11\n\x03url\x18\x06 \x01(\tB\x04\x88\xb5\x18\x01\x12\x38\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32\'.spcs.v1.UpdatePoolRequest.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x03\n\x04Pool\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07zone_id\x18\x03 \x01(\t\x12!\n\x05scope\x18\x04 \x01(\x0e\x32\x12.spcs.v1.PoolScope\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.spcs.v1.PoolState\x12\x13\n\x0bsp_template\x18\x06 \x01(\t\x12\x14\n\x0c\x61pi_endpoint\x18\x07 \x01(\t\x12\x10\n\x08url_form\x18\x08 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\t \x01(\x04\x12\x15\n\rcapacity_iops\x18\n \x01(\x04\x12\x12\n\nused_bytes\x18\x0b \x01(\x04\x12\x0c\n\x04tags\x18\x0c \x03(\t\x12+\n\x07\x64\x65tails\x18\r \x03(\x0b\x32\x1a.spcs.v1.Pool.DetailsEntry\x12\x1a\n\x12\x63onnected_host_ids\x18\x0e \x03(\t\x12\x0c\n\x04path\x18\x0f \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x12\n\x10ListPoolsRequest\"1\n\x11ListPoolsResponse\x12\x1c\n\x05pools\x18\x01 \x03(\x0b\x32\r.spcs.v1.Pool\"\x7f\n\x16ListPoolObjectsRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.spcs.v1.PoolObjectKind\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x17ListPoolObjectsResponse\x12$\n\x07objects\x18\x01 \x03(\x0b\x32\x13.spcs.v1.PoolObject\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x14GetPoolObjectRequest\x12\x17\n\tpool_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03ref\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x14PoolObjectAttachment\x12\x11\n\tclient_id\x18\x01 \x01(\r\x12\x0f\n\x07host_id\x18\x02 \x01(\t\x12\x11\n\tread_only\x18\x03 \x01(\x08\"\x98\x04\n\nPoolObject\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.spcs.v1.PoolObjectKind\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tglobal_id\x18\x04 \x01(\t\x12\x17\n\x0f\x63loudstack_kind\x18\x05 \x01(\t\x12\x0c\n\x04uuid\x18\x06 \x01(\t\x12\x0f\n\x07vm_uuid\x18\x07 \x01(\t\x12\x12\n\nsize_bytes\x18\x08 \x01(\x04\x12\x17\n\nused_bytes\x18\t \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06parent\x18\n \x01(\t\x12\x11\n\ton_volume\x18\x0b \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x0c \x01(\x08\x12\x13\n\x0bsp_template\x18\r \x01(\t\x12\x10\n\x08max_iops\x18\x0e \x01(\x04\x12&\n\x1emax_bandwidth_bytes_per_second\x18\x0f \x01(\x04\x12+\n\x04tags\x18\x10 \x03(\x0b\x32\x1d.spcs.v1.PoolObject.TagsEntry\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0b\x61ttachments\x18\x12 \x03(\x0b\x32\x1d.spcs.v1.PoolObjectAttachment\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_used_bytes*i\n\tPoolScope\x12\x1a\n\x16POOL_SCOPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fPOOL_SCOPE_ZONE\x10\x01\x12\x16\n\x12POOL_SCOPE_CLUSTER\x10\x02\x12\x13\n\x0fPOOL_SCOPE_HOST\x10\x03*\x8b\x01\n\tPoolState\x12\x1a\n\x16POOL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16POOL_STATE_INITIALIZED\x10\x01\x12\x11\n\rPOOL_STATE_UP\x10\x02\x12\x1a\n\x16POOL_STATE_MAINTENANCE\x10\x03\x12\x17\n\x13POOL_STATE_DISABLED\x10\x04*n\n\x0ePoolObjectKind\x12 \n\x1cPOOL_OBJECT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17POOL_OBJECT_KIND_VOLUME\x10\x01\x12\x1d\n\x19POOL_OBJECT_KIND_SNAPSHOT\x10\x02\x32\xa6\x06\n\x19PrimaryDataStoreLifeCycle\x12?\n\x0eInitializePool\x12\x1e.spcs.v1.InitializePoolRequest\x1a\r.spcs.v1.Pool\x12\x37\n\nAttachZone\x12\x1a.spcs.v1.AttachZoneRequest\x1a\r.spcs.v1.Pool\x12=\n\rAttachCluster\x12\x1d.spcs.v1.AttachClusterRequest\x1a\r.spcs.v1.Pool\x12/\n\x0cMaintainPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x35\n\x12\x43\x61ncelMaintainPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12-\n\nEnablePool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12.\n\x0b\x44isablePool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x45\n\nDeletePool\x12\x1a.spcs.v1.DeletePoolRequest\x1a\x1b.spcs.v1.DeletePoolResponse\x12\x37\n\nUpdatePool\x12\x1a.spcs.v1.UpdatePoolRequest\x1a\r.spcs.v1.Pool\x12*\n\x07GetPool\x12\x10.spcs.v1.PoolRef\x1a\r.spcs.v1.Pool\x12\x42\n\tListPools\x12\x19.spcs.v1.ListPoolsRequest\x1a\x1a.spcs.v1.ListPoolsResponse\x12T\n\x0fListPoolObjects\x12\x1f.spcs.v1.ListPoolObjectsRequest\x1a .spcs.v1.ListPoolObjectsResponse\x12\x43\n\rGetPoolObject\x12\x1d.spcs.v1.GetPoolObjectRequest\x1a\x13.spcs.v1.PoolObjectB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,36 +67,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEPOOLREQUEST'].fields_by_name['url']._serialized_options = b'\210\265\030\001'
   _globals['_POOL_DETAILSENTRY']._loaded_options = None
   _globals['_POOL_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_POOLSCOPE']._serialized_start=1522
-  _globals['_POOLSCOPE']._serialized_end=1627
-  _globals['_POOLSTATE']._serialized_start=1630
-  _globals['_POOLSTATE']._serialized_end=1769
-  _globals['_INITIALIZEPOOLREQUEST']._serialized_start=91
-  _globals['_INITIALIZEPOOLREQUEST']._serialized_end=473
-  _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._serialized_start=427
-  _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._serialized_end=473
-  _globals['_POOLREF']._serialized_start=475
-  _globals['_POOLREF']._serialized_end=509
-  _globals['_ATTACHZONEREQUEST']._serialized_start=511
-  _globals['_ATTACHZONEREQUEST']._serialized_end=598
-  _globals['_ATTACHCLUSTERREQUEST']._serialized_start=600
-  _globals['_ATTACHCLUSTERREQUEST']._serialized_end=673
-  _globals['_DELETEPOOLREQUEST']._serialized_start=675
-  _globals['_DELETEPOOLREQUEST']._serialized_end=719
-  _globals['_DELETEPOOLRESPONSE']._serialized_start=721
-  _globals['_DELETEPOOLRESPONSE']._serialized_end=794
-  _globals['_UPDATEPOOLREQUEST']._serialized_start=797
-  _globals['_UPDATEPOOLREQUEST']._serialized_end=1048
-  _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._serialized_start=427
-  _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._serialized_end=473
-  _globals['_POOL']._serialized_start=1051
-  _globals['_POOL']._serialized_end=1449
-  _globals['_POOL_DETAILSENTRY']._serialized_start=427
-  _globals['_POOL_DETAILSENTRY']._serialized_end=473
-  _globals['_LISTPOOLSREQUEST']._serialized_start=1451
-  _globals['_LISTPOOLSREQUEST']._serialized_end=1469
-  _globals['_LISTPOOLSRESPONSE']._serialized_start=1471
-  _globals['_LISTPOOLSRESPONSE']._serialized_end=1520
-  _globals['_PRIMARYDATASTORELIFECYCLE']._serialized_start=1772
-  _globals['_PRIMARYDATASTORELIFECYCLE']._serialized_end=2423
+  _globals['_LISTPOOLOBJECTSREQUEST'].fields_by_name['pool_uuid']._loaded_options = None
+  _globals['_LISTPOOLOBJECTSREQUEST'].fields_by_name['pool_uuid']._serialized_options = b'\342A\001\002'
+  _globals['_GETPOOLOBJECTREQUEST'].fields_by_name['pool_uuid']._loaded_options = None
+  _globals['_GETPOOLOBJECTREQUEST'].fields_by_name['pool_uuid']._serialized_options = b'\342A\001\002'
+  _globals['_GETPOOLOBJECTREQUEST'].fields_by_name['ref']._loaded_options = None
+  _globals['_GETPOOLOBJECTREQUEST'].fields_by_name['ref']._serialized_options = b'\342A\001\002'
+  _globals['_POOLOBJECT_TAGSENTRY']._loaded_options = None
+  _globals['_POOLOBJECT_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_POOLSCOPE']._serialized_start=2460
+  _globals['_POOLSCOPE']._serialized_end=2565
+  _globals['_POOLSTATE']._serialized_start=2568
+  _globals['_POOLSTATE']._serialized_end=2707
+  _globals['_POOLOBJECTKIND']._serialized_start=2709
+  _globals['_POOLOBJECTKIND']._serialized_end=2819
+  _globals['_INITIALIZEPOOLREQUEST']._serialized_start=124
+  _globals['_INITIALIZEPOOLREQUEST']._serialized_end=506
+  _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._serialized_start=460
+  _globals['_INITIALIZEPOOLREQUEST_DETAILSENTRY']._serialized_end=506
+  _globals['_POOLREF']._serialized_start=508
+  _globals['_POOLREF']._serialized_end=542
+  _globals['_ATTACHZONEREQUEST']._serialized_start=544
+  _globals['_ATTACHZONEREQUEST']._serialized_end=631
+  _globals['_ATTACHCLUSTERREQUEST']._serialized_start=633
+  _globals['_ATTACHCLUSTERREQUEST']._serialized_end=706
+  _globals['_DELETEPOOLREQUEST']._serialized_start=708
+  _globals['_DELETEPOOLREQUEST']._serialized_end=752
+  _globals['_DELETEPOOLRESPONSE']._serialized_start=754
+  _globals['_DELETEPOOLRESPONSE']._serialized_end=827
+  _globals['_UPDATEPOOLREQUEST']._serialized_start=830
+  _globals['_UPDATEPOOLREQUEST']._serialized_end=1081
+  _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._serialized_start=460
+  _globals['_UPDATEPOOLREQUEST_DETAILSENTRY']._serialized_end=506
+  _globals['_POOL']._serialized_start=1084
+  _globals['_POOL']._serialized_end=1482
+  _globals['_POOL_DETAILSENTRY']._serialized_start=460
+  _globals['_POOL_DETAILSENTRY']._serialized_end=506
+  _globals['_LISTPOOLSREQUEST']._serialized_start=1484
+  _globals['_LISTPOOLSREQUEST']._serialized_end=1502
+  _globals['_LISTPOOLSRESPONSE']._serialized_start=1504
+  _globals['_LISTPOOLSRESPONSE']._serialized_end=1553
+  _globals['_LISTPOOLOBJECTSREQUEST']._serialized_start=1555
+  _globals['_LISTPOOLOBJECTSREQUEST']._serialized_end=1682
+  _globals['_LISTPOOLOBJECTSRESPONSE']._serialized_start=1684
+  _globals['_LISTPOOLOBJECTSRESPONSE']._serialized_end=1772
+  _globals['_GETPOOLOBJECTREQUEST']._serialized_start=1774
+  _globals['_GETPOOLOBJECTREQUEST']._serialized_end=1840
+  _globals['_POOLOBJECTATTACHMENT']._serialized_start=1842
+  _globals['_POOLOBJECTATTACHMENT']._serialized_end=1919
+  _globals['_POOLOBJECT']._serialized_start=1922
+  _globals['_POOLOBJECT']._serialized_end=2458
+  _globals['_POOLOBJECT_TAGSENTRY']._serialized_start=2400
+  _globals['_POOLOBJECT_TAGSENTRY']._serialized_end=2443
+  _globals['_PRIMARYDATASTORELIFECYCLE']._serialized_start=2822
+  _globals['_PRIMARYDATASTORELIFECYCLE']._serialized_end=3628
 # @@protoc_insertion_point(module_scope)

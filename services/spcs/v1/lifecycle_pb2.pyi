@@ -6,6 +6,7 @@ Primary storage pool lifecycle (CloudStack PrimaryDataStoreLifeCycle). Served by
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -64,6 +65,26 @@ POOL_STATE_UP: PoolState.ValueType  # 2
 POOL_STATE_MAINTENANCE: PoolState.ValueType  # 3
 POOL_STATE_DISABLED: PoolState.ValueType  # 4
 Global___PoolState: _TypeAlias = PoolState  # noqa: Y015
+
+class _PoolObjectKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PoolObjectKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PoolObjectKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    POOL_OBJECT_KIND_UNSPECIFIED: _PoolObjectKind.ValueType  # 0
+    """In a request: volumes and snapshots both."""
+    POOL_OBJECT_KIND_VOLUME: _PoolObjectKind.ValueType  # 1
+    POOL_OBJECT_KIND_SNAPSHOT: _PoolObjectKind.ValueType  # 2
+
+class PoolObjectKind(_PoolObjectKind, metaclass=_PoolObjectKindEnumTypeWrapper):
+    """What a StorPool object of a pool is."""
+
+POOL_OBJECT_KIND_UNSPECIFIED: PoolObjectKind.ValueType  # 0
+"""In a request: volumes and snapshots both."""
+POOL_OBJECT_KIND_VOLUME: PoolObjectKind.ValueType  # 1
+POOL_OBJECT_KIND_SNAPSHOT: PoolObjectKind.ValueType  # 2
+Global___PoolObjectKind: _TypeAlias = PoolObjectKind  # noqa: Y015
 
 @_typing.final
 class InitializePoolRequest(_message.Message):
@@ -484,3 +505,237 @@ class ListPoolsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPoolsResponse: _TypeAlias = ListPoolsResponse  # noqa: Y015
+
+@_typing.final
+class ListPoolObjectsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_UUID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    pool_uuid: _builtins.str
+    """REQUIRED."""
+    kind: Global___PoolObjectKind.ValueType
+    """OPTIONAL. Only volumes or only snapshots; unspecified = both (volumes first)."""
+    page_size: _builtins.int
+    """OPTIONAL. At most this many objects in one answer; 0 = 1000, the largest accepted is 10000."""
+    page_token: _builtins.str
+    """OPTIONAL. `next_page_token` of the previous answer, with the same pool and kind."""
+    def __init__(
+        self,
+        *,
+        pool_uuid: _builtins.str = ...,
+        kind: Global___PoolObjectKind.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "pool_uuid", b"pool_uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPoolObjectsRequest: _TypeAlias = ListPoolObjectsRequest  # noqa: Y015
+
+@_typing.final
+class ListPoolObjectsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Non-empty when there are more: pass it as `page_token` for the next page."""
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolObject]:
+        """Volumes, then snapshots, each ordered by StorPool name."""
+
+    def __init__(
+        self,
+        *,
+        objects: _abc.Iterable[Global___PoolObject] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "objects", b"objects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPoolObjectsResponse: _TypeAlias = ListPoolObjectsResponse  # noqa: Y015
+
+@_typing.final
+class GetPoolObjectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_UUID_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    pool_uuid: _builtins.str
+    """REQUIRED."""
+    ref: _builtins.str
+    """REQUIRED. `/dev/storpool-byid/<globalId>`, `/dev/storpool/<name>`, a StorPool name or
+    `~<globalId>`, or the CloudStack uuid in the object's `uuid` tag.
+    """
+    def __init__(
+        self,
+        *,
+        pool_uuid: _builtins.str = ...,
+        ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_uuid", b"pool_uuid", "ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPoolObjectRequest: _TypeAlias = GetPoolObjectRequest  # noqa: Y015
+
+@_typing.final
+class PoolObjectAttachment(_message.Message):
+    """A host's attachment of a pool object (StorPool's attachment list)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.int
+    """The StorPool client id the object is attached to."""
+    host_id: _builtins.str
+    """The registered node with that client id; empty when no node of this region has it."""
+    read_only: _builtins.bool
+    """Attached read-only (snapshots always are)."""
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.int = ...,
+        host_id: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "host_id", b"host_id", "read_only", b"read_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PoolObjectAttachment: _TypeAlias = PoolObjectAttachment  # noqa: Y015
+
+@_typing.final
+class PoolObject(_message.Message):
+    """A StorPool volume or snapshot in a pool's template, as StorPool describes it now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KIND_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    GLOBAL_ID_FIELD_NUMBER: _builtins.int
+    CLOUDSTACK_KIND_FIELD_NUMBER: _builtins.int
+    UUID_FIELD_NUMBER: _builtins.int
+    VM_UUID_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    ON_VOLUME_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    SP_TEMPLATE_FIELD_NUMBER: _builtins.int
+    MAX_IOPS_FIELD_NUMBER: _builtins.int
+    MAX_BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    kind: Global___PoolObjectKind.ValueType
+    """Volume or snapshot."""
+    path: _builtins.str
+    """`/dev/storpool-byid/<globalId>`: the path CloudStack records."""
+    name: _builtins.str
+    """StorPool name; `~<globalId>` for an anonymous object (the Java plugin makes those)."""
+    global_id: _builtins.str
+    """StorPool global id (the path's last part)."""
+    cloudstack_kind: _builtins.str
+    """The `cs` tag: volume, snapshot, template, group, temporary, ...; empty when the object
+    carries none (not made for CloudStack).
+    """
+    uuid: _builtins.str
+    """The `uuid` tag: the CloudStack object (volume, snapshot, template) it holds."""
+    vm_uuid: _builtins.str
+    """The `cvm` tag: the VM of a volume or of the volume a snapshot was taken of."""
+    size_bytes: _builtins.int
+    """Virtual size."""
+    used_bytes: _builtins.int
+    """Volumes: bytes the volume occupies in StorPool (spaceUsed). Unset for snapshots."""
+    parent: _builtins.str
+    """The snapshot it is based on (StorPool name); empty for none."""
+    on_volume: _builtins.str
+    """Snapshots: the volume it was taken of, when that still exists."""
+    deleted: _builtins.bool
+    """Snapshots: deleted but kept by StorPool while volumes are based on it."""
+    sp_template: _builtins.str
+    """The StorPool template it is placed by (the pool's)."""
+    max_iops: _builtins.int
+    """StorPool's IOPS limit; 0 = none."""
+    max_bandwidth_bytes_per_second: _builtins.int
+    """StorPool's bandwidth limit in bytes per second; 0 = none."""
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Every StorPool tag of the object."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When StorPool created it; unset when StorPool does not say."""
+
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolObjectAttachment]:
+        """Hosts it is attached to now."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___PoolObjectKind.ValueType = ...,
+        path: _builtins.str = ...,
+        name: _builtins.str = ...,
+        global_id: _builtins.str = ...,
+        cloudstack_kind: _builtins.str = ...,
+        uuid: _builtins.str = ...,
+        vm_uuid: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        used_bytes: _builtins.int | None = ...,
+        parent: _builtins.str = ...,
+        on_volume: _builtins.str = ...,
+        deleted: _builtins.bool = ...,
+        sp_template: _builtins.str = ...,
+        max_iops: _builtins.int = ...,
+        max_bandwidth_bytes_per_second: _builtins.int = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        attachments: _abc.Iterable[Global___PoolObjectAttachment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_used_bytes", b"_used_bytes", "create_time", b"create_time", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_used_bytes", b"_used_bytes", "attachments", b"attachments", "cloudstack_kind", b"cloudstack_kind", "create_time", b"create_time", "deleted", b"deleted", "global_id", b"global_id", "kind", b"kind", "max_bandwidth_bytes_per_second", b"max_bandwidth_bytes_per_second", "max_iops", b"max_iops", "name", b"name", "on_volume", b"on_volume", "parent", b"parent", "path", b"path", "size_bytes", b"size_bytes", "sp_template", b"sp_template", "tags", b"tags", "used_bytes", b"used_bytes", "uuid", b"uuid", "vm_uuid", b"vm_uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__used_bytes: _TypeAlias = _typing.Literal["used_bytes"]  # noqa: Y015
+    _WhichOneofArgType__used_bytes: _TypeAlias = _typing.Literal["_used_bytes", b"_used_bytes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__used_bytes) -> _WhichOneofReturnType__used_bytes | None: ...
+
+Global___PoolObject: _TypeAlias = PoolObject  # noqa: Y015

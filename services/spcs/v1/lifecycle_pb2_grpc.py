@@ -89,6 +89,16 @@ class PrimaryDataStoreLifeCycleStub:
                 request_serializer=spcs_dot_v1_dot_lifecycle__pb2.ListPoolsRequest.SerializeToString,
                 response_deserializer=spcs_dot_v1_dot_lifecycle__pb2.ListPoolsResponse.FromString,
                 _registered_method=True)
+        self.ListPoolObjects = channel.unary_unary(
+                '/spcs.v1.PrimaryDataStoreLifeCycle/ListPoolObjects',
+                request_serializer=spcs_dot_v1_dot_lifecycle__pb2.ListPoolObjectsRequest.SerializeToString,
+                response_deserializer=spcs_dot_v1_dot_lifecycle__pb2.ListPoolObjectsResponse.FromString,
+                _registered_method=True)
+        self.GetPoolObject = channel.unary_unary(
+                '/spcs.v1.PrimaryDataStoreLifeCycle/GetPoolObject',
+                request_serializer=spcs_dot_v1_dot_lifecycle__pb2.GetPoolObjectRequest.SerializeToString,
+                response_deserializer=spcs_dot_v1_dot_lifecycle__pb2.PoolObject.FromString,
+                _registered_method=True)
 
 
 class PrimaryDataStoreLifeCycleServicer:
@@ -177,6 +187,23 @@ class PrimaryDataStoreLifeCycleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPoolObjects(self, request, context):
+        """The StorPool volumes and snapshots in the pool's StorPool template, whoever made them
+        (spcs, the Java plugin, by hand), with their CloudStack tags, sizes and attachments: what
+        `spcs ctl volumes` and `spcs ctl snapshots` show. Reads only. NOT_FOUND for an unknown pool.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPoolObject(self, request, context):
+        """One object of the pool by path, StorPool name or CloudStack uuid. NOT_FOUND when the pool
+        has no such object; FAILED_PRECONDITION when a uuid names several (the message lists them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrimaryDataStoreLifeCycleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +261,16 @@ def add_PrimaryDataStoreLifeCycleServicer_to_server(servicer, server):
                     servicer.ListPools,
                     request_deserializer=spcs_dot_v1_dot_lifecycle__pb2.ListPoolsRequest.FromString,
                     response_serializer=spcs_dot_v1_dot_lifecycle__pb2.ListPoolsResponse.SerializeToString,
+            ),
+            'ListPoolObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPoolObjects,
+                    request_deserializer=spcs_dot_v1_dot_lifecycle__pb2.ListPoolObjectsRequest.FromString,
+                    response_serializer=spcs_dot_v1_dot_lifecycle__pb2.ListPoolObjectsResponse.SerializeToString,
+            ),
+            'GetPoolObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPoolObject,
+                    request_deserializer=spcs_dot_v1_dot_lifecycle__pb2.GetPoolObjectRequest.FromString,
+                    response_serializer=spcs_dot_v1_dot_lifecycle__pb2.PoolObject.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +570,60 @@ class PrimaryDataStoreLifeCycle:
             '/spcs.v1.PrimaryDataStoreLifeCycle/ListPools',
             spcs_dot_v1_dot_lifecycle__pb2.ListPoolsRequest.SerializeToString,
             spcs_dot_v1_dot_lifecycle__pb2.ListPoolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPoolObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.PrimaryDataStoreLifeCycle/ListPoolObjects',
+            spcs_dot_v1_dot_lifecycle__pb2.ListPoolObjectsRequest.SerializeToString,
+            spcs_dot_v1_dot_lifecycle__pb2.ListPoolObjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPoolObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.PrimaryDataStoreLifeCycle/GetPoolObject',
+            spcs_dot_v1_dot_lifecycle__pb2.GetPoolObjectRequest.SerializeToString,
+            spcs_dot_v1_dot_lifecycle__pb2.PoolObject.FromString,
             options,
             channel_credentials,
             insecure,

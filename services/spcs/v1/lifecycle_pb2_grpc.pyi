@@ -62,6 +62,15 @@ class PrimaryDataStoreLifeCycleStub:
     """The pool as spcs knows it. NOT_FOUND when unknown."""
     ListPools: _grpc.UnaryUnaryMultiCallable[_lifecycle_pb2.ListPoolsRequest, _lifecycle_pb2.ListPoolsResponse]
     """Every pool of this management service."""
+    ListPoolObjects: _grpc.UnaryUnaryMultiCallable[_lifecycle_pb2.ListPoolObjectsRequest, _lifecycle_pb2.ListPoolObjectsResponse]
+    """The StorPool volumes and snapshots in the pool's StorPool template, whoever made them
+    (spcs, the Java plugin, by hand), with their CloudStack tags, sizes and attachments: what
+    `spcs ctl volumes` and `spcs ctl snapshots` show. Reads only. NOT_FOUND for an unknown pool.
+    """
+    GetPoolObject: _grpc.UnaryUnaryMultiCallable[_lifecycle_pb2.GetPoolObjectRequest, _lifecycle_pb2.PoolObject]
+    """One object of the pool by path, StorPool name or CloudStack uuid. NOT_FOUND when the pool
+    has no such object; FAILED_PRECONDITION when a uuid names several (the message lists them).
+    """
 
 @_typing.type_check_only
 class PrimaryDataStoreLifeCycleAsyncStub(PrimaryDataStoreLifeCycleStub):
@@ -97,6 +106,15 @@ class PrimaryDataStoreLifeCycleAsyncStub(PrimaryDataStoreLifeCycleStub):
     """The pool as spcs knows it. NOT_FOUND when unknown."""
     ListPools: _aio.UnaryUnaryMultiCallable[_lifecycle_pb2.ListPoolsRequest, _lifecycle_pb2.ListPoolsResponse]  # type: ignore[assignment]
     """Every pool of this management service."""
+    ListPoolObjects: _aio.UnaryUnaryMultiCallable[_lifecycle_pb2.ListPoolObjectsRequest, _lifecycle_pb2.ListPoolObjectsResponse]  # type: ignore[assignment]
+    """The StorPool volumes and snapshots in the pool's StorPool template, whoever made them
+    (spcs, the Java plugin, by hand), with their CloudStack tags, sizes and attachments: what
+    `spcs ctl volumes` and `spcs ctl snapshots` show. Reads only. NOT_FOUND for an unknown pool.
+    """
+    GetPoolObject: _aio.UnaryUnaryMultiCallable[_lifecycle_pb2.GetPoolObjectRequest, _lifecycle_pb2.PoolObject]  # type: ignore[assignment]
+    """One object of the pool by path, StorPool name or CloudStack uuid. NOT_FOUND when the pool
+    has no such object; FAILED_PRECONDITION when a uuid names several (the message lists them).
+    """
 
 class PrimaryDataStoreLifeCycleServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -195,5 +213,26 @@ class PrimaryDataStoreLifeCycleServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lifecycle_pb2.ListPoolsResponse, _abc.Awaitable[_lifecycle_pb2.ListPoolsResponse]]:
         """Every pool of this management service."""
+
+    @_abc_1.abstractmethod
+    def ListPoolObjects(
+        self,
+        request: _lifecycle_pb2.ListPoolObjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lifecycle_pb2.ListPoolObjectsResponse, _abc.Awaitable[_lifecycle_pb2.ListPoolObjectsResponse]]:
+        """The StorPool volumes and snapshots in the pool's StorPool template, whoever made them
+        (spcs, the Java plugin, by hand), with their CloudStack tags, sizes and attachments: what
+        `spcs ctl volumes` and `spcs ctl snapshots` show. Reads only. NOT_FOUND for an unknown pool.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPoolObject(
+        self,
+        request: _lifecycle_pb2.GetPoolObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lifecycle_pb2.PoolObject, _abc.Awaitable[_lifecycle_pb2.PoolObject]]:
+        """One object of the pool by path, StorPool name or CloudStack uuid. NOT_FOUND when the pool
+        has no such object; FAILED_PRECONDITION when a uuid names several (the message lists them).
+        """
 
 def add_PrimaryDataStoreLifeCycleServicer_to_server(servicer: PrimaryDataStoreLifeCycleServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
