@@ -455,6 +455,10 @@ HOSTS = [
         ),
     ),
     Case("NodeRegistry/ListNodes", lambda w: hosts_pb2.ListNodesRequest()),
+    Case(
+        "NodeRegistry/CheckHostHeartbeat",
+        lambda w: hosts_pb2.CheckHostHeartbeatRequest(host_id=w.node.host_id),
+    ),
 ]
 
 
@@ -553,6 +557,10 @@ NODE = [
     Case(
         "AgentCommands/ModifyStoragePool",
         lambda w: node_pb2.ModifyStoragePoolRequest(pool_uuid=w.pool, add=True),
+    ),
+    Case(
+        "AgentCommands/CheckHeartbeat",
+        lambda w: node_pb2.CheckHeartbeatRequest(neighbour_client_ids=[2]),
     ),
 ]
 

@@ -270,6 +270,27 @@ def test_services_and_clients_config(emu: Emulator, api: Any) -> None:
     assert _api_error(api.clientConfigWait, 9).name == "invalidParam"
 
 
+def test_a_client_marked_down_shows_down(emu: Emulator, api: Any) -> None:
+    """`_emulator/client` stands for a host whose StorPool client died (the HA heartbeat's
+    case); the service list says so, still in StorPool's shape, until it runs again."""
+
+    def statuses() -> dict[int, str]:
+        services = api.servicesList(returnRawAPIData=True)
+        check(sptypes.ClusterStatus, services)
+        return {int(k): v["status"] for k, v in services["clients"].items()}
+
+    status, reply = raw_call(
+        emu.port, "POST", "/ctrl/1.0/_emulator/client", {"client": 2, "running": False}
+    )
+    assert status == 200 and reply["data"] == {"client": 2, "running": False}
+    assert statuses() == {1: "running", 2: "down"}
+    emu.set_client_running(2, True)
+    assert statuses() == {1: "running", 2: "running"}
+    for body in ({"client": 9, "running": False}, {"client": 2}, {"client": "2", "running": True}):
+        _, reply = raw_call(emu.port, "POST", "/ctrl/1.0/_emulator/client", body)
+        assert error_of(reply)["name"] == "invalidParam"
+
+
 def test_loop_mode_needs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert devices.loop_supported() == (False, "loop devices need root")

@@ -7,6 +7,8 @@ Emulator-specific; nothing like them exists in StorPool:
 * ``POST _emulator/open``: ``{"client": N, "volume"|"snapshot": ref, "open": bool}``
   marks an attachment open (or not), as if a process on that client held it;
 * ``POST _emulator/capacity``: ``{"template": name, "capacity": bytes|null}``;
+* ``POST _emulator/client``: ``{"client": N, "running": bool}`` shows that client's StorPool
+  service as down (or running again) in ServicesList, as if its host had died;
 * ``GET  _emulator/state``: the whole persisted state plus runtime facts (for debugging);
 * ``GET  _emulator/requests``: ``{"counts": {command: n}, "total": n}``, the API requests
   answered per command (see `spcs.emulator.requests`);
@@ -63,9 +65,21 @@ def handle(
     if (method, what) == ("POST", "capacity"):
         with cluster.change(bump=False) as txn:
             return templates.set_capacity(cluster, txn, body)
+    if (method, what) == ("POST", "client"):
+        return _client(cluster, body)
     if (method, what) == ("GET", "state"):
         return snapshot(cluster)
     raise _unknown(method, what)
+
+
+def _client(cluster: Cluster, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("running"), bool):
+        raise invalid('_emulator/client needs {"client": N, "running": true|false}')
+    client = body.get("client")
+    if not isinstance(client, int) or isinstance(client, bool):
+        raise invalid("_emulator/client: client must be a client id (an integer)")
+    cluster.set_client_running(client, body["running"])
+    return {"client": client, "running": body["running"]}
 
 
 def _unknown(method: str, what: str) -> ApiError:

@@ -106,6 +106,13 @@ class Cluster:
         # only a call at or after it looks through the snapshots
         self._next_due = 0.0
         self.started = int(time.time())
+        # clients whose StorPool service is shown down (`_emulator/client`): runtime only, as
+        # a real client comes back up on its own
+        self.clients_down: set[int] = set()
+
+    def set_client_running(self, client: int, running: bool) -> None:
+        self.host(client)  # an unknown client is the caller's mistake
+        (self.clients_down.discard if running else self.clients_down.add)(client)
 
     # Reading and changing.
 

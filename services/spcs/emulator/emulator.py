@@ -312,6 +312,10 @@ class Emulator:
             config = FaultConfig.from_json(dict(config))
         self.faults.configure(config)
 
+    def set_client_running(self, client: int, running: bool) -> None:
+        """Show `client`'s StorPool service down (or running again) in ServicesList."""
+        self._running().set_client_running(client, running)
+
     def mark_open(
         self, client: int, ref: str, *, snapshot: bool = False, open: bool = True
     ) -> None:

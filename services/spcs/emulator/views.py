@@ -195,11 +195,14 @@ def _service(sid: int, started: int) -> dict[str, Any]:
 
 
 def services(cluster: Cluster) -> dict[str, Any]:
-    """Every configured client runs; one mgmt and one server stand for the cluster."""
+    """Every configured client runs unless marked down; one mgmt and one server stand for the
+    cluster."""
     started = cluster.started
     clients = {}
     for cid in sorted(cluster.hosts):
         entry = _service(cid, started)
+        if cid in cluster.clients_down:
+            entry["status"] = "down"
         if cid <= 63:  # NodeId range; CloudStack's HA check matches nodeId to SP_OURID
             entry["nodeId"] = cid
         clients[str(cid)] = entry

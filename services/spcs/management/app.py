@@ -16,6 +16,7 @@ from spcs.common.server import Binding, Server, bind, bind_operations
 from spcs.common.tls import TlsFiles
 from spcs.management import recovery
 from spcs.management.copies import Copies
+from spcs.management.heartbeat import Heartbeats
 from spcs.management.hosts import HostEvents
 from spcs.management.inventory import Inventory
 from spcs.management.leases import LeasedLocks, replica_id
@@ -65,6 +66,7 @@ FEATURES = (
     "resize-notify",
     "pool-migration",
     "mutual-tls",
+    "host-heartbeat",
 )
 
 
@@ -162,7 +164,7 @@ def _bindings(d: Domain) -> list[Binding]:
             hosts_pb2,
             hosts_pb2_grpc,
             "NodeRegistry",
-            NodeRegistryServicer(d.nodes, d.calls.running),
+            NodeRegistryServicer(d.nodes, Heartbeats(d.nodes, d.calls), d.calls.running),
         ),
         bind_operations(OperationsServicer(d.registry)),
     ]

@@ -16,6 +16,7 @@ from spcs.common import errors, holds
 from spcs.common.contract import rpc
 from spcs.common.locks import Locks
 from spcs.management.copies import COPY_KINDS, Copies
+from spcs.management.heartbeat import Heartbeats
 from spcs.management.hosts import HostEvents
 from spcs.management.inventory import Inventory
 from spcs.management.lifecycle import PoolLifecycle
@@ -448,9 +449,13 @@ class HostListenerServicer(hosts_pb2_grpc.HostListenerServicer):
 
 class NodeRegistryServicer(hosts_pb2_grpc.NodeRegistryServicer):
     def __init__(
-        self, nodes: NodeDirectory, copies_running: Callable[[str], int] = lambda _host: 0
+        self,
+        nodes: NodeDirectory,
+        heartbeats: Heartbeats,
+        copies_running: Callable[[str], int] = lambda _host: 0,
     ) -> None:
         self._nodes = nodes
+        self._heartbeats = heartbeats
         self._copies_running = copies_running
 
     @rpc(key="host_id", required=("address", "storpool_client_id"))
@@ -485,3 +490,9 @@ class NodeRegistryServicer(hosts_pb2_grpc.NodeRegistryServicer):
                 for n in self._nodes.all()
             ]
         )
+
+    @rpc(ids=("host_id",))
+    def CheckHostHeartbeat(
+        self, request: hosts_pb2.CheckHostHeartbeatRequest, context: grpc.ServicerContext
+    ) -> hosts_pb2.CheckHostHeartbeatResponse:
+        return self._heartbeats.check(request.host_id, request.via_host_id)

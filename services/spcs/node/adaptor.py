@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from spcs.v1 import node_pb2, types_pb2
 log = logging.getLogger(__name__)
 
 DETACH_ATTEMPTS = 10
+MAX_NEIGHBOURS = 256  # a zone's hosts, with room; more is a caller's bug
 DETACH_PAUSE_SECONDS = 0.5
 DEVICE_GONE_SECONDS = 10.0
 
@@ -124,6 +125,17 @@ class Adaptor:
     def client_running(self) -> bool:
         """Whether StorPool shows this host's client (SP_OURID) as running."""
         return self.api.client_running(self.client_id)
+
+    def heartbeat(self, neighbours: Sequence[int]) -> list[tuple[int, str]]:
+        """(client id, StorPool status) of this host's client, then of each neighbour asked
+        about, from one service list; "" for a client StorPool does not list."""
+        if len(neighbours) > MAX_NEIGHBOURS:
+            raise errors.InvalidArgument(
+                f"neighbour_client_ids: {len(neighbours)} clients; ask about at most "
+                f"{MAX_NEIGHBOURS} in one call"
+            )
+        statuses = self.api.client_statuses()
+        return [(cid, statuses.get(cid, "")) for cid in (self.client_id, *neighbours)]
 
     def wait_device(self, obj: StorPoolObject) -> Path:
         """The object's device, once present (it is attached here already)."""

@@ -40,6 +40,7 @@ FEATURES = (
     "file-secondary",
     "resize-notify-libvirt",
     "copy-cancel",
+    "host-heartbeat",
 )
 
 

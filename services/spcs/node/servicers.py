@@ -12,6 +12,7 @@ from spcs.common.contract import rpc
 from spcs.node import resize_notify
 from spcs.node.adaptor import Adaptor
 from spcs.node.commands import AgentCommands
+from spcs.storpool.records import RUNNING
 from spcs.v1 import node_pb2, node_pb2_grpc
 
 _DISK = ("disk.path",)
@@ -141,3 +142,13 @@ class AgentCommandsServicer(node_pb2_grpc.AgentCommandsServicer):
             version=__version__,
             host_id=self._host_id,
         )
+
+    @rpc()
+    def CheckHeartbeat(
+        self, request: node_pb2.CheckHeartbeatRequest, context: grpc.ServicerContext
+    ) -> node_pb2.CheckHeartbeatResponse:
+        own, *neighbours = [
+            node_pb2.ClientHeartbeat(client_id=cid, status=status, running=status == RUNNING)
+            for cid, status in self._commands.adaptor.heartbeat(request.neighbour_client_ids)
+        ]
+        return node_pb2.CheckHeartbeatResponse(own=own, neighbours=neighbours)

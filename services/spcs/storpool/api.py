@@ -38,6 +38,7 @@ from spcs.storpool import errors as sp_errors
 from spcs.storpool import names
 from spcs.storpool.bindings import spapi, spcatch
 from spcs.storpool.records import (
+    RUNNING,
     Attachment,
     StorPoolSnapshot,
     StorPoolVolume,
@@ -483,9 +484,16 @@ class StorPoolApi:
         return None
 
     def client_running(self, client_id: int) -> bool:
+        return self.client_statuses().get(client_id) == RUNNING
+
+    def client_statuses(self) -> dict[int, str]:
+        """client id → its service's status ("running", "down", ...), from one ServicesList."""
         data = self._call("list services", lambda: self._api.servicesList(returnRawAPIData=True))
-        client = (data.get("clients") or {}).get(str(client_id))
-        return bool(client and client.get("status") == "running")
+        found: dict[int, str] = {}
+        for key, client in (data.get("clients") or {}).items():
+            if str(key).isdigit() and isinstance(client, dict):
+                found[int(key)] = str(client.get("status") or "")
+        return found
 
 
 _GLOBAL_ID = re.compile(r"^([a-z0-9]+\.[a-z0-9]+)\.[a-z0-9]+$")

@@ -53,6 +53,7 @@ from spcs.common.validate import MAX_SIZE, MAX_SIZE_TEXT
 from spcs.storpool import errors as sp_errors
 from spcs.storpool import names, rules
 from spcs.storpool.records import (
+    RUNNING,
     Attachment,
     StorPoolSnapshot,
     StorPoolVolume,
@@ -1279,9 +1280,12 @@ class MemoryStorPool:
         return None
 
     def client_running(self, client_id: int) -> bool:
+        return self.client_statuses().get(client_id) == RUNNING
+
+    def client_statuses(self) -> dict[int, str]:
         with self._call("list services") as send:
             send("ServicesList")
-            return self._clients.get(client_id, False)
+            return {cid: RUNNING if up else "down" for cid, up in self._clients.items()}
 
 
 def _check_size(what: str, size: object) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+RUNNING = "running"  # a StorPool service's status (ServicesList) when it runs
+
 
 @dataclass(frozen=True)
 class StorPoolObject:

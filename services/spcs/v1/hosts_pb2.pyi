@@ -291,3 +291,69 @@ class ListNodesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListNodesResponse: _TypeAlias = ListNodesResponse  # noqa: Y015
+
+@_typing.final
+class CheckHostHeartbeatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    VIA_HOST_ID_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    """REQUIRED. The CloudStack host asked about."""
+    via_host_id: _builtins.str
+    """OPTIONAL. The host whose node asks; empty = any healthy node other than host_id (host_id's
+    own node only when no other node is registered in its cluster).
+    """
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        via_host_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "via_host_id", b"via_host_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckHostHeartbeatRequest: _TypeAlias = CheckHostHeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class CheckHostHeartbeatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    STORPOOL_CLIENT_ID_FIELD_NUMBER: _builtins.int
+    ALIVE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHECKED_BY_HOST_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    """The host asked about."""
+    storpool_client_id: _builtins.int
+    """Its StorPool client id, as its node registered it."""
+    alive: _builtins.bool
+    """StorPool shows that client running."""
+    status: _builtins.str
+    """The client's status in StorPool's service list; empty when StorPool lists no such client."""
+    checked_by_host_id: _builtins.str
+    """The host whose node asked StorPool."""
+    message: _builtins.str
+    """What was seen, in words (for CloudStack's log)."""
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        storpool_client_id: _builtins.int = ...,
+        alive: _builtins.bool = ...,
+        status: _builtins.str = ...,
+        checked_by_host_id: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alive", b"alive", "checked_by_host_id", b"checked_by_host_id", "host_id", b"host_id", "message", b"message", "status", b"status", "storpool_client_id", b"storpool_client_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckHostHeartbeatResponse: _TypeAlias = CheckHostHeartbeatResponse  # noqa: Y015

@@ -295,6 +295,11 @@ class NodeRegistryStub:
                 request_serializer=spcs_dot_v1_dot_hosts__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=spcs_dot_v1_dot_hosts__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.CheckHostHeartbeat = channel.unary_unary(
+                '/spcs.v1.NodeRegistry/CheckHostHeartbeat',
+                request_serializer=spcs_dot_v1_dot_hosts__pb2.CheckHostHeartbeatRequest.SerializeToString,
+                response_deserializer=spcs_dot_v1_dot_hosts__pb2.CheckHostHeartbeatResponse.FromString,
+                _registered_method=True)
 
 
 class NodeRegistryServicer:
@@ -315,6 +320,17 @@ class NodeRegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckHostHeartbeat(self, request, context):
+        """For CloudStack's KVM HA investigator: is a host's StorPool client running, as StorPool
+        shows it to another host's node (`AgentCommands/CheckHeartbeat`)? Asked through
+        `via_host_id`, else through each healthy node of the host's StorPool cluster in turn until
+        one answers. It reports what it saw and never fences or reboots anything. NOT_FOUND for a
+        host no node registered for; UNAVAILABLE when no node could ask (the message names them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeRegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -327,6 +343,11 @@ def add_NodeRegistryServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=spcs_dot_v1_dot_hosts__pb2.ListNodesRequest.FromString,
                     response_serializer=spcs_dot_v1_dot_hosts__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'CheckHostHeartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckHostHeartbeat,
+                    request_deserializer=spcs_dot_v1_dot_hosts__pb2.CheckHostHeartbeatRequest.FromString,
+                    response_serializer=spcs_dot_v1_dot_hosts__pb2.CheckHostHeartbeatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -383,6 +404,33 @@ class NodeRegistry:
             '/spcs.v1.NodeRegistry/ListNodes',
             spcs_dot_v1_dot_hosts__pb2.ListNodesRequest.SerializeToString,
             spcs_dot_v1_dot_hosts__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckHostHeartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.NodeRegistry/CheckHostHeartbeat',
+            spcs_dot_v1_dot_hosts__pb2.CheckHostHeartbeatRequest.SerializeToString,
+            spcs_dot_v1_dot_hosts__pb2.CheckHostHeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

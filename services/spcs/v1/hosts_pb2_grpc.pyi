@@ -121,6 +121,13 @@ class NodeRegistryStub:
     """
     ListNodes: _grpc.UnaryUnaryMultiCallable[_hosts_pb2.ListNodesRequest, _hosts_pb2.ListNodesResponse]
     """Registered nodes with their health."""
+    CheckHostHeartbeat: _grpc.UnaryUnaryMultiCallable[_hosts_pb2.CheckHostHeartbeatRequest, _hosts_pb2.CheckHostHeartbeatResponse]
+    """For CloudStack's KVM HA investigator: is a host's StorPool client running, as StorPool
+    shows it to another host's node (`AgentCommands/CheckHeartbeat`)? Asked through
+    `via_host_id`, else through each healthy node of the host's StorPool cluster in turn until
+    one answers. It reports what it saw and never fences or reboots anything. NOT_FOUND for a
+    host no node registered for; UNAVAILABLE when no node could ask (the message names them).
+    """
 
 @_typing.type_check_only
 class NodeRegistryAsyncStub(NodeRegistryStub):
@@ -131,6 +138,13 @@ class NodeRegistryAsyncStub(NodeRegistryStub):
     """
     ListNodes: _aio.UnaryUnaryMultiCallable[_hosts_pb2.ListNodesRequest, _hosts_pb2.ListNodesResponse]  # type: ignore[assignment]
     """Registered nodes with their health."""
+    CheckHostHeartbeat: _aio.UnaryUnaryMultiCallable[_hosts_pb2.CheckHostHeartbeatRequest, _hosts_pb2.CheckHostHeartbeatResponse]  # type: ignore[assignment]
+    """For CloudStack's KVM HA investigator: is a host's StorPool client running, as StorPool
+    shows it to another host's node (`AgentCommands/CheckHeartbeat`)? Asked through
+    `via_host_id`, else through each healthy node of the host's StorPool cluster in turn until
+    one answers. It reports what it saw and never fences or reboots anything. NOT_FOUND for a
+    host no node registered for; UNAVAILABLE when no node could ask (the message names them).
+    """
 
 class NodeRegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -150,5 +164,18 @@ class NodeRegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_hosts_pb2.ListNodesResponse, _abc.Awaitable[_hosts_pb2.ListNodesResponse]]:
         """Registered nodes with their health."""
+
+    @_abc_1.abstractmethod
+    def CheckHostHeartbeat(
+        self,
+        request: _hosts_pb2.CheckHostHeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hosts_pb2.CheckHostHeartbeatResponse, _abc.Awaitable[_hosts_pb2.CheckHostHeartbeatResponse]]:
+        """For CloudStack's KVM HA investigator: is a host's StorPool client running, as StorPool
+        shows it to another host's node (`AgentCommands/CheckHeartbeat`)? Asked through
+        `via_host_id`, else through each healthy node of the host's StorPool cluster in turn until
+        one answers. It reports what it saw and never fences or reboots anything. NOT_FOUND for a
+        host no node registered for; UNAVAILABLE when no node could ask (the message names them).
+        """
 
 def add_NodeRegistryServicer_to_server(servicer: NodeRegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,8 +5,10 @@ The node service: one per KVM host (the Java plugin's StorpoolStorageAdaptor and
 Storpool*CommandWrapper classes). It talks to StorPool for its own host only (SP_OURID).
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from spcs.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
@@ -333,6 +335,88 @@ class ResizePhysicalDiskRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResizePhysicalDiskRequest: _TypeAlias = ResizePhysicalDiskRequest  # noqa: Y015
+
+@_typing.final
+class CheckHeartbeatRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEIGHBOUR_CLIENT_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def neighbour_client_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """OPTIONAL. StorPool client ids (SP_OURID of other hosts) to check besides this host's own."""
+
+    def __init__(
+        self,
+        *,
+        neighbour_client_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["neighbour_client_ids", b"neighbour_client_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckHeartbeatRequest: _TypeAlias = CheckHeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class ClientHeartbeat(_message.Message):
+    """One StorPool client as StorPool's service list shows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.int
+    """The StorPool client id."""
+    status: _builtins.str
+    """The service's status in StorPool ("running", "down", ...); empty when StorPool lists no
+    such client.
+    """
+    running: _builtins.bool
+    """status is "running"."""
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.int = ...,
+        status: _builtins.str = ...,
+        running: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "running", b"running", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientHeartbeat: _TypeAlias = ClientHeartbeat  # noqa: Y015
+
+@_typing.final
+class CheckHeartbeatResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWN_FIELD_NUMBER: _builtins.int
+    NEIGHBOURS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def own(self) -> Global___ClientHeartbeat:
+        """This host's own client (SP_OURID)."""
+
+    @_builtins.property
+    def neighbours(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClientHeartbeat]:
+        """The neighbours asked about, in the order asked."""
+
+    def __init__(
+        self,
+        *,
+        own: Global___ClientHeartbeat | None = ...,
+        neighbours: _abc.Iterable[Global___ClientHeartbeat] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["own", b"own"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["neighbours", b"neighbours", "own", b"own"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckHeartbeatResponse: _TypeAlias = CheckHeartbeatResponse  # noqa: Y015
 
 @_typing.final
 class DownloadTemplateRequest(_message.Message):

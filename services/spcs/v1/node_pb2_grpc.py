@@ -369,6 +369,11 @@ class AgentCommandsStub:
                 request_serializer=spcs_dot_v1_dot_node__pb2.ModifyStoragePoolRequest.SerializeToString,
                 response_deserializer=spcs_dot_v1_dot_node__pb2.ModifyStoragePoolResponse.FromString,
                 _registered_method=True)
+        self.CheckHeartbeat = channel.unary_unary(
+                '/spcs.v1.AgentCommands/CheckHeartbeat',
+                request_serializer=spcs_dot_v1_dot_node__pb2.CheckHeartbeatRequest.SerializeToString,
+                response_deserializer=spcs_dot_v1_dot_node__pb2.CheckHeartbeatResponse.FromString,
+                _registered_method=True)
 
 
 class AgentCommandsServicer:
@@ -429,6 +434,16 @@ class AgentCommandsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckHeartbeat(self, request, context):
+        """The KVM HA heartbeat (the Java agent's `storpool -j service list` check, #8045): whether
+        StorPool shows this host's client, and the neighbours' asked about, as running. One
+        StorPool call; it only reports what it saw and never fences or reboots anything.
+        UNAVAILABLE when this host cannot reach the StorPool API (then it saw nothing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentCommandsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -466,6 +481,11 @@ def add_AgentCommandsServicer_to_server(servicer, server):
                     servicer.ModifyStoragePool,
                     request_deserializer=spcs_dot_v1_dot_node__pb2.ModifyStoragePoolRequest.FromString,
                     response_serializer=spcs_dot_v1_dot_node__pb2.ModifyStoragePoolResponse.SerializeToString,
+            ),
+            'CheckHeartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckHeartbeat,
+                    request_deserializer=spcs_dot_v1_dot_node__pb2.CheckHeartbeatRequest.FromString,
+                    response_serializer=spcs_dot_v1_dot_node__pb2.CheckHeartbeatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -657,6 +677,33 @@ class AgentCommands:
             '/spcs.v1.AgentCommands/ModifyStoragePool',
             spcs_dot_v1_dot_node__pb2.ModifyStoragePoolRequest.SerializeToString,
             spcs_dot_v1_dot_node__pb2.ModifyStoragePoolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckHeartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.AgentCommands/CheckHeartbeat',
+            spcs_dot_v1_dot_node__pb2.CheckHeartbeatRequest.SerializeToString,
+            spcs_dot_v1_dot_node__pb2.CheckHeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -175,6 +175,12 @@ class AgentCommandsStub:
     """
     ModifyStoragePool: _grpc.UnaryUnaryMultiCallable[_node_pb2.ModifyStoragePoolRequest, _node_pb2.ModifyStoragePoolResponse]
     """StorPoolModifyStoragePoolCommand: probe StorPool on this host for a pool."""
+    CheckHeartbeat: _grpc.UnaryUnaryMultiCallable[_node_pb2.CheckHeartbeatRequest, _node_pb2.CheckHeartbeatResponse]
+    """The KVM HA heartbeat (the Java agent's `storpool -j service list` check, #8045): whether
+    StorPool shows this host's client, and the neighbours' asked about, as running. One
+    StorPool call; it only reports what it saw and never fences or reboots anything.
+    UNAVAILABLE when this host cannot reach the StorPool API (then it saw nothing).
+    """
 
 @_typing.type_check_only
 class AgentCommandsAsyncStub(AgentCommandsStub):
@@ -205,6 +211,12 @@ class AgentCommandsAsyncStub(AgentCommandsStub):
     """
     ModifyStoragePool: _aio.UnaryUnaryMultiCallable[_node_pb2.ModifyStoragePoolRequest, _node_pb2.ModifyStoragePoolResponse]  # type: ignore[assignment]
     """StorPoolModifyStoragePoolCommand: probe StorPool on this host for a pool."""
+    CheckHeartbeat: _aio.UnaryUnaryMultiCallable[_node_pb2.CheckHeartbeatRequest, _node_pb2.CheckHeartbeatResponse]  # type: ignore[assignment]
+    """The KVM HA heartbeat (the Java agent's `storpool -j service list` check, #8045): whether
+    StorPool shows this host's client, and the neighbours' asked about, as running. One
+    StorPool call; it only reports what it saw and never fences or reboots anything.
+    UNAVAILABLE when this host cannot reach the StorPool API (then it saw nothing).
+    """
 
 class AgentCommandsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -274,5 +286,17 @@ class AgentCommandsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ModifyStoragePoolResponse, _abc.Awaitable[_node_pb2.ModifyStoragePoolResponse]]:
         """StorPoolModifyStoragePoolCommand: probe StorPool on this host for a pool."""
+
+    @_abc_1.abstractmethod
+    def CheckHeartbeat(
+        self,
+        request: _node_pb2.CheckHeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.CheckHeartbeatResponse, _abc.Awaitable[_node_pb2.CheckHeartbeatResponse]]:
+        """The KVM HA heartbeat (the Java agent's `storpool -j service list` check, #8045): whether
+        StorPool shows this host's client, and the neighbours' asked about, as running. One
+        StorPool call; it only reports what it saw and never fences or reboots anything.
+        UNAVAILABLE when this host cannot reach the StorPool API (then it saw nothing).
+        """
 
 def add_AgentCommandsServicer_to_server(servicer: AgentCommandsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
