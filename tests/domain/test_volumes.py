@@ -148,15 +148,15 @@ def test_replayed_create_with_other_arguments_is_already_exists(env: Env, change
 
 def test_delete_by_path_then_replay(env: Env):
     volume = env.create_volume()
-    assert env.domain.volumes.delete(env.domain.pools.get(env.pool_uuid), volume)
+    assert env.domain.volumes.delete(env.domain.pools.get(env.pool_uuid), volume)[0]
     assert env.sp.volume_or_none(f"~{volume.global_id}") is None
-    assert not env.domain.volumes.delete(env.domain.pools.get(env.pool_uuid), volume)
+    assert not env.domain.volumes.delete(env.domain.pools.get(env.pool_uuid), volume)[0]
 
 
 def test_delete_by_uuid(env: Env):
     volume = env.create_volume()
     pool = env.domain.pools.get(env.pool_uuid)
-    assert env.domain.volumes.delete(pool, types_pb2.Volume(uuid=volume.uuid))
+    assert env.domain.volumes.delete(pool, types_pb2.Volume(uuid=volume.uuid))[0]
     assert env.sp.volumes() == []
 
 
@@ -166,7 +166,7 @@ def test_delete_a_java_plugin_volume_found_by_its_uuid_tag(env: Env):
     java = _java_volume(env, uuid)
     assert java.anonymous
     pool = env.domain.pools.get(env.pool_uuid)
-    assert env.domain.volumes.delete(pool, types_pb2.Volume(uuid=uuid))
+    assert env.domain.volumes.delete(pool, types_pb2.Volume(uuid=uuid))[0]
     assert [v.global_id for v in env.sp.volumes()] == [other.global_id]
 
 
@@ -174,14 +174,16 @@ def test_delete_detaches_the_volume_from_every_host(env: Env):
     volume = env.create_volume()
     _attach_everywhere(env, volume.path)
     env.sp.mark_open(1, ref_of(volume.path))
-    assert env.domain.volumes.delete(env.domain.pools.get(env.pool_uuid), volume)
+    assert env.domain.volumes.delete(env.domain.pools.get(env.pool_uuid), volume)[0]
     assert env.sp.attachments() == [] and env.sp.volumes() == []
 
 
 def test_delete_of_what_is_not_there_is_false(env: Env):
     pool = env.domain.pools.get(env.pool_uuid)
-    assert not env.domain.volumes.delete(pool, types_pb2.Volume(uuid=new_id("never")))
-    assert not env.domain.volumes.delete(pool, types_pb2.Volume(path="/dev/storpool-byid/emu.a.zz"))
+    assert not env.domain.volumes.delete(pool, types_pb2.Volume(uuid=new_id("never")))[0]
+    assert not env.domain.volumes.delete(
+        pool, types_pb2.Volume(path="/dev/storpool-byid/emu.a.zz")
+    )[0]
 
 
 # ---- resize -----------------------------------------------------------------------------------

@@ -155,6 +155,8 @@ def _describe(ctl: Ctl, word: str) -> int:
         ("created", _created(found)),
         ("attached", _attached(found)),
     ]
+    if found.HasField("delete_time"):
+        rows.append(("deleted by StorPool at", _when(found.delete_time.seconds)))
     output.table(("FIELD", "VALUE"), rows, ctl.out)
     return OK
 
@@ -169,6 +171,8 @@ def _attached(obj: lifecycle_pb2.PoolObject) -> str:
 
 
 def _created(obj: lifecycle_pb2.PoolObject) -> str:
-    if not obj.HasField("create_time"):
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(obj.create_time.seconds))
+    return _when(obj.create_time.seconds) if obj.HasField("create_time") else "-"
+
+
+def _when(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))

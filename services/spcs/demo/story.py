@@ -38,6 +38,7 @@ from spcs.v1 import (
 GIB = 1 << 30
 MIB = 1 << 20
 CHUNK = 4 * MIB
+DELAY_DELETE = "storpool.delete.after.interval"  # the pool detail, as the Java plugin names it
 
 
 class DemoFailure(Exception):
@@ -254,7 +255,10 @@ class Story:
         self._migrate([root1, data])
         made = self._template_from_volume(data, data_sha)
         extracted = self._download_volume(data, data_sha)
-        self._delete_everything([root1, root2, data, restored], snapshot, made, template, extracted)
+        undeleted, backup = self._delay_delete(restored, data_sha)
+        self._delete_everything(
+            [root1, root2, data, undeleted], [snapshot, backup], made, template, extracted
+        )
         self._delete_pool()
 
     def _make_template(self) -> tuple[types_pb2.Template, str]:
@@ -621,10 +625,55 @@ class Story:
         self.run_step("download DATA to secondary (point-in-time)", extract)
         return holder["v"]
 
+    def _delay_delete(
+        self, volume: types_pb2.Volume, sha: str
+    ) -> tuple[types_pb2.Volume, types_pb2.Snapshot]:
+        """The pool keeps a backup of what is deleted (storpool.delete.after.interval), and
+        the deleted volume comes back from it."""
+        holder: dict[str, tuple[types_pb2.Volume, types_pb2.Snapshot]] = {}
+        pool = types_pb2.PrimaryStore(pool_uuid=self.pool)
+
+        def undelete(step: Step) -> None:
+            self.lifecycle.UpdatePool(
+                lifecycle_pb2.UpdatePoolRequest(pool_uuid=self.pool, details={DELAY_DELETE: "3600"})
+            )
+            gone = self.driver.DeleteData(
+                driver_pb2.DeleteDataRequest(pool=pool, object=types_pb2.DataObject(volume=volume))
+            )
+            # later deletes keep nothing: the demo leaves StorPool empty
+            self.lifecycle.UpdatePool(
+                lifecycle_pb2.UpdatePoolRequest(pool_uuid=self.pool, details={DELAY_DELETE: ""})
+            )
+            if not (gone.deleted and gone.HasField("delay_delete_backup")):
+                raise DemoFailure(f"{step.what}: the delete reported no backup")
+            backup = gone.delay_delete_backup
+            result = self.copy(
+                types_pb2.DataObject(snapshot=backup),
+                types_pb2.DataObject(
+                    volume=types_pb2.Volume(
+                        uuid="demo-undeleted", name="UNDELETED", store=self.primary()
+                    )
+                ),
+                step,
+            )
+            back = result.result.volume
+            self._grant(back, 1)
+            self.expect(
+                step,
+                "sha256 = deleted volume's",
+                self.sha(step, self.device(back.path, 1), GIB),
+                sha,
+            )
+            self._revoke(back, 1)
+            holder["r"] = (back, backup)
+
+        self.run_step("undelete RESTORED from its delay-delete backup", undelete)
+        return holder["r"]
+
     def _delete_everything(
         self,
         volumes: list[types_pb2.Volume],
-        snapshot: types_pb2.Snapshot,
+        snapshots: list[types_pb2.Snapshot],
         made: types_pb2.Template,
         template: types_pb2.Template,
         extracted: types_pb2.Volume,
@@ -643,7 +692,8 @@ class Story:
                     )
                 )
             strategy = strategies_pb2_grpc.SnapshotStrategyStub(self.open_channel)
-            strategy.DeleteSnapshot(strategies_pb2.DeleteSnapshotRequest(snapshot=snapshot))
+            for snapshot in snapshots:
+                strategy.DeleteSnapshot(strategies_pb2.DeleteSnapshotRequest(snapshot=snapshot))
             for cached in (
                 types_pb2.Template(uuid=template.uuid),
                 types_pb2.Template(uuid=made.uuid),
@@ -659,7 +709,7 @@ class Story:
             ]
             self.expect(step, "StorPool objects left", left, [])
 
-        self.run_step("delete volumes, snapshot and cached templates", delete)
+        self.run_step("delete volumes, snapshots and cached templates", delete)
 
     def _delete_pool(self) -> None:
         def delete(step: Step) -> None:

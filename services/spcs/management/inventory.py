@@ -40,15 +40,25 @@ class Inventory:
         self.nodes = nodes
 
     def page(
-        self, pool_uuid: str, kind: lifecycle_pb2.PoolObjectKind.ValueType, size: int, token: str
+        self,
+        pool_uuid: str,
+        kind: lifecycle_pb2.PoolObjectKind.ValueType,
+        size: int,
+        token: str,
+        cloudstack_kind: str = "",
     ) -> Page:
         kinds = _kinds(kind)
         size = _page_size(size)
         after = _token(token, kinds)
+        if cloudstack_kind:
+            names.tag_value(cloudstack_kind, "cloudstack_kind")
         pool = self.pools.get(pool_uuid)
         api = self.pools.api(pool)
         ordered = [
-            (k, obj) for k in kinds for obj in sorted(_listed(api, k, pool.template), key=_name)
+            (k, obj)
+            for k in kinds
+            for obj in sorted(_listed(api, k, pool.template), key=_name)
+            if not cloudstack_kind or obj.tags.get("cs") == cloudstack_kind
         ]
         if after is not None:
             ordered = [(k, o) for k, o in ordered if (kinds.index(k), o.name) > after]
@@ -197,6 +207,8 @@ def _message(
     if isinstance(obj, StorPoolSnapshot):
         message.deleted = obj.deleted
         message.on_volume = "" if obj.on_volume in ("", "-") else obj.on_volume
+        if obj.delete_at:
+            message.delete_time.FromSeconds(obj.delete_at)
     elif obj.name in used:
         message.used_bytes = used[obj.name][1]
     if obj.created:

@@ -15,7 +15,7 @@ import threading
 from spcs.common import errors, validate
 from spcs.management import pool_url
 from spcs.management.pool_url import Connection
-from spcs.management.state import PoolChanges, PoolRecord, StateStore
+from spcs.management.state import PoolChanges, PoolRecord, StateStore, delete_after_seconds
 from spcs.storpool.api import UNRESOLVABLE_HOST, RetryPolicy, StorPoolApi
 from spcs.storpool.client import ClientFactory, StorPoolClient
 from spcs.storpool.conf import StorPoolConf
@@ -153,6 +153,7 @@ class Pools:
     def initialize(self, request: lifecycle_pb2.InitializePoolRequest) -> PoolRecord:
         """Add the pool (a replay with the same arguments answers the pool as it is)."""
         _check_kvm_zone(request)
+        delete_after_seconds(dict(request.details))
         conn = pool_url.parse(request.url, self._local)
         print_ = _fingerprint(request)
         existing = self.find(request.pool_uuid)
@@ -265,6 +266,7 @@ class Pools:
                 details[key] = value
             else:
                 details.pop(key, None)
+        delete_after_seconds(details)
         tags = list(request.tags) if request.update_tags else pool.tags
         self.store.update_pool(
             pool.uuid,

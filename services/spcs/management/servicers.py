@@ -15,6 +15,7 @@ from google.longrunning import operations_pb2
 from spcs.common import errors, holds
 from spcs.common.contract import rpc
 from spcs.common.locks import Locks
+from spcs.management import objects
 from spcs.management.copies import COPY_KINDS, Copies
 from spcs.management.heartbeat import Heartbeats
 from spcs.management.hosts import HostEvents
@@ -152,7 +153,11 @@ class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
         self, request: lifecycle_pb2.ListPoolObjectsRequest, context: grpc.ServicerContext
     ) -> lifecycle_pb2.ListPoolObjectsResponse:
         page = self._inventory.page(
-            request.pool_uuid, request.kind, request.page_size, request.page_token
+            request.pool_uuid,
+            request.kind,
+            request.page_size,
+            request.page_token,
+            request.cloudstack_kind,
         )
         return lifecycle_pb2.ListPoolObjectsResponse(
             objects=page.objects, next_page_token=page.next_token
@@ -210,8 +215,14 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
         kind = request.object.WhichOneof("object")
         pool = self._pools.get(request.pool.pool_uuid)
         if kind == "volume":
-            deleted = self._volumes.delete(pool, request.object.volume)
-        elif kind == "snapshot":
+            deleted, backup = self._volumes.delete(pool, request.object.volume)
+            reply = driver_pb2.DeleteDataResponse(deleted=deleted)
+            if backup is not None:
+                reply.delay_delete_backup.CopyFrom(objects.snapshot_message(backup, pool.uuid))
+                if backup.delete_at:
+                    reply.backup_delete_time.FromSeconds(backup.delete_at)
+            return reply
+        if kind == "snapshot":
             deleted = self._snapshots.delete(request.object.snapshot, pool.uuid)
         else:
             deleted = self._templates.drop(pool, request.object.template)

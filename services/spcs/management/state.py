@@ -20,6 +20,7 @@ from typing import Protocol
 
 from google.longrunning import operations_pb2
 
+from spcs.common import errors, validate
 from spcs.common.holds import Hold, Mode
 from spcs.common.operations import Journal
 from spcs.management.pool_url import Connection
@@ -33,6 +34,23 @@ DEFAULT_MAX_COPIES = 2  # the node's own default, for nodes that do not announce
 
 # Pool details that keep snapshots on primary only (no backup to secondary).
 BYPASS_DETAILS = {"snapshot.backup.to.secondary": "false", "sp.bypass.secondary.storage": "true"}
+# The Java plugin's pool setting: seconds a volume's backup snapshot outlives the volume
+DELETE_AFTER_DETAIL = "storpool.delete.after.interval"
+MAX_DELETE_AFTER = 10 * 365 * 86400  # StorPool takes a date; ten years is "keep"
+
+
+def delete_after_seconds(details: dict[str, str]) -> int:
+    """The pool's delay-delete interval (0: off). INVALID_ARGUMENT for a value that is not
+    whole seconds from 0 to ten years, naming the detail."""
+    text = details.get(DELETE_AFTER_DETAIL, "").strip()
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) > MAX_DELETE_AFTER:
+        raise errors.InvalidArgument(
+            f"pool detail {DELETE_AFTER_DETAIL} {validate.shown(text)} is not a number of "
+            f"seconds from 0 to {MAX_DELETE_AFTER}; 0 or no detail turns the backup off"
+        )
+    return int(text)
 
 
 @dataclass
@@ -57,6 +75,10 @@ class PoolRecord:
     @property
     def template(self) -> str:
         return self.conn.template
+
+    @property
+    def delete_after(self) -> int:
+        return delete_after_seconds(self.details)
 
     @property
     def bypass_secondary(self) -> bool:

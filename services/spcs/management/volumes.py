@@ -7,6 +7,7 @@ replayed create meets `objectExists` and is checked, not duplicated.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -181,15 +182,68 @@ class Volumes:
         except errors.AlreadyExists:
             return self._created(api, name, volume, size), False
 
-    def delete(self, pool: PoolRecord, volume: types_pb2.Volume) -> bool:
+    def delete(
+        self, pool: PoolRecord, volume: types_pb2.Volume
+    ) -> tuple[bool, StorPoolSnapshot | None]:
+        """(deleted, the delay-delete backup). With the pool's `storpool.delete.after.interval`
+        set, a snapshot StorPool deletes by itself after that many seconds is taken first; a
+        replay (the volume already gone) reports the backup the first attempt took."""
         api = self.pools.api(pool)
         obj = objects.find_volume(api, path=volume.path, uuid=volume.uuid)
         if obj is None:
-            return False
+            return False, self._backup_of(api, pool, volume)
         with self.locks.hold("DeleteVolume", volume=holds.storpool_object(obj.global_id)):
+            backup = None
+            if pool.delete_after:
+                backup = self._delay_delete_backup(api, pool, obj, volume)
             deleted = api.volume_delete(obj.ref)
-        log.info("volume %s (%s) deleted", volume.uuid or obj.name, obj.ref)
-        return deleted
+        log.info(
+            "volume %s (%s) deleted%s",
+            volume.uuid or obj.name,
+            obj.ref,
+            f"; backup {backup.name} ({backup.ref}) until StorPool deletes it" if backup else "",
+        )
+        return deleted, backup
+
+    def _delay_delete_backup(
+        self, api: StorPoolClient, pool: PoolRecord, obj: StorPoolVolume, volume: types_pb2.Volume
+    ) -> StorPoolSnapshot:
+        name = names.delay_delete_name(obj.global_id)
+        existing = api.snapshot_or_none(name)
+        if existing is not None and not existing.deleted:
+            return existing  # a retry: the first attempt took it
+        tags = {
+            "cs": names.CS_DELAY_DELETE,
+            "uuid": obj.tags.get("uuid") or names.tag_value(volume.uuid, "volume.uuid"),
+        }
+        if obj.tags.get("cvm"):
+            tags["cvm"] = obj.tags["cvm"]
+        # AlreadyExists: a retried call whose first attempt StorPool had done
+        with contextlib.suppress(errors.AlreadyExists):
+            api.snapshot_create(obj.ref, name=name, tags=tags, delete_after=pool.delete_after)
+        return api.snapshot(name)
+
+    @staticmethod
+    def _backup_of(
+        api: StorPoolClient, pool: PoolRecord, volume: types_pb2.Volume
+    ) -> StorPoolSnapshot | None:
+        """The delay-delete backup of a volume that is gone: by the name its global id gives,
+        else by its uuid tag in the pool's template."""
+        gid = names.global_id_of(names.ref_or_none(volume.path) or "") if volume.path else None
+        if gid is not None:
+            found = api.snapshot_or_none(names.delay_delete_name(gid))
+            return found if found is not None and not found.deleted else None
+        if not volume.uuid or not pool.delete_after:
+            return None
+        for snap in api.snapshots():
+            if (
+                snap.tags.get("cs") == names.CS_DELAY_DELETE
+                and snap.tags.get("uuid") == volume.uuid
+                and snap.template == pool.template
+                and not snap.deleted
+            ):
+                return snap
+        return None
 
     # ---- size and data ------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ def _snapshot(raw: Mapping[str, Any]) -> StorPoolSnapshot:
         **_fields(raw),
         deleted=bool(raw.get("deleted", False)),
         on_volume=str(raw.get("onVolume") or ""),
+        delete_at=int(raw.get("targetDeleteDate") or 0),
     )
 
 
@@ -321,12 +322,20 @@ class StorPoolApi:
         return [_snapshot(raw) for raw in data]
 
     def snapshot_create(
-        self, volume_ref: str, *, name: str, tags: Mapping[str, str] | None = None
+        self,
+        volume_ref: str,
+        *,
+        name: str,
+        tags: Mapping[str, str] | None = None,
+        delete_after: int = 0,
     ) -> str:
-        """Snapshot a volume under a name; returns the snapshot's global id."""
+        """Snapshot a volume under a name; returns the snapshot's global id. `delete_after`:
+        StorPool deletes the snapshot itself that many seconds from now (0: never)."""
         body: dict[str, Any] = {"name": name}
         if tags:
             body["tags"] = dict(tags)
+        if delete_after:
+            body["deleteAfter"] = delete_after
         data = self._call(
             f"snapshot volume {volume_ref} as {name}",
             lambda: self._api.snapshotCreate(volume_ref, body, returnRawAPIData=True),

@@ -734,6 +734,7 @@ class MemoryStorPool:
             **self._record_fields(obj),
             deleted=obj.deleted,
             on_volume=origin.ref if origin is not None and not origin.snapshot else "-",
+            delete_at=obj.delete_date or 0,
         )
 
     def _listed(self, *, snapshot: bool) -> list[_Object]:
@@ -999,11 +1000,18 @@ class MemoryStorPool:
             return [self._snapshot_record(o) for o in self._listed(snapshot=True)]
 
     def snapshot_create(
-        self, volume_ref: str, *, name: str, tags: Mapping[str, str] | None = None
+        self,
+        volume_ref: str,
+        *,
+        name: str,
+        tags: Mapping[str, str] | None = None,
+        delete_after: int = 0,
     ) -> str:
         request: dict[str, Any] = {"name": name}
         if tags:
             request["tags"] = dict(tags)
+        if delete_after:
+            request["deleteAfter"] = delete_after
         with self._call(f"snapshot volume {volume_ref} as {name}") as send:
             _b_volume_ref(volume_ref)
             desc = _Desc("VolumeSnapshotDesc", request)
@@ -1017,8 +1025,9 @@ class MemoryStorPool:
             )
             self._check_name_free(new_name)
             snap_tags = rules.tags(b.get("tags", {}))
+            _, date = self._delete_date(request)
             self._check_space(vol.template)
-            return self._take_snapshot(vol, new_name, snap_tags).gid
+            return self._take_snapshot(vol, new_name, snap_tags, delete_date=date).gid
 
     def snapshot_update(self, ref: str, **changes: Any) -> None:
         names.url_ref(ref, f"update snapshot {ref!r}")  # as the facade, before any call

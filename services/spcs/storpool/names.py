@@ -35,6 +35,7 @@ CS_SNAPSHOT = "snapshot"
 CS_TEMPLATE = "template"
 CS_GROUP = "group"
 CS_TEMPORARY = "temporary"
+CS_DELAY_DELETE = "delayDelete"  # the backup snapshot a volume delete leaves behind
 # On a volume a copy job creates and fills: the job's operation id, removed once the copy is
 # complete. A failed copy deletes the volume only when it still carries it (the job made it).
 FILLING_TAG = "spcs-filling"
@@ -63,6 +64,12 @@ def migrated_volume_name(volume_uuid: str, pool_uuid: str) -> str:
 
 def snapshot_name(snapshot_uuid: str) -> str:
     return _name("snap", snapshot_uuid)
+
+
+def delay_delete_name(volume_global_id: str) -> str:
+    """The backup snapshot a delete of the volume with this global id takes first: named
+    after the volume, so a retried delete finds the backup the first attempt took."""
+    return _name("deldel", volume_global_id)
 
 
 def template_cache_name(template_uuid: str, pool_uuid: str) -> str:

@@ -50,6 +50,8 @@ class StorPoolVolume(StorPoolObject):
 class StorPoolSnapshot(StorPoolObject):
     deleted: bool = False
     on_volume: str = ""
+    # targetDeleteDate: when StorPool deletes it by itself (UNIX seconds, 0 = never)
+    delete_at: int = field(default=0, compare=False)
 
     @property
     def is_snapshot(self) -> bool:

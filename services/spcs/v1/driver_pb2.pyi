@@ -11,6 +11,7 @@ flight answers ABORTED at once ("retry with backoff").
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from spcs.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
@@ -147,16 +148,31 @@ class DeleteDataResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DELETED_FIELD_NUMBER: _builtins.int
+    DELAY_DELETE_BACKUP_FIELD_NUMBER: _builtins.int
+    BACKUP_DELETE_TIME_FIELD_NUMBER: _builtins.int
     deleted: _builtins.bool
     """False when the object was already gone."""
+    @_builtins.property
+    def delay_delete_backup(self) -> _types_pb2.Snapshot:
+        """Volumes of a pool with `storpool.delete.after.interval` > 0: the backup snapshot taken
+        before the delete (tag `cs=delayDelete`, StorPool deletes it at `backup_delete_time`).
+        A volume can be made from it (CopyData snapshot-to-volume) until then. Also on a replay.
+        """
+
+    @_builtins.property
+    def backup_delete_time(self) -> _timestamp_pb2.Timestamp:
+        """When StorPool deletes `delay_delete_backup` by itself."""
+
     def __init__(
         self,
         *,
         deleted: _builtins.bool = ...,
+        delay_delete_backup: _types_pb2.Snapshot | None = ...,
+        backup_delete_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backup_delete_time", b"backup_delete_time", "delay_delete_backup", b"delay_delete_backup"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_delete_time", b"backup_delete_time", "delay_delete_backup", b"delay_delete_backup", "deleted", b"deleted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

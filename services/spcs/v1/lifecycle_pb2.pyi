@@ -514,6 +514,7 @@ class ListPoolObjectsRequest(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CLOUDSTACK_KIND_FIELD_NUMBER: _builtins.int
     pool_uuid: _builtins.str
     """REQUIRED."""
     kind: Global___PoolObjectKind.ValueType
@@ -521,7 +522,13 @@ class ListPoolObjectsRequest(_message.Message):
     page_size: _builtins.int
     """OPTIONAL. At most this many objects in one answer; 0 = 1000, the largest accepted is 10000."""
     page_token: _builtins.str
-    """OPTIONAL. `next_page_token` of the previous answer, with the same pool and kind."""
+    """OPTIONAL. `next_page_token` of the previous answer, with the same pool, kind and
+    cloudstack_kind.
+    """
+    cloudstack_kind: _builtins.str
+    """OPTIONAL. Only objects whose `cs` tag is this (e.g. `delayDelete`: the delay-delete
+    backups that still exist); empty = any.
+    """
     def __init__(
         self,
         *,
@@ -529,10 +536,11 @@ class ListPoolObjectsRequest(_message.Message):
         kind: Global___PoolObjectKind.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        cloudstack_kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "pool_uuid", b"pool_uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cloudstack_kind", b"cloudstack_kind", "kind", b"kind", "page_size", b"page_size", "page_token", b"page_token", "pool_uuid", b"pool_uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -664,6 +672,7 @@ class PoolObject(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
     kind: Global___PoolObjectKind.ValueType
     """Volume or snapshot."""
     path: _builtins.str
@@ -708,6 +717,10 @@ class PoolObject(_message.Message):
     def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolObjectAttachment]:
         """Hosts it is attached to now."""
 
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """Snapshots: when StorPool deletes it by itself (a delay-delete backup); unset = never."""
+
     def __init__(
         self,
         *,
@@ -729,10 +742,11 @@ class PoolObject(_message.Message):
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         attachments: _abc.Iterable[Global___PoolObjectAttachment] | None = ...,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_used_bytes", b"_used_bytes", "create_time", b"create_time", "used_bytes", b"used_bytes"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_used_bytes", b"_used_bytes", "create_time", b"create_time", "delete_time", b"delete_time", "used_bytes", b"used_bytes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_used_bytes", b"_used_bytes", "attachments", b"attachments", "cloudstack_kind", b"cloudstack_kind", "create_time", b"create_time", "deleted", b"deleted", "global_id", b"global_id", "kind", b"kind", "max_bandwidth_bytes_per_second", b"max_bandwidth_bytes_per_second", "max_iops", b"max_iops", "name", b"name", "on_volume", b"on_volume", "parent", b"parent", "path", b"path", "size_bytes", b"size_bytes", "sp_template", b"sp_template", "tags", b"tags", "used_bytes", b"used_bytes", "uuid", b"uuid", "vm_uuid", b"vm_uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_used_bytes", b"_used_bytes", "attachments", b"attachments", "cloudstack_kind", b"cloudstack_kind", "create_time", b"create_time", "delete_time", b"delete_time", "deleted", b"deleted", "global_id", b"global_id", "kind", b"kind", "max_bandwidth_bytes_per_second", b"max_bandwidth_bytes_per_second", "max_iops", b"max_iops", "name", b"name", "on_volume", b"on_volume", "parent", b"parent", "path", b"path", "size_bytes", b"size_bytes", "sp_template", b"sp_template", "tags", b"tags", "used_bytes", b"used_bytes", "uuid", b"uuid", "vm_uuid", b"vm_uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__used_bytes: _TypeAlias = _typing.Literal["used_bytes"]  # noqa: Y015
     _WhichOneofArgType__used_bytes: _TypeAlias = _typing.Literal["_used_bytes", b"_used_bytes"]  # noqa: Y015
