@@ -19,7 +19,9 @@ from spcs.v1 import hosts_pb2, node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-ASK_SECONDS = 5.0  # per node asked: an HA check must answer while the investigator waits
+# per node asked: its StorPool probe (5 s, 1 s of retries) and the call, within what an HA
+# investigator waits
+ASK_SECONDS = 8.0
 
 
 class Heartbeats:

@@ -134,7 +134,8 @@ class Adaptor:
                 f"neighbour_client_ids: {len(neighbours)} clients; ask about at most "
                 f"{MAX_NEIGHBOURS} in one call"
             )
-        statuses = self.api.client_statuses()
+        # a probe's short timeout and retries: an HA check must answer while the asker waits
+        statuses = self.api.for_probes().client_statuses()
         return [(cid, statuses.get(cid, "")) for cid in (self.client_id, *neighbours)]
 
     def wait_device(self, obj: StorPoolObject) -> Path:
