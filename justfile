@@ -23,14 +23,18 @@ setup:
 build: setup
     "{{venv}}/bin/maturin" build --release --out dist
 
+# Debian packages spcs, spcs-management and spcs-node into dist/ (docs/packages.md)
+package: build
+    "{{py}}" packaging/build_deb.py --out dist
+
 # Regenerate the gRPC stubs from proto/ (commit the result)
 proto: setup
     "{{py}}" proto/generate.py
 
-# Lint: ruff, mypy (strict, services/spcs), rustfmt, clippy, and the stubs match proto/
+# Lint: ruff, mypy (strict, services/spcs and packaging), rustfmt, clippy, and the stubs match proto/
 lint: setup
-    "{{venv}}/bin/ruff" check services tests proto bench
-    "{{venv}}/bin/ruff" format --check services tests proto bench
+    "{{venv}}/bin/ruff" check services tests proto bench packaging
+    "{{venv}}/bin/ruff" format --check services tests proto bench packaging
     "{{venv}}/bin/mypy"
     cargo fmt --manifest-path datamover/Cargo.toml --check
     cargo clippy --manifest-path datamover/Cargo.toml --all-targets -- -D warnings
@@ -38,8 +42,8 @@ lint: setup
 
 # Format Python and Rust sources in place
 fmt: setup
-    "{{venv}}/bin/ruff" format services tests proto bench
-    "{{venv}}/bin/ruff" check --fix services tests proto bench
+    "{{venv}}/bin/ruff" format services tests proto bench packaging
+    "{{venv}}/bin/ruff" check --fix services tests proto bench packaging
     cargo fmt --manifest-path datamover/Cargo.toml
 
 # Run every test: Rust unit tests, then pytest (real servers on loopback)

@@ -1,9 +1,10 @@
 """Every command in the ```sh blocks of README.md and docs/*.md runs as written, or is listed in
 NOT_RUN with the reason it cannot run on a test machine.
 
-docs/grpcurl.md is left to tests/e2e/test_grpcurl.py. The first test fails when a command
-appears in the documentation that no scenario below runs and NOT_RUN does not list, so the
-documentation cannot drift from what is tested.
+docs/grpcurl.md is left to tests/e2e/test_grpcurl.py and docs/packages.md to
+tests/e2e/test_package.py (which fails when it does not run a command of that page). The first
+test fails when a command appears in the documentation that no scenario below runs and NOT_RUN
+does not list, so the documentation cannot drift from what is tested.
 
 The scenarios run the commands exactly as written, as root, each in a `Host` of
 tests/e2e/sandbox.py: a private mount namespace where the directories the documentation writes
@@ -51,7 +52,8 @@ DOCS = [
     *sorted(
         f"docs/{path.name}"
         for path in (REPO / "docs").glob("*.md")
-        if path.name != "grpcurl.md"  # tests/e2e/test_grpcurl.py
+        # run by tests/e2e/test_grpcurl.py and tests/e2e/test_package.py
+        if path.name not in ("grpcurl.md", "packages.md")
     ),
 ]
 SYSTEMD = "no systemd as PID 1 on a test machine (the test emulates it, see run_unit)"
@@ -401,7 +403,7 @@ def _build(ran: Ran, m: re.Match[str]) -> None:
 @checks(r"just demo.*")
 def _demo(ran: Ran, m: re.Match[str]) -> None:
     assert "all steps passed" in ran.stdout, ran.context
-    assert len(re.findall(r"(?m)^\s*\d+\. ", ran.stdout)) == 18, ran.context
+    assert len(re.findall(r"(?m)^\s*\d+\. ", ran.stdout)) == 19, ran.context
 
 
 @checks(r"python3 -m venv (?P<system>--system-site-packages )?(?P<dir>\S+)")
