@@ -132,12 +132,15 @@ def all_methods(services: tuple[str, ...]) -> list[str]:
 def invoke(channel: grpc.Channel, full: str, request: Message, timeout: float = 60) -> Message:
     descriptor = method(full)
     reply_class = message_factory.GetMessageClass(descriptor.output_type)
-    call = channel.unary_unary(
-        f"/spcs.v1.{full}",
-        request_serializer=lambda m: m.SerializeToString(),
-        response_deserializer=reply_class.FromString,
-    )
-    return call(request, timeout=timeout)
+    serializers = {
+        "request_serializer": lambda m: m.SerializeToString(),
+        "response_deserializer": reply_class.FromString,
+    }
+    if descriptor.client_streaming:  # the request as a stream of one message
+        return channel.stream_unary(f"/spcs.v1.{full}", **serializers)(
+            iter([request]), timeout=timeout
+        )
+    return channel.unary_unary(f"/spcs.v1.{full}", **serializers)(request, timeout=timeout)
 
 
 # ---- assertions ---------------------------------------------------------------------------------

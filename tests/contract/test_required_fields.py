@@ -222,6 +222,16 @@ LIFECYCLE = [
         lambda w: lifecycle_pb2.GetPoolObjectRequest(pool_uuid=w.pool, ref=MISSING_PATH),
         answers=NOT_FOUND,
     ),
+    Case(
+        "PrimaryDataStoreLifeCycle/ReportAbandonedObjects",
+        lambda w: lifecycle_pb2.ReportAbandonedObjectsRequest(pool_uuid=w.pool),
+    ),
+    Case(
+        "PrimaryDataStoreLifeCycle/DeleteAbandonedObjects",
+        lambda w: lifecycle_pb2.DeleteAbandonedObjectsRequest(
+            pool_uuid=w.pool, paths=[MISSING_PATH]
+        ),
+    ),
 ]
 
 DRIVER = [

@@ -24,6 +24,7 @@ from spcs.common import errors
 from spcs.common.operations import JobContext
 from spcs.demo.stack import TEMPLATE
 from spcs.management import servicers
+from spcs.management.abandoned import Abandoned
 from spcs.management.app import Domain, build_domain
 from spcs.management.inventory import Inventory
 from spcs.management.sql_state import SqlState
@@ -105,9 +106,9 @@ class Env:
     @property
     def lifecycle(self) -> servicers.LifecycleServicer:
         d = self.domain
-        return servicers.LifecycleServicer(
-            d.pools, d.lifecycle, d.locks, Inventory(d.pools, d.nodes)
-        )
+        inventory = Inventory(d.pools, d.nodes)
+        abandoned = Abandoned(inventory, d.nodes, d.locks, d.registry.is_running)
+        return servicers.LifecycleServicer(d.pools, d.lifecycle, d.locks, inventory, abandoned)
 
     @property
     def strategy(self) -> servicers.SnapshotStrategyServicer:

@@ -97,8 +97,10 @@ def rpc(
     id_of: tuple[tuple[str, ...], ...] = (),
     key: str = "",
     holds: str | tuple[str, ...] = (),
+    stream: bool = False,
 ) -> Callable[[F], F]:
-    """Declare a handler's contract and check it on every call."""
+    """Declare a handler's contract and check it on every call. `stream`: the handler takes a
+    stream of requests, and the contract is the first message's (checked when it is read)."""
     entries = (holds,) if isinstance(holds, str) else holds
     unknown = [entry for entry in entries if entry not in HOLDS]
     if unknown:
@@ -107,8 +109,11 @@ def rpc(
 
     def decorate(handler: F) -> F:
         @functools.wraps(handler)
-        def checked(self: object, request: Message, context: object) -> Any:
-            contract.check(request)
+        def checked(self: object, request: Any, context: object) -> Any:
+            if stream:
+                request = _first_checked(request, contract)
+            else:
+                contract.check(request)
             token = DECLARED.set(contract.holds)
             try:
                 if not contract.holds:
@@ -122,6 +127,16 @@ def rpc(
         return checked  # type: ignore[return-value]
 
     return decorate
+
+
+def _first_checked(requests: Iterable[Message], contract: Contract) -> Iterator[Message]:
+    """The stream, its first message checked against the contract as it is read."""
+    first = True
+    for request in requests:
+        if first:
+            contract.check(request)
+            first = False
+        yield request
 
 
 def declared(servicer: type) -> dict[str, Contract]:

@@ -81,6 +81,8 @@ HOLDS: Mapping[str, Mapping[str, Mode]] = {
     "DisablePool": _POOL,
     "UpdatePool": _POOL,
     "DeletePool": _POOL,
+    # management: an operator deletes objects of an abandoned-object report, one at a time
+    "DeleteAbandonedObjects": {"object": X},
     # management: volumes
     "CreateVolume": {"volume": X},
     "DeleteVolume": {"volume": X},

@@ -15,6 +15,7 @@ from spcs.common.operations import OperationsServicer
 from spcs.common.server import Binding, Server, bind, bind_operations
 from spcs.common.tls import TlsFiles
 from spcs.management import recovery
+from spcs.management.abandoned import Abandoned
 from spcs.management.copies import Copies
 from spcs.management.heartbeat import Heartbeats
 from spcs.management.hosts import HostEvents
@@ -67,6 +68,8 @@ FEATURES = (
     "pool-migration",
     "mutual-tls",
     "host-heartbeat",
+    "delay-delete",
+    "abandoned-objects",
 )
 
 
@@ -128,13 +131,19 @@ def build_domain(
     )
 
 
+def _lifecycle_servicer(d: Domain) -> LifecycleServicer:
+    inventory = Inventory(d.pools, d.nodes)
+    abandoned = Abandoned(inventory, d.nodes, d.locks, d.registry.is_running)
+    return LifecycleServicer(d.pools, d.lifecycle, d.locks, inventory, abandoned)
+
+
 def _bindings(d: Domain) -> list[Binding]:
     return [
         bind(
             lifecycle_pb2,
             lifecycle_pb2_grpc,
             "PrimaryDataStoreLifeCycle",
-            LifecycleServicer(d.pools, d.lifecycle, d.locks, Inventory(d.pools, d.nodes)),
+            _lifecycle_servicer(d),
         ),
         bind(
             driver_pb2,

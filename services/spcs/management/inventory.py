@@ -63,7 +63,7 @@ class Inventory:
         if after is not None:
             ordered = [(k, o) for k, o in ordered if (kinds.index(k), o.name) > after]
         page, rest = ordered[:size], ordered[size:]
-        messages = self._messages(api, pool_uuid, [obj for _, obj in page])
+        messages = self.messages(api, pool_uuid, [obj for _, obj in page])
         last = page[-1] if page and rest else None
         return Page(messages, f"{_KIND_WORD[last[0]]}/{last[1].name}" if last else "")
 
@@ -83,10 +83,10 @@ class Inventory:
                 f"uuid {ref} is on {len(found)} objects of pool {pool.name} ({paths}); ask for "
                 "one of them by its path"
             )
-        (message,) = self._messages(api, pool_uuid, found)
+        (message,) = self.messages(api, pool_uuid, found)
         return message
 
-    def _messages(
+    def messages(
         self, api: StorPoolClient, pool_uuid: str, objects: Sequence[StorPoolObject]
     ) -> list[lifecycle_pb2.PoolObject]:
         if not objects:

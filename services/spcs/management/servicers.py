@@ -6,7 +6,7 @@ idempotency key and the holds it takes; `spcs.common.contract`), checked before 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import grpc
@@ -16,6 +16,7 @@ from spcs.common import errors, holds
 from spcs.common.contract import rpc
 from spcs.common.locks import Locks
 from spcs.management import objects
+from spcs.management.abandoned import Abandoned
 from spcs.management.copies import COPY_KINDS, Copies
 from spcs.management.heartbeat import Heartbeats
 from spcs.management.hosts import HostEvents
@@ -55,12 +56,18 @@ CAPABILITIES = {
 
 class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
     def __init__(
-        self, pools: Pools, lifecycle: PoolLifecycle, locks: Locks, inventory: Inventory
+        self,
+        pools: Pools,
+        lifecycle: PoolLifecycle,
+        locks: Locks,
+        inventory: Inventory,
+        abandoned: Abandoned,
     ) -> None:
         self._pools = pools
         self._lifecycle = lifecycle
         self._locks = locks
         self._inventory = inventory
+        self._abandoned = abandoned
 
     def _locked(self, uuid: str) -> AbstractContextManager[None]:
         """The pool's hold, as the RPC's @rpc declares it."""
@@ -168,6 +175,24 @@ class LifecycleServicer(lifecycle_pb2_grpc.PrimaryDataStoreLifeCycleServicer):
         self, request: lifecycle_pb2.GetPoolObjectRequest, context: grpc.ServicerContext
     ) -> lifecycle_pb2.PoolObject:
         return self._inventory.get(request.pool_uuid, request.ref)
+
+    @rpc(ids=("pool_uuid",), stream=True)
+    def ReportAbandonedObjects(
+        self,
+        request_iterator: Iterator[lifecycle_pb2.ReportAbandonedObjectsRequest],
+        context: grpc.ServicerContext,
+    ) -> lifecycle_pb2.ReportAbandonedObjectsResponse:
+        report = self._abandoned.report(request_iterator)
+        return lifecycle_pb2.ReportAbandonedObjectsResponse(
+            objects=report.objects, examined=report.examined, known=report.known
+        )
+
+    @rpc(ids=("pool_uuid",), required=("paths",), holds="DeleteAbandonedObjects")
+    def DeleteAbandonedObjects(
+        self, request: lifecycle_pb2.DeleteAbandonedObjectsRequest, context: grpc.ServicerContext
+    ) -> lifecycle_pb2.DeleteAbandonedObjectsResponse:
+        results = self._abandoned.delete(request.pool_uuid, list(request.paths))
+        return lifecycle_pb2.DeleteAbandonedObjectsResponse(results=results)
 
 
 class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):

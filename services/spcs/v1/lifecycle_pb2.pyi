@@ -753,3 +753,180 @@ class PoolObject(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__used_bytes) -> _WhichOneofReturnType__used_bytes | None: ...
 
 Global___PoolObject: _TypeAlias = PoolObject  # noqa: Y015
+
+@_typing.final
+class ReportAbandonedObjectsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_UUID_FIELD_NUMBER: _builtins.int
+    KNOWN_UUIDS_FIELD_NUMBER: _builtins.int
+    KNOWN_PATHS_FIELD_NUMBER: _builtins.int
+    pool_uuid: _builtins.str
+    """REQUIRED in the first message; the later ones leave it empty (or repeat it)."""
+    @_builtins.property
+    def known_uuids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """OPTIONAL. CloudStack uuids of its volumes, snapshots, templates and VM snapshots, any
+        mix: an object whose `uuid` tag is one of them is known.
+        """
+
+    @_builtins.property
+    def known_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """OPTIONAL. Paths or StorPool names CloudStack records (volumes.path, snapshot_details,
+        vm_snapshot_details, template_spool_ref.local_path): `/dev/storpool-byid/<globalId>`,
+        `/dev/storpool/<name>`, a name or `~<globalId>`. Other adaptors' paths are ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        pool_uuid: _builtins.str = ...,
+        known_uuids: _abc.Iterable[_builtins.str] | None = ...,
+        known_paths: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_paths", b"known_paths", "known_uuids", b"known_uuids", "pool_uuid", b"pool_uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAbandonedObjectsRequest: _TypeAlias = ReportAbandonedObjectsRequest  # noqa: Y015
+
+@_typing.final
+class AbandonedObject(_message.Message):
+    """One object of the report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_FIELD_NUMBER: _builtins.int
+    AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    age_seconds: _builtins.int
+    """Seconds since StorPool created it; 0 when StorPool does not say."""
+    @_builtins.property
+    def object(self) -> Global___PoolObject:
+        """The object as StorPool describes it now."""
+
+    def __init__(
+        self,
+        *,
+        object: Global___PoolObject | None = ...,
+        age_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_seconds", b"age_seconds", "object", b"object"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonedObject: _TypeAlias = AbandonedObject  # noqa: Y015
+
+@_typing.final
+class ReportAbandonedObjectsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    EXAMINED_FIELD_NUMBER: _builtins.int
+    KNOWN_FIELD_NUMBER: _builtins.int
+    examined: _builtins.int
+    """CloudStack-tagged objects of the pool that were looked at."""
+    known: _builtins.int
+    """Distinct uuids and paths received: compare with what was sent."""
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedCompositeFieldContainer[Global___AbandonedObject]:
+        """The abandoned objects: volumes, then snapshots, each by StorPool name."""
+
+    def __init__(
+        self,
+        *,
+        objects: _abc.Iterable[Global___AbandonedObject] | None = ...,
+        examined: _builtins.int = ...,
+        known: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examined", b"examined", "known", b"known", "objects", b"objects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAbandonedObjectsResponse: _TypeAlias = ReportAbandonedObjectsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteAbandonedObjectsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_UUID_FIELD_NUMBER: _builtins.int
+    PATHS_FIELD_NUMBER: _builtins.int
+    pool_uuid: _builtins.str
+    """REQUIRED."""
+    @_builtins.property
+    def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """REQUIRED. At most 1000 `/dev/storpool-byid/<globalId>` paths (or StorPool names) of a
+        report's objects.
+        """
+
+    def __init__(
+        self,
+        *,
+        pool_uuid: _builtins.str = ...,
+        paths: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["paths", b"paths", "pool_uuid", b"pool_uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAbandonedObjectsRequest: _TypeAlias = DeleteAbandonedObjectsRequest  # noqa: Y015
+
+@_typing.final
+class DeletedObject(_message.Message):
+    """What became of one object asked to be deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    KEPT_BECAUSE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """As asked."""
+    deleted: _builtins.bool
+    """Deleted now. False when it was gone already, or when it was kept (`kept_because`)."""
+    kept_because: _builtins.str
+    """Why it was kept, naming what to do ("attached to host-1: detach it first"); empty when
+    deleted or already gone.
+    """
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        deleted: _builtins.bool = ...,
+        kept_because: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "kept_because", b"kept_because", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletedObject: _TypeAlias = DeletedObject  # noqa: Y015
+
+@_typing.final
+class DeleteAbandonedObjectsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeletedObject]:
+        """One per path, in the order asked."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___DeletedObject] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAbandonedObjectsResponse: _TypeAlias = DeleteAbandonedObjectsResponse  # noqa: Y015

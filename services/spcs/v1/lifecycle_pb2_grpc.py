@@ -99,6 +99,16 @@ class PrimaryDataStoreLifeCycleStub:
                 request_serializer=spcs_dot_v1_dot_lifecycle__pb2.GetPoolObjectRequest.SerializeToString,
                 response_deserializer=spcs_dot_v1_dot_lifecycle__pb2.PoolObject.FromString,
                 _registered_method=True)
+        self.ReportAbandonedObjects = channel.stream_unary(
+                '/spcs.v1.PrimaryDataStoreLifeCycle/ReportAbandonedObjects',
+                request_serializer=spcs_dot_v1_dot_lifecycle__pb2.ReportAbandonedObjectsRequest.SerializeToString,
+                response_deserializer=spcs_dot_v1_dot_lifecycle__pb2.ReportAbandonedObjectsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAbandonedObjects = channel.unary_unary(
+                '/spcs.v1.PrimaryDataStoreLifeCycle/DeleteAbandonedObjects',
+                request_serializer=spcs_dot_v1_dot_lifecycle__pb2.DeleteAbandonedObjectsRequest.SerializeToString,
+                response_deserializer=spcs_dot_v1_dot_lifecycle__pb2.DeleteAbandonedObjectsResponse.FromString,
+                _registered_method=True)
 
 
 class PrimaryDataStoreLifeCycleServicer:
@@ -204,6 +214,26 @@ class PrimaryDataStoreLifeCycleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportAbandonedObjects(self, request_iterator, context):
+        """The abandoned-object report (what the Java plugin's daily StorPoolAbandonObjectsCollector
+        logs): the objects of the pool's StorPool template tagged as CloudStack's (`cs`) that
+        nothing CloudStack knows refers to, Java plugin objects included. The caller streams what
+        it knows in as many messages as it likes; the first names the pool. Reads only: nothing
+        is deleted. Objects a running spcs operation is using are left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAbandonedObjects(self, request, context):
+        """Deletes the chosen objects of a report, each only when it is still in the pool's template,
+        tagged as CloudStack's, attached nowhere and not used by a running spcs operation; one
+        result per path, in the order given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrimaryDataStoreLifeCycleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +301,16 @@ def add_PrimaryDataStoreLifeCycleServicer_to_server(servicer, server):
                     servicer.GetPoolObject,
                     request_deserializer=spcs_dot_v1_dot_lifecycle__pb2.GetPoolObjectRequest.FromString,
                     response_serializer=spcs_dot_v1_dot_lifecycle__pb2.PoolObject.SerializeToString,
+            ),
+            'ReportAbandonedObjects': grpc.stream_unary_rpc_method_handler(
+                    servicer.ReportAbandonedObjects,
+                    request_deserializer=spcs_dot_v1_dot_lifecycle__pb2.ReportAbandonedObjectsRequest.FromString,
+                    response_serializer=spcs_dot_v1_dot_lifecycle__pb2.ReportAbandonedObjectsResponse.SerializeToString,
+            ),
+            'DeleteAbandonedObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAbandonedObjects,
+                    request_deserializer=spcs_dot_v1_dot_lifecycle__pb2.DeleteAbandonedObjectsRequest.FromString,
+                    response_serializer=spcs_dot_v1_dot_lifecycle__pb2.DeleteAbandonedObjectsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +664,60 @@ class PrimaryDataStoreLifeCycle:
             '/spcs.v1.PrimaryDataStoreLifeCycle/GetPoolObject',
             spcs_dot_v1_dot_lifecycle__pb2.GetPoolObjectRequest.SerializeToString,
             spcs_dot_v1_dot_lifecycle__pb2.PoolObject.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportAbandonedObjects(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/spcs.v1.PrimaryDataStoreLifeCycle/ReportAbandonedObjects',
+            spcs_dot_v1_dot_lifecycle__pb2.ReportAbandonedObjectsRequest.SerializeToString,
+            spcs_dot_v1_dot_lifecycle__pb2.ReportAbandonedObjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAbandonedObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.PrimaryDataStoreLifeCycle/DeleteAbandonedObjects',
+            spcs_dot_v1_dot_lifecycle__pb2.DeleteAbandonedObjectsRequest.SerializeToString,
+            spcs_dot_v1_dot_lifecycle__pb2.DeleteAbandonedObjectsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,18 @@ class PrimaryDataStoreLifeCycleStub:
     """One object of the pool by path, StorPool name or CloudStack uuid. NOT_FOUND when the pool
     has no such object; FAILED_PRECONDITION when a uuid names several (the message lists them).
     """
+    ReportAbandonedObjects: _grpc.StreamUnaryMultiCallable[_lifecycle_pb2.ReportAbandonedObjectsRequest, _lifecycle_pb2.ReportAbandonedObjectsResponse]
+    """The abandoned-object report (what the Java plugin's daily StorPoolAbandonObjectsCollector
+    logs): the objects of the pool's StorPool template tagged as CloudStack's (`cs`) that
+    nothing CloudStack knows refers to, Java plugin objects included. The caller streams what
+    it knows in as many messages as it likes; the first names the pool. Reads only: nothing
+    is deleted. Objects a running spcs operation is using are left out.
+    """
+    DeleteAbandonedObjects: _grpc.UnaryUnaryMultiCallable[_lifecycle_pb2.DeleteAbandonedObjectsRequest, _lifecycle_pb2.DeleteAbandonedObjectsResponse]
+    """Deletes the chosen objects of a report, each only when it is still in the pool's template,
+    tagged as CloudStack's, attached nowhere and not used by a running spcs operation; one
+    result per path, in the order given.
+    """
 
 @_typing.type_check_only
 class PrimaryDataStoreLifeCycleAsyncStub(PrimaryDataStoreLifeCycleStub):
@@ -114,6 +126,18 @@ class PrimaryDataStoreLifeCycleAsyncStub(PrimaryDataStoreLifeCycleStub):
     GetPoolObject: _aio.UnaryUnaryMultiCallable[_lifecycle_pb2.GetPoolObjectRequest, _lifecycle_pb2.PoolObject]  # type: ignore[assignment]
     """One object of the pool by path, StorPool name or CloudStack uuid. NOT_FOUND when the pool
     has no such object; FAILED_PRECONDITION when a uuid names several (the message lists them).
+    """
+    ReportAbandonedObjects: _aio.StreamUnaryMultiCallable[_lifecycle_pb2.ReportAbandonedObjectsRequest, _lifecycle_pb2.ReportAbandonedObjectsResponse]  # type: ignore[assignment]
+    """The abandoned-object report (what the Java plugin's daily StorPoolAbandonObjectsCollector
+    logs): the objects of the pool's StorPool template tagged as CloudStack's (`cs`) that
+    nothing CloudStack knows refers to, Java plugin objects included. The caller streams what
+    it knows in as many messages as it likes; the first names the pool. Reads only: nothing
+    is deleted. Objects a running spcs operation is using are left out.
+    """
+    DeleteAbandonedObjects: _aio.UnaryUnaryMultiCallable[_lifecycle_pb2.DeleteAbandonedObjectsRequest, _lifecycle_pb2.DeleteAbandonedObjectsResponse]  # type: ignore[assignment]
+    """Deletes the chosen objects of a report, each only when it is still in the pool's template,
+    tagged as CloudStack's, attached nowhere and not used by a running spcs operation; one
+    result per path, in the order given.
     """
 
 class PrimaryDataStoreLifeCycleServicer(metaclass=_abc_1.ABCMeta):
@@ -233,6 +257,30 @@ class PrimaryDataStoreLifeCycleServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_lifecycle_pb2.PoolObject, _abc.Awaitable[_lifecycle_pb2.PoolObject]]:
         """One object of the pool by path, StorPool name or CloudStack uuid. NOT_FOUND when the pool
         has no such object; FAILED_PRECONDITION when a uuid names several (the message lists them).
+        """
+
+    @_abc_1.abstractmethod
+    def ReportAbandonedObjects(
+        self,
+        request_iterator: _MaybeAsyncIterator[_lifecycle_pb2.ReportAbandonedObjectsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_lifecycle_pb2.ReportAbandonedObjectsResponse, _abc.Awaitable[_lifecycle_pb2.ReportAbandonedObjectsResponse]]:
+        """The abandoned-object report (what the Java plugin's daily StorPoolAbandonObjectsCollector
+        logs): the objects of the pool's StorPool template tagged as CloudStack's (`cs`) that
+        nothing CloudStack knows refers to, Java plugin objects included. The caller streams what
+        it knows in as many messages as it likes; the first names the pool. Reads only: nothing
+        is deleted. Objects a running spcs operation is using are left out.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAbandonedObjects(
+        self,
+        request: _lifecycle_pb2.DeleteAbandonedObjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lifecycle_pb2.DeleteAbandonedObjectsResponse, _abc.Awaitable[_lifecycle_pb2.DeleteAbandonedObjectsResponse]]:
+        """Deletes the chosen objects of a report, each only when it is still in the pool's template,
+        tagged as CloudStack's, attached nowhere and not used by a running spcs operation; one
+        result per path, in the order given.
         """
 
 def add_PrimaryDataStoreLifeCycleServicer_to_server(servicer: PrimaryDataStoreLifeCycleServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
