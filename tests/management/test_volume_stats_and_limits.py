@@ -153,6 +153,43 @@ def test_get_volumes_stats_of_every_volume_of_the_pool(mgmt: Mgmt):
         mgmt.lifecycle.DeletePool(lifecycle_pb2.DeletePoolRequest(pool_uuid=other))
 
 
+def test_volumes_stats_carry_limits_and_the_template_cache(mgmt: Mgmt):
+    """The stats cycle CloudStack runs: limits with the space from the same one query, and the
+    template cache's usage from one more when asked."""
+    limited = mgmt.create_volume(2 * MIB, max_iops=700, max_bandwidth_bytes_per_second=10 * MIB)
+    free = mgmt.create_volume(2 * MIB)
+    template, _raw = mgmt.template_on_secondary(211, size=8 * MIB)
+    mgmt.copy(
+        types_pb2.DataObject(template=template),
+        types_pb2.DataObject(
+            volume=types_pb2.Volume(uuid=new_id("vol"), size_bytes=8 * MIB, store=mgmt.primary())
+        ),
+    )
+    counted(mgmt)
+    reply = mgmt.driver.GetVolumesStats(
+        driver_pb2.GetVolumesStatsRequest(
+            pool=mgmt.pool_ref(), volume_paths=[limited.path, free.path], template_cache=True
+        )
+    )
+    assert counted(mgmt) == {"VolumesSpace": 1, "SnapshotsSpace": 1}
+    first, second = reply.volumes
+    assert (first.max_iops, first.max_bandwidth_bytes_per_second) == (700, 10 * MIB)
+    assert (second.max_iops, second.max_bandwidth_bytes_per_second) == (0, 0)
+    cached = [
+        s
+        for s in mgmt.api.snapshots()
+        if s.template == TEMPLATE and s.tags.get("cs") == "template" and not s.deleted
+    ]
+    usage = reply.template_cache
+    assert usage.templates == len(cached) >= 1
+    assert usage.size_bytes == sum(s.size for s in cached)
+    assert 0 < usage.used_bytes <= usage.size_bytes
+    counted(mgmt)
+    plain = batch(mgmt, [free.path])
+    assert counted(mgmt) == {"VolumesSpace": 1}  # not asked: no second query
+    assert len(plain) == 1
+
+
 def test_stats_of_a_volume_the_cache_does_not_know_and_after_changes(mgmt: Mgmt):
     batch(mgmt, [])  # a fresh cache
     new = mgmt.create_volume(8 * MIB)

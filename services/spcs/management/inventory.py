@@ -193,7 +193,7 @@ def _message(
         parent=obj.parent,
         sp_template=obj.template,
         max_iops=obj.iops or 0,
-        max_bandwidth_bytes_per_second=(obj.bw or 0) * 1024,  # StorPool's bw is in KiB/s
+        max_bandwidth_bytes_per_second=names.bandwidth_from_storpool(obj.bw),
         tags=obj.tags,
         attachments=[
             lifecycle_pb2.PoolObjectAttachment(

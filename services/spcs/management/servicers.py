@@ -325,7 +325,12 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
         self, request: driver_pb2.GetVolumesStatsRequest, context: grpc.ServicerContext
     ) -> driver_pb2.GetVolumesStatsResponse:
         volumes = self._volumes.stats_many(request.pool.pool_uuid, list(request.volume_paths))
-        return driver_pb2.GetVolumesStatsResponse(volumes=volumes)
+        reply = driver_pb2.GetVolumesStatsResponse(volumes=volumes)
+        if request.template_cache:
+            reply.template_cache.CopyFrom(
+                self._volumes.template_cache_usage(request.pool.pool_uuid)
+            )
+        return reply
 
     @rpc(ids=_POOL, required=("volume_path",))
     def DetachVolumeFromAllStorageNodes(

@@ -452,26 +452,25 @@ class Volumes:
             rows = sorted(
                 (r for r in view.rows() if r.template == pool.template), key=lambda r: r.global_id
             )
-            return [
-                driver_pb2.VolumeStats(
-                    volume_path=names.byid_path(r.global_id),
-                    found=True,
-                    size_bytes=r.size,
-                    used_bytes=r.used,
-                )
-                for r in rows
-            ]
-        out = []
-        for path, ref in zip(volume_paths, refs, strict=True):
-            row = view.find(ref)
-            out.append(
-                driver_pb2.VolumeStats(volume_path=path, found=False)
-                if row is None
-                else driver_pb2.VolumeStats(
-                    volume_path=path, found=True, size_bytes=row.size, used_bytes=row.used
-                )
-            )
-        return out
+            return [_volume_stats(names.byid_path(r.global_id), r) for r in rows]
+        return [
+            _volume_stats(path, view.find(ref))
+            for path, ref in zip(volume_paths, refs, strict=True)
+        ]
+
+    def template_cache_usage(self, pool_uuid: str) -> driver_pb2.TemplateCacheUsage:
+        """The pool's cached templates (their `cs=template` snapshots), from one SnapshotsSpace."""
+        pool = self.pools.get(pool_uuid)
+        rows = [
+            r
+            for r in self.pools.api(pool).snapshots_space()
+            if r.template == pool.template and r.cs == names.CS_TEMPLATE
+        ]
+        return driver_pb2.TemplateCacheUsage(
+            templates=len(rows),
+            size_bytes=sum(r.size for r in rows),
+            used_bytes=sum(r.used for r in rows),
+        )
 
     # ---- migration between StorPool pools --------------------------------------------------
 
@@ -524,3 +523,16 @@ class Volumes:
             copy = api.volume(name)
         log.info("volume %s copied to pool %s as %s", obj.ref, destination.name, copy.ref)
         return objects.volume_message(copy, destination.uuid, uuid)
+
+
+def _volume_stats(path: str, row: VolumeSpace | None) -> driver_pb2.VolumeStats:
+    if row is None:
+        return driver_pb2.VolumeStats(volume_path=path, found=False)
+    return driver_pb2.VolumeStats(
+        volume_path=path,
+        found=True,
+        size_bytes=row.size,
+        used_bytes=row.used,
+        max_iops=row.iops or 0,
+        max_bandwidth_bytes_per_second=names.bandwidth_from_storpool(row.bw),
+    )

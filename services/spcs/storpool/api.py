@@ -92,6 +92,19 @@ def _fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _space_row(raw: Mapping[str, Any]) -> VolumeSpace:
+    return VolumeSpace(
+        name=str(raw.get("name", "")),
+        global_id=str(raw.get("globalId", "")),
+        template=str(raw.get("templateName") or ""),
+        size=int(raw.get("size") or 0),
+        used=int(raw.get("spaceUsed") or 0),
+        iops=_limit(raw.get("iops")),
+        bw=_limit(raw.get("bw")),
+        cs=str((raw.get("tags") or {}).get("cs", "")),
+    )
+
+
 def _volume(raw: Mapping[str, Any]) -> StorPoolVolume:
     return StorPoolVolume(**_fields(raw))
 
@@ -449,19 +462,14 @@ class StorPoolApi:
         """name → (size, spaceUsed) for every volume (one VolumesSpace call, uncached)."""
         return {row.name: (row.size, row.used) for row in self._volumes_space_rows()}
 
+    def snapshots_space(self) -> list[VolumeSpace]:
+        """Every snapshot's row of SnapshotsSpace (one call, uncached)."""
+        data = self._call("snapshot space", lambda: self._api.snapshotsSpace(returnRawAPIData=True))
+        return [_space_row(r) for r in data if r.get("globalId")]
+
     def _volumes_space_rows(self) -> list[VolumeSpace]:
         data = self._call("volume space", lambda: self._api.volumesSpace(returnRawAPIData=True))
-        return [
-            VolumeSpace(
-                name=str(r.get("name", "")),
-                global_id=str(r.get("globalId", "")),
-                template=str(r.get("templateName") or ""),
-                size=int(r.get("size") or 0),
-                used=int(r.get("spaceUsed") or 0),
-            )
-            for r in data
-            if r.get("globalId")
-        ]
+        return [_space_row(r) for r in data if r.get("globalId")]
 
     def for_probes(self) -> StorPoolApi:
         """The same endpoint with the short timeout and retries a health probe needs."""

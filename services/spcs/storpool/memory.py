@@ -1268,13 +1268,27 @@ class MemoryStorPool:
         """name → (size, spaceUsed) for every volume (one VolumesSpace call, uncached)."""
         return {row.name: (row.size, row.used) for row in self._rows()}
 
+    def snapshots_space(self) -> list[VolumeSpace]:
+        with self._call("snapshot space") as send:
+            send("SnapshotsSpace")
+            return [self._space_row(o) for o in self._listed(snapshot=True)]
+
+    def _space_row(self, o: _Object) -> VolumeSpace:
+        return VolumeSpace(
+            o.ref,
+            o.gid,
+            o.template,
+            o.size,
+            self._allocated(o),
+            _limit(o.iops),
+            _limit(o.bw),
+            o.tags.get("cs", ""),
+        )
+
     def _rows(self) -> list[VolumeSpace]:
         with self._call("volume space") as send:
             send("VolumesSpace")
-            return [
-                VolumeSpace(o.ref, o.gid, o.template, o.size, self._allocated(o))
-                for o in self._listed(snapshot=False)
-            ]
+            return [self._space_row(o) for o in self._listed(snapshot=False)]
 
     def for_probes(self) -> MemoryStorPool:
         return self

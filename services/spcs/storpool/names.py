@@ -189,6 +189,11 @@ def bandwidth_to_storpool(bytes_per_second: int) -> int:
     return (bytes_per_second + 1023) // 1024
 
 
+def bandwidth_from_storpool(limit: int | None) -> int:
+    """StorPool's `bw` (KB per second) as bytes per second; 0 for no limit."""
+    return (limit or 0) * 1024
+
+
 def url_ref(ref: str, what: str) -> str:
     """`ref`, checked to be safe as a part of an API URL path (INVALID_ARGUMENT if not)."""
     if not URL_REF.match(ref):

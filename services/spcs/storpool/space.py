@@ -18,13 +18,17 @@ from spcs.common import errors
 
 @dataclass(frozen=True)
 class VolumeSpace:
-    """One volume's row of VolumesSpace: its virtual size and the bytes it occupies."""
+    """One volume's row of VolumesSpace (or a snapshot's of SnapshotsSpace): its virtual size,
+    the bytes it occupies, and the summary fields stats report with them."""
 
     name: str
     global_id: str
     template: str
     size: int
     used: int
+    iops: int | None = None  # StorPool's limits; None = none
+    bw: int | None = None
+    cs: str = ""  # the `cs` tag: what kind of CloudStack object it is
 
 
 class SpaceView:

@@ -654,6 +654,11 @@ class GetVolumesStatsRequest(_message.Message):
 
     POOL_FIELD_NUMBER: _builtins.int
     VOLUME_PATHS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_CACHE_FIELD_NUMBER: _builtins.int
+    template_cache: _builtins.bool
+    """OPTIONAL. Also answer the pool's template cache usage (one more StorPool query,
+    SnapshotsSpace).
+    """
     @_builtins.property
     def pool(self) -> _types_pb2.PrimaryStore:
         """REQUIRED."""
@@ -669,10 +674,11 @@ class GetVolumesStatsRequest(_message.Message):
         *,
         pool: _types_pb2.PrimaryStore | None = ...,
         volume_paths: _abc.Iterable[_builtins.str] | None = ...,
+        template_cache: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool", "volume_paths", b"volume_paths"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool", "template_cache", b"template_cache", "volume_paths", b"volume_paths"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -688,6 +694,8 @@ class VolumeStats(_message.Message):
     FOUND_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     USED_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_IOPS_FIELD_NUMBER: _builtins.int
+    MAX_BANDWIDTH_BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
     volume_path: _builtins.str
     """The path as asked (or the `/dev/storpool-byid/<gid>` path when every volume was asked)."""
     found: _builtins.bool
@@ -696,6 +704,10 @@ class VolumeStats(_message.Message):
     """Virtual size of the volume."""
     used_bytes: _builtins.int
     """Bytes the volume occupies in StorPool (spaceUsed); 0 when nothing is written."""
+    max_iops: _builtins.int
+    """The volume's StorPool IOPS limit; 0 = none."""
+    max_bandwidth_bytes_per_second: _builtins.int
+    """Its bandwidth limit in bytes per second; 0 = none."""
     def __init__(
         self,
         *,
@@ -703,32 +715,72 @@ class VolumeStats(_message.Message):
         found: _builtins.bool = ...,
         size_bytes: _builtins.int = ...,
         used_bytes: _builtins.int = ...,
+        max_iops: _builtins.int = ...,
+        max_bandwidth_bytes_per_second: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "size_bytes", b"size_bytes", "used_bytes", b"used_bytes", "volume_path", b"volume_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "max_bandwidth_bytes_per_second", b"max_bandwidth_bytes_per_second", "max_iops", b"max_iops", "size_bytes", b"size_bytes", "used_bytes", b"used_bytes", "volume_path", b"volume_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VolumeStats: _TypeAlias = VolumeStats  # noqa: Y015
 
 @_typing.final
+class TemplateCacheUsage(_message.Message):
+    """The template cache of a pool: the StorPool snapshots (tag `cs=template`) that hold templates
+    on it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATES_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    templates: _builtins.int
+    """Cached templates (their snapshots)."""
+    size_bytes: _builtins.int
+    """Their virtual sizes, summed."""
+    used_bytes: _builtins.int
+    """Bytes they occupy in StorPool (spaceUsed), summed."""
+    def __init__(
+        self,
+        *,
+        templates: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+        used_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["size_bytes", b"size_bytes", "templates", b"templates", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateCacheUsage: _TypeAlias = TemplateCacheUsage  # noqa: Y015
+
+@_typing.final
 class GetVolumesStatsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VOLUMES_FIELD_NUMBER: _builtins.int
+    TEMPLATE_CACHE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeStats]:
         """One entry per asked path, in the order asked."""
+
+    @_builtins.property
+    def template_cache(self) -> Global___TemplateCacheUsage:
+        """Set when the request asked for template_cache."""
 
     def __init__(
         self,
         *,
         volumes: _abc.Iterable[Global___VolumeStats] | None = ...,
+        template_cache: Global___TemplateCacheUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template_cache", b"template_cache"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["template_cache", b"template_cache", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -221,8 +221,9 @@ class PrimaryDataStoreDriverServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetVolumesStats(self, request, context):
-        """The batch form of getVolumeStats for a stats cycle: many volumes of one pool answered from
-        one StorPool space query, however many volumes are asked for.
+        """The batch form of getVolumeStats for a stats cycle: sizes, used bytes and IOPS/bandwidth
+        limits of many volumes of one pool from one StorPool query (VolumesSpace), however many
+        volumes are asked for; with template_cache, the cache's usage from one more.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -73,8 +73,9 @@ class PrimaryDataStoreDriverStub:
     GetVolumeStats: _grpc.UnaryUnaryMultiCallable[_driver_pb2.GetVolumeStatsRequest, _driver_pb2.GetVolumeStatsResponse]
     """getVolumeStats: virtual size and used bytes of one volume (one small StorPool call)."""
     GetVolumesStats: _grpc.UnaryUnaryMultiCallable[_driver_pb2.GetVolumesStatsRequest, _driver_pb2.GetVolumesStatsResponse]
-    """The batch form of getVolumeStats for a stats cycle: many volumes of one pool answered from
-    one StorPool space query, however many volumes are asked for.
+    """The batch form of getVolumeStats for a stats cycle: sizes, used bytes and IOPS/bandwidth
+    limits of many volumes of one pool from one StorPool query (VolumesSpace), however many
+    volumes are asked for; with template_cache, the cache's usage from one more.
     """
     DetachVolumeFromAllStorageNodes: _grpc.UnaryUnaryMultiCallable[_driver_pb2.DetachVolumeFromAllStorageNodesRequest, _driver_pb2.DetachVolumeFromAllStorageNodesResponse]
     """detachVolumeFromAllStorageNodes: force-detach from every host (before a VM starts or an HA
@@ -129,8 +130,9 @@ class PrimaryDataStoreDriverAsyncStub(PrimaryDataStoreDriverStub):
     GetVolumeStats: _aio.UnaryUnaryMultiCallable[_driver_pb2.GetVolumeStatsRequest, _driver_pb2.GetVolumeStatsResponse]  # type: ignore[assignment]
     """getVolumeStats: virtual size and used bytes of one volume (one small StorPool call)."""
     GetVolumesStats: _aio.UnaryUnaryMultiCallable[_driver_pb2.GetVolumesStatsRequest, _driver_pb2.GetVolumesStatsResponse]  # type: ignore[assignment]
-    """The batch form of getVolumeStats for a stats cycle: many volumes of one pool answered from
-    one StorPool space query, however many volumes are asked for.
+    """The batch form of getVolumeStats for a stats cycle: sizes, used bytes and IOPS/bandwidth
+    limits of many volumes of one pool from one StorPool query (VolumesSpace), however many
+    volumes are asked for; with template_cache, the cache's usage from one more.
     """
     DetachVolumeFromAllStorageNodes: _aio.UnaryUnaryMultiCallable[_driver_pb2.DetachVolumeFromAllStorageNodesRequest, _driver_pb2.DetachVolumeFromAllStorageNodesResponse]  # type: ignore[assignment]
     """detachVolumeFromAllStorageNodes: force-detach from every host (before a VM starts or an HA
@@ -260,8 +262,9 @@ class PrimaryDataStoreDriverServicer(metaclass=_abc_1.ABCMeta):
         request: _driver_pb2.GetVolumesStatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_driver_pb2.GetVolumesStatsResponse, _abc.Awaitable[_driver_pb2.GetVolumesStatsResponse]]:
-        """The batch form of getVolumeStats for a stats cycle: many volumes of one pool answered from
-        one StorPool space query, however many volumes are asked for.
+        """The batch form of getVolumeStats for a stats cycle: sizes, used bytes and IOPS/bandwidth
+        limits of many volumes of one pool from one StorPool query (VolumesSpace), however many
+        volumes are asked for; with template_cache, the cache's usage from one more.
         """
 
     @_abc_1.abstractmethod
