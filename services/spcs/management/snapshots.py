@@ -24,7 +24,9 @@ HIGHEST = strategies_pb2.STRATEGY_PRIORITY_HIGHEST
 CANT_HANDLE = strategies_pb2.STRATEGY_PRIORITY_CANT_HANDLE
 # The Java plugin's strategy claims only these; take/backup/revert go through CloudStack's
 # default strategy, which calls the driver.
-CLAIMED = (strategies_pb2.SNAPSHOT_OPERATION_DELETE, strategies_pb2.SNAPSHOT_OPERATION_COPY)
+# COPY (to another zone) is not claimed: no RPC copies a snapshot between zones yet, and a
+# claim would have CloudStack call a copySnapshot that can only fail
+CLAIMED = (strategies_pb2.SNAPSHOT_OPERATION_DELETE,)
 
 
 def snapshot_key(snapshot: types_pb2.Snapshot) -> str:
@@ -106,7 +108,7 @@ class Snapshots:
             return strategies_pb2.CanHandleResponse(
                 priority=CANT_HANDLE,
                 reason="take, backup and revert go through CloudStack's default strategy and "
-                "this driver",
+                "this driver; copying a snapshot to another zone is not supported",
             )
         found = self.find(request.snapshot, request.pool.pool_uuid)
         if found is None:
