@@ -51,5 +51,8 @@ def serve(
         return build(settings).serve_forever()
     except (OSError, DatabaseError, SpcsError) as error:
         log.error("cannot start: %s", error)
+        # the log's writer thread shares stderr: let it finish first, or its line can land
+        # inside this one
+        logs.shutdown()
         print(f"spcs {name}: cannot start: {error}", file=sys.stderr)
         return 1
