@@ -107,7 +107,7 @@ class Env:
     def lifecycle(self) -> servicers.LifecycleServicer:
         d = self.domain
         inventory = Inventory(d.pools, d.nodes)
-        abandoned = Abandoned(inventory, d.nodes, d.locks, d.registry.is_running)
+        abandoned = Abandoned(inventory, d.locks, d.registry.is_running)
         return servicers.LifecycleServicer(d.pools, d.lifecycle, d.locks, inventory, abandoned)
 
     @property

@@ -25,7 +25,7 @@ def test_objects_of_running_operations_are_left_alone(env: Env):
         env.sp.volume_create(name=name, size=MIB, template=template, tags=tags)
     d = env.domain
     abandoned = Abandoned(
-        Inventory(d.pools, d.nodes), d.nodes, d.locks, lambda operation: operation == "op-running"
+        Inventory(d.pools, d.nodes), d.locks, lambda operation: operation == "op-running"
     )
     report = abandoned.report(
         iter([lifecycle_pb2.ReportAbandonedObjectsRequest(pool_uuid=env.pool_uuid)])

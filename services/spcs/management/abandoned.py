@@ -21,11 +21,10 @@ from spcs.common.locks import Locks
 from spcs.common.validate import shown
 from spcs.management import objects
 from spcs.management.inventory import Inventory
-from spcs.management.nodes import NodeDirectory
 from spcs.management.state import PoolRecord
 from spcs.storpool import names
 from spcs.storpool.client import StorPoolClient
-from spcs.storpool.records import StorPoolObject, StorPoolSnapshot
+from spcs.storpool.records import Attachment, StorPoolObject, StorPoolSnapshot
 from spcs.v1 import lifecycle_pb2
 
 log = logging.getLogger(__name__)
@@ -46,13 +45,11 @@ class Abandoned:
     def __init__(
         self,
         inventory: Inventory,
-        nodes: NodeDirectory,
         locks: Locks,
         is_running: Callable[[str], bool],
     ) -> None:
         self.inventory = inventory
         self.pools = inventory.pools
-        self.nodes = nodes
         self.locks = locks
         self.is_running = is_running
 
@@ -95,12 +92,21 @@ class Abandoned:
         refs = [names.api_ref(path, "paths") for path in paths]
         pool = self.pools.get(pool_uuid)
         api = self.pools.api(pool)
+        # one attachment list for the call, not one per object (StorPool refuses to delete an
+        # object that got attached since anyway)
+        attached = _attached_to(api.attachments(), self.inventory.hosts_by_client(pool.uuid))
         return [
-            self._delete_one(api, pool, path, ref) for path, ref in zip(paths, refs, strict=True)
+            self._delete_one(api, pool, path, ref, attached)
+            for path, ref in zip(paths, refs, strict=True)
         ]
 
     def _delete_one(
-        self, api: StorPoolClient, pool: PoolRecord, path: str, ref: str
+        self,
+        api: StorPoolClient,
+        pool: PoolRecord,
+        path: str,
+        ref: str,
+        attached_to: dict[str, str],
     ) -> lifecycle_pb2.DeletedObject:
         def kept(why: str) -> lifecycle_pb2.DeletedObject:
             return lifecycle_pb2.DeletedObject(path=path, deleted=False, kept_because=why)
@@ -115,7 +121,7 @@ class Abandoned:
         operation = self._in_use_by(found)
         if operation:
             return kept(f"the running operation operations/{operation} uses it")
-        attached = self._attached(api, found)
+        attached = attached_to.get(found.global_id) or attached_to.get(found.name)
         if attached:
             return kept(f"it is attached to {attached}: detach it first")
         try:
@@ -139,17 +145,6 @@ class Abandoned:
             if operation and self.is_running(operation):
                 return operation
         return None
-
-    def _attached(self, api: StorPoolClient, obj: StorPoolObject) -> str:
-        hosts = {node.client_id: node.host_id for node in self.nodes.all()}
-        clients = sorted(
-            a.client
-            for a in api.attachments()
-            if a.global_id == obj.global_id or (not a.global_id and a.volume == obj.name)
-        )
-        return ", ".join(
-            f"{hosts[c]} (client {c})" if c in hosts else f"client {c}" for c in clients
-        )
 
 
 def _known(
@@ -185,6 +180,19 @@ def _known(
             "the request stream sent no message naming pool_uuid: the first message names the pool"
         )
     return pool_uuid, uuids, refs
+
+
+def _attached_to(attachments: Iterable[Attachment], hosts: dict[int, str]) -> dict[str, str]:
+    """global id (or name, where StorPool gives none) → `host-1 (client 1), client 7`."""
+    clients: dict[str, list[int]] = {}
+    for a in attachments:
+        clients.setdefault(a.global_id or a.volume, []).append(a.client)
+    return {
+        key: ", ".join(
+            f"{hosts[c]} (client {c})" if c in hosts else f"client {c}" for c in sorted(found)
+        )
+        for key, found in clients.items()
+    }
 
 
 def _ours(obj: StorPoolObject, pool: PoolRecord) -> bool:

@@ -133,7 +133,7 @@ def build_domain(
 
 def _lifecycle_servicer(d: Domain) -> LifecycleServicer:
     inventory = Inventory(d.pools, d.nodes)
-    abandoned = Abandoned(inventory, d.nodes, d.locks, d.registry.is_running)
+    abandoned = Abandoned(inventory, d.locks, d.registry.is_running)
     return LifecycleServicer(d.pools, d.lifecycle, d.locks, inventory, abandoned)
 
 

@@ -95,13 +95,13 @@ class Inventory:
         attached: dict[str, list[Attachment]] = {}
         for attachment in api.attachments():
             attached.setdefault(attachment.global_id or attachment.volume, []).append(attachment)
-        hosts = self._hosts_by_client(pool_uuid)
+        hosts = self.hosts_by_client(pool_uuid)
         return [
             _message(obj, used, attached.get(obj.global_id, attached.get(obj.name, [])), hosts)
             for obj in objects
         ]
 
-    def _hosts_by_client(self, pool_uuid: str) -> dict[int, str]:
+    def hosts_by_client(self, pool_uuid: str) -> dict[int, str]:
         """StorPool client id → host id; a host connected to the pool wins over one that is not
         (client ids are per StorPool cluster)."""
 
