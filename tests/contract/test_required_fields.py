@@ -401,6 +401,16 @@ STRATEGIES = [
         answers=NOT_FOUND,
     ),
     Case(
+        "SnapshotStrategy/CopySnapshot",
+        lambda w: strategies_pb2.CopySnapshotRequest(
+            operation_id=new_id("op"),
+            snapshot=types_pb2.Snapshot(path=MISSING_PATH),
+            pool=pool(w),
+            destination_pool=pool(w),
+        ),
+        answers=NOT_FOUND,
+    ),
+    Case(
         "VMSnapshotStrategy/CanHandleVMSnapshot",
         lambda w: strategies_pb2.CanHandleVMSnapshotRequest(),
     ),

@@ -113,7 +113,7 @@ class Env:
     @property
     def strategy(self) -> servicers.SnapshotStrategyServicer:
         d = self.domain
-        return servicers.SnapshotStrategyServicer(d.snapshots, d.copies)
+        return servicers.SnapshotStrategyServicer(d.snapshots, d.copies, d.zones)
 
     @property
     def vm_strategy(self) -> servicers.VMSnapshotStrategyServicer:

@@ -144,7 +144,7 @@ def test_a_snapshot_with_clones_counts_as_deleted_once(env: Env):
     ("operation", "exists", "priority"),
     [
         (strategies_pb2.SNAPSHOT_OPERATION_DELETE, True, HIGHEST),
-        (strategies_pb2.SNAPSHOT_OPERATION_COPY, True, CANT_HANDLE),  # no cross-zone copy yet
+        (strategies_pb2.SNAPSHOT_OPERATION_COPY, True, HIGHEST),  # CopySnapshot, to another zone
         (strategies_pb2.SNAPSHOT_OPERATION_DELETE, False, CANT_HANDLE),
         (strategies_pb2.SNAPSHOT_OPERATION_TAKE, True, CANT_HANDLE),
     ],

@@ -494,6 +494,11 @@ def _variable(walk: Walk, m: re.Match[str]) -> None:
         assert served is not None and value == f"localhost:{served[1]}", (value, up)
     elif "secondary" in comment:
         assert f"secondary   {value}\n" in up, (value, up)
+    elif comment == "zone 2's StorPool token":
+        # "  zone 2      http://127.0.0.1:9720  (another StorPool location, token in <file>)"
+        conf = re.search(r"(?m)^  zone 2 +\S+ +\(another StorPool location, token in (\S+)\)$", up)
+        assert conf is not None, up
+        assert walk.sh(f"sed -n 's/^SP_AUTH_TOKEN=//p' {conf[1]}").strip() == value
     elif "jq -r" in m["value"] and ".path" in m["value"]:
         assert re.fullmatch(r"/dev/storpool-byid/emu\.a\.\d+", value), value
     else:

@@ -61,6 +61,11 @@ def template_download(template_uuid: str, pool_uuid: str) -> str:
     return f"download:{template_uuid}@{pool_uuid}"
 
 
+def zone_copy(global_id: str, pool_uuid: str) -> str:
+    """The copy of StorPool snapshot `global_id` arriving in another zone's pool."""
+    return f"zonecopy:{global_id}@{pool_uuid}"
+
+
 def secondary_file(url: str, path: str) -> str:
     return f"secondary:{url.rstrip('/')}/{path.strip('/')}"
 
@@ -108,6 +113,8 @@ HOLDS: Mapping[str, Mapping[str, Mode]] = {
     "volume-to-template": _COPY,
     "volume-to-secondary": _COPY,
     "volume-from-secondary": _COPY,
+    # a snapshot copied to another zone's pool (StorPool location): read here, written there
+    "snapshot-to-zone": _COPY,
     # the first use of a template on a pool downloads it; later ones wait for that one
     "TemplateDownload": {"download": X},
     # a migration re-templates the source in place, or copies it for CloudStack to delete

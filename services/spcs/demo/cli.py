@@ -36,14 +36,14 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     print("spcs demo: StorPool primary storage for CloudStack, end to end on this machine")
     print(f"  state and logs in {workdir}")
-    stack = Stack(workdir, hosts=2)
+    stack = Stack(workdir, hosts=2, second_zone=True)
     failure: str | None = None
     try:
         stack.start()
         assert stack.management is not None
         print(
-            f"  emulator with 2 KVM hosts, management {stack.management.address}, nodes "
-            + ", ".join(n.address for n in stack.nodes)
+            f"  emulator with 2 KVM hosts (and a second zone's StorPool), management "
+            f"{stack.management.address}, nodes " + ", ".join(n.address for n in stack.nodes)
         )
         print(f"{'':>4}{'step':<50} {'time':>8}  {'written':>10}  {'rate':>12}  check")
         Story(stack, template_size=args.template_gib * GIB).run()

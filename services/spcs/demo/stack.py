@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATE = "spcs-demo"
 CLUSTER_ID = "emu.a"
+# the second zone's StorPool: another location (its cluster id's first part) on the bridge
+ZONE2_CLUSTER_ID = "zone2.a"
 START_TIMEOUT = 30.0
 
 
@@ -48,6 +50,7 @@ class Ports:
     emulator: int = 0
     management: int = 0
     nodes: tuple[int, ...] = ()
+    zone2: int = 0  # the second zone's emulator (Stack.second_zone)
 
 
 @dataclass
@@ -65,7 +68,11 @@ class Stack:
     # management replicas; more than one needs a shared database (--database-url in
     # management_args), and the nodes register with every one
     replicas: int = 1
+    # a second zone: another emulated StorPool location (no hosts) the first one can copy
+    # snapshots to, on the same bridge
+    second_zone: bool = False
     emulator: Emulator | None = None
+    zone2: Emulator | None = None
     management: Process | None = None  # the first replica
     others: list[Process] = field(default_factory=list)  # the other replicas
     nodes: list[Process] = field(default_factory=list)
@@ -77,6 +84,11 @@ class Stack:
 
     def device_root(self, n: int) -> Path:
         return self.host_dir(n) / "dev"
+
+    @property
+    def zone2_conf(self) -> Path:
+        """The second zone's `storpool.conf` (its API address and token)."""
+        return self.workdir / "zone2" / "storpool.conf"
 
     @property
     def secondary(self) -> Path:
@@ -117,6 +129,14 @@ class Stack:
         )
         self.emulator.start(port=self.ports.emulator)
         self.emulator.write_conf(self.workdir / "storpool.conf")
+        if self.second_zone:
+            self.zone2 = Emulator(
+                self.workdir / "emulator-zone2",
+                cluster_id=ZONE2_CLUSTER_ID,
+                templates={TEMPLATE: self.template_capacity},
+                bridge=self.emulator.bridge,
+            ).start(port=self.ports.zone2)
+            self.zone2.write_conf(self.zone2_conf)
 
     def _spawn(self, name: str, args: list[str], port: int) -> Process:
         port_file = self.workdir / f"{name}.port"
@@ -247,9 +267,10 @@ class Stack:
         self.nodes.clear()
         self.management = None
         self.others.clear()
-        if self.emulator is not None:
-            self.emulator.stop(release_devices=True)
-            self.emulator = None
+        for emulator in (self.zone2, self.emulator):
+            if emulator is not None:
+                emulator.stop(release_devices=True)
+        self.emulator = self.zone2 = None
 
     def exit_codes(self) -> dict[str, int | None]:
         return {p.name: p.popen.returncode for p in (*self.nodes, *self.managements)}

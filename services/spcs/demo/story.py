@@ -256,6 +256,7 @@ class Story:
         made = self._template_from_volume(data, data_sha)
         extracted = self._download_volume(data, data_sha)
         undeleted, backup = self._delay_delete(restored, data_sha)
+        self._copy_to_zone2(snapshot, data_sha)
         self._delete_everything(
             [root1, root2, data, undeleted], [snapshot, backup], made, template, extracted
         )
@@ -669,6 +670,59 @@ class Story:
 
         self.run_step("undelete RESTORED from its delay-delete backup", undelete)
         return holder["r"]
+
+    def _copy_to_zone2(self, snapshot: types_pb2.Snapshot, sha: str) -> None:
+        """CloudStack's copy of a snapshot to another zone: StorPool moves it to the other
+        location itself; spcs follows it and unexports the source at the end."""
+        zone2 = self.stack.zone2
+        if zone2 is None:
+            raise DemoFailure("the stack has no second zone")
+        pool2 = f"{self.pool}-zone2"
+        here = types_pb2.PrimaryStore(pool_uuid=pool2)
+
+        def copy(step: Step) -> None:
+            url = f"SP_API_HTTP={zone2.host}:{zone2.port};SP_AUTH_TOKEN={zone2.token};"
+            self.lifecycle.InitializePool(
+                lifecycle_pb2.InitializePoolRequest(
+                    pool_uuid=pool2,
+                    name="storpool-demo-zone2",
+                    url=f"{url}SP_TEMPLATE={TEMPLATE}",
+                    zone_id="zone-2",
+                    capacity_bytes=512 * GIB,
+                )
+            )
+            self.lifecycle.AttachZone(
+                lifecycle_pb2.AttachZoneRequest(pool_uuid=pool2, zone_id="zone-2")
+            )
+            strategy = strategies_pb2_grpc.SnapshotStrategyStub(self.open_channel)
+            op = strategy.CopySnapshot(
+                strategies_pb2.CopySnapshotRequest(
+                    operation_id=f"demo-zone-copy-{int(time.time() * 1000)}",
+                    snapshot=types_pb2.Snapshot(uuid=snapshot.uuid, path=snapshot.path),
+                    pool=types_pb2.PrimaryStore(pool_uuid=self.pool),
+                    destination_pool=here,
+                )
+            )
+            while not op.done:
+                op = self.operations.WaitOperation(
+                    operations_pb2.WaitOperationRequest(name=op.name)
+                )
+                self._progress(op)
+            if op.HasField("error"):
+                raise DemoFailure(f"{step.what}: the copy failed: {op.error.message}")
+            result = strategies_pb2.CopySnapshotResult()
+            op.response.Unpack(result)
+            step.processed = snapshot.size_bytes
+            assert zone2.cluster is not None
+            # the copy's bytes as zone 2's StorPool keeps them (no host there to attach it)
+            data = Path(zone2.cluster.data_path(result.snapshot.global_id))
+            self.expect(step, "sha256 in zone 2 = snapshot's", self.sha(step, data, GIB), sha)
+            strategy.DeleteSnapshot(
+                strategies_pb2.DeleteSnapshotRequest(snapshot=result.snapshot, pool=here)
+            )
+            self.lifecycle.DeletePool(lifecycle_pb2.DeletePoolRequest(pool_uuid=pool2))
+
+        self.run_step("copy the snapshot to zone 2 (another location)", copy)
 
     def _delete_everything(
         self,

@@ -1,7 +1,8 @@
 """`spcs up`: emulator + management + nodes in the foreground, for grpcurl and experiments.
 
 Ports are fixed so the commands in the README and docs/grpcurl.md work as written: management
-9710, emulator 9712, nodes 9711, 9713, 9714, ... Ctrl-C (or SIGTERM) stops everything.
+9710, emulator 9712, nodes 9711, 9713, 9714, ..., and a second zone's StorPool (another
+location, for snapshot copies between zones) 9720. Ctrl-C (or SIGTERM) stops everything.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--management-port", type=int, default=9710)
     parser.add_argument("--emulator-port", type=int, default=9712)
     parser.add_argument(
+        "--zone2-port",
+        type=int,
+        default=9720,
+        help="the second zone's emulated StorPool (another location; default 9720)",
+    )
+    parser.add_argument(
         "--node-port",
         type=int,
         default=9711,
@@ -63,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
             emulator=args.emulator_port,
             management=args.management_port,
             nodes=node_ports(args.hosts, args.node_port),
+            zone2=args.zone2_port,
         ),
+        second_zone=True,
     )
     try:
         stack.start()
@@ -78,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  emulator    {stack.emulator.url}  (StorPool template {TEMPLATE!r}, token in "
         f"{workdir / 'storpool.conf'})"
+    )
+    assert stack.zone2 is not None
+    print(
+        f"  zone 2      {stack.zone2.url}  (another StorPool location, token in {stack.zone2_conf})"
     )
     print(f"  secondary   file://{stack.secondary}")
     print(f"  logs        {workdir / 'logs'}")

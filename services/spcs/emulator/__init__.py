@@ -20,6 +20,9 @@ In-process use (tests, the demo, other components)::
         templates={"hybrid": 10 << 30},  # name -> capacity in bytes (None: fs size)
         loop=False,                      # True (root only): loop devices behind the links
         durable=False,                   # True: fsync every state change
+        location_name=None,              # this location's name (None: the location id, "emu")
+        bridge=None,                     # the locations it sees (None: only itself)
+        remote_bandwidth=512 << 20,      # bytes/s snapshots are fetched from others (None: any)
     )
     emu.start(host="127.0.0.1", port=0)  # serves in a background thread
     emu.url, emu.host, emu.port, emu.token, emu.cluster_id
@@ -30,6 +33,8 @@ In-process use (tests, the demo, other components)::
     emu.mark_open(1, "vol1")             # pretend client 1 holds vol1 open
     emu.request_counts()                 # {"VolumesSpace": 3, ...}: API requests per command
     emu.reset_request_counts()           # count from zero again
+    emu.transfers_running()              # gids being fetched from other locations now
+    emu.set_remote_bandwidth(8 << 20)    # pace those transfers (running ones too)
     emu.stop()                           # devices stay; stop(release_devices=True) removes them
     emu.start(port=emu.port)             # same world, same address (host/port survive stop())
 
@@ -37,8 +42,19 @@ In-process use (tests, the demo, other components)::
 
 As a process: ``spcs emulator --data DIR [--listen HOST:PORT] [--token T]
 [--client ID[=ROOT]]... [--cluster-id ID] [--template NAME[:CAPACITY]]...
-[--loop] [--fsync] [--write-conf PATH]`` (also ``python -m spcs.cli emulator ...``); it
-stops cleanly on SIGTERM/SIGINT. See ``spcs emulator --help`` for fault flags.
+[--loop] [--fsync] [--write-conf PATH] [--location-name NAME] [--remote-bandwidth BYTES]
+[--remote-cluster CLUSTER_ID=PORT]...`` (also ``python -m spcs.cli emulator ...``); it
+stops cleanly on SIGTERM/SIGINT. See ``spcs emulator --help`` for fault flags, and
+`spcs.emulator.cli` for ``--remote-cluster``.
+
+Several locations (StorPool multi-location, CloudStack zones): emulators that share one
+`spcs.emulator.bridge.Bridge` see each other; snapshots are exported, listed and copied
+between them, the copy's bytes fetched in the background (`spcs.emulator.remote`,
+`spcs.emulator.transfer`)::
+
+    bridge = Bridge()                    # from spcs.emulator import Bridge
+    zone1 = Emulator(dir1, cluster_id="zone1.a", bridge=bridge).start()
+    zone2 = Emulator(dir2, cluster_id="zone2.a", bridge=bridge).start()
 
 Admin endpoints (emulator-specific, same token) are described in
 `spcs.emulator.admin`: ``/ctrl/1.0/_emulator/{faults,open,capacity,state,requests}``.
@@ -48,7 +64,8 @@ Emulator-specific choices (where the real behaviour is unknown or can not apply)
 * Errors: HTTP 500 (``error_status``) with the envelope; a missing or wrong
   token is HTTP 401 ``notAuthorized``; unknown commands are HTTP 404
   ``invalidParam``; bugs are ``internalError`` (see `spcs.emulator.dispatch`).
-* Global ids are ``<cluster id>.<base36(visibleVolumeId)>``.
+* Global ids are ``<cluster id>.<base36(visibleVolumeId)>``; a snapshot copied from another
+  location keeps that location's global id (with a visible volume id of this cluster).
 * Volumes and snapshots share one namespace (they share ``/dev/storpool/``).
 * Tag updates merge; a ``""`` value deletes the key.
 * Shrinking without ``shrinkOk`` and a create with no size source are ``invalidParam``.
@@ -79,7 +96,8 @@ Emulator-specific choices (where the real behaviour is unknown or can not apply)
   client the object is attached to (see `spcs.emulator.devices`).
 """
 
+from spcs.emulator.bridge import Bridge
 from spcs.emulator.emulator import Emulator, EmulatorError
 from spcs.emulator.faults import FaultConfig
 
-__all__ = ["Emulator", "EmulatorError", "FaultConfig"]
+__all__ = ["Bridge", "Emulator", "EmulatorError", "FaultConfig"]

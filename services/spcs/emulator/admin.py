@@ -9,7 +9,8 @@ Emulator-specific; nothing like them exists in StorPool:
 * ``POST _emulator/capacity``: ``{"template": name, "capacity": bytes|null}``;
 * ``POST _emulator/client``: ``{"client": N, "running": bool}`` shows that client's StorPool
   service as down (or running again) in ServicesList, as if its host had died;
-* ``GET  _emulator/state``: the whole persisted state plus runtime facts (for debugging);
+* ``GET  _emulator/state``: the whole persisted state plus runtime facts (for debugging): the
+  location's id and name, and the snapshots being fetched from other locations;
 * ``GET  _emulator/requests``: ``{"counts": {command: n}, "total": n}``, the API requests
   answered per command (see `spcs.emulator.requests`);
 * ``POST _emulator/requests``: start counting from zero; answers the counts until then.
@@ -37,6 +38,8 @@ def snapshot(cluster: Cluster) -> dict[str, Any]:
             "dataDir": cluster.store.dir,
             "clients": {cid: host.root for cid, host in cluster.hosts.items()},
             "loop": cluster.loop,
+            "location": {"id": cluster.location_id, "name": cluster.location_name},
+            "transfersRunning": cluster.transfers.running(),
         }
 
 

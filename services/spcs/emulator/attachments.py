@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from spcs.emulator import naming
+from spcs.emulator import guards, naming
 from spcs.emulator.body import Body
 from spcs.emulator.cluster import Cluster, Txn
 from spcs.emulator.errors import busy, invalid
@@ -58,6 +58,8 @@ def _plan(cluster: Cluster, state: State, item: Any) -> _Plan:
             plan.attach[cid] = rights  # rw wins when a client is in both lists
     if plan.attach and vol.snapshot and (vol.deleted or vol.transient):
         raise invalid(f"snapshot {vol.ref} can not be attached (deleted or transient)")
+    if plan.attach:
+        guards.check_recovered(vol)
     attached = [a.client for a in state.attachments_of(vol.gid)]
     detach = b.get("detach", [])
     wanted = attached if detach == "all" else _clients(cluster, detach, "detach")

@@ -1,14 +1,23 @@
-"""``spcs emulator``: serve the StorPool API emulator until SIGTERM/SIGINT."""
+"""``spcs emulator``: serve the StorPool API emulator until SIGTERM/SIGINT.
+
+``--remote-cluster CLUSTER_ID=PORT`` (repeatable) serves one more location from the same process,
+on the same host as ``--listen``: its data under ``<data>/locations/<cluster id>/``, the same
+token, templates and placement group, no clients, on one bridge with the main cluster (see
+`spcs.emulator.bridge`), so snapshots can be copied between them. Each prints ``ready: <url>``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import threading
 from types import FrameType
 
+from spcs.emulator import naming
+from spcs.emulator.bridge import Bridge
 from spcs.emulator.emulator import (
     DEFAULT_PLACEMENT_GROUP,
     DEFAULT_PORT,
@@ -17,6 +26,7 @@ from spcs.emulator.emulator import (
 )
 from spcs.emulator.errors import ApiError
 from spcs.emulator.faults import FaultConfig
+from spcs.emulator.transfer import DEFAULT_BANDWIDTH
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cluster-id", help="SP_CLUSTER_ID, <location>.<subcluster> (emu.a)")
     parser.add_argument("--cluster-name", help="a name accepted in RemoteCommand/<name>/")
+    _location_options(parser.add_argument_group("locations (cross-zone snapshot copies)"))
     parser.add_argument(
         "--template",
         action="append",
@@ -74,6 +85,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     _fault_options(parser.add_argument_group("fault injection (off by default)"))
     parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+
+
+def _location_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--location-name",
+        metavar="NAME",
+        help="the human-readable name of this location (default: the location id, the first "
+        "part of the cluster id)",
+    )
+    group.add_argument(
+        "--remote-bandwidth",
+        default=str(DEFAULT_BANDWIDTH),
+        metavar="BYTES",
+        help="bytes per second at which snapshots are fetched from other locations (suffixes "
+        "K, M, G; 0 = unpaced; default 512M)",
+    )
+    group.add_argument(
+        "--remote-cluster",
+        action="append",
+        default=[],
+        metavar="CLUSTER_ID=PORT",
+        help="also serve this cluster (another location) on PORT of the --listen host, data "
+        "under DIR/locations/CLUSTER_ID/; repeat for several",
+    )
 
 
 def _fault_options(faults: argparse._ArgumentGroup) -> None:
@@ -152,6 +187,19 @@ def parse_templates(items: list[str]) -> dict[str, int | None]:
     return out
 
 
+def parse_remote_clusters(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        cid, sep, port = item.partition("=")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"--remote-cluster wants CLUSTER_ID=PORT, got {item!r}")
+        naming.cluster_id(cid)
+        if cid in out:
+            raise ValueError(f"remote cluster {cid} given twice")
+        out[cid] = int(port)
+    return out
+
+
 def _counts(items: list[str], kind: type) -> dict[str, float | int]:
     out: dict[str, float | int] = {}
     for item in items:
@@ -174,6 +222,51 @@ def fault_config(args: argparse.Namespace) -> FaultConfig:
     )
 
 
+def _start(args: argparse.Namespace) -> list[Emulator]:
+    """The main emulator and those of --remote-cluster, started, all on one bridge."""
+    host, port = parse_listen(args.listen)
+    bandwidth = parse_size(args.remote_bandwidth)
+    remotes = parse_remote_clusters(args.remote_cluster)
+    templates = parse_templates(args.template)
+    bridge = Bridge()
+    main = Emulator(
+        args.data,
+        token=args.token,
+        clients=parse_clients(args.client),
+        cluster_id=args.cluster_id,
+        templates=templates,
+        placement_group=args.placement_group,
+        loop=args.loop,
+        faults=fault_config(args),
+        error_status=args.error_status,
+        cluster_name=args.cluster_name,
+        durable=args.fsync,
+        location_name=args.location_name,
+        bridge=bridge,
+        remote_bandwidth=bandwidth,
+    )
+    started = [main.start(host, port)]
+    try:
+        for cid, remote_port in remotes.items():
+            remote = Emulator(
+                os.path.join(args.data, "locations", cid),
+                token=main.token,
+                cluster_id=cid,
+                templates=templates,
+                placement_group=args.placement_group,
+                error_status=args.error_status,
+                durable=args.fsync,
+                bridge=bridge,
+                remote_bandwidth=bandwidth,
+            )
+            started.append(remote.start(host, remote_port))
+    except BaseException:
+        for emulator in started:
+            emulator.stop()
+        raise
+    return started
+
+
 def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -181,24 +274,11 @@ def run(args: argparse.Namespace) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
     try:
-        host, port = parse_listen(args.listen)
-        emulator = Emulator(
-            args.data,
-            token=args.token,
-            clients=parse_clients(args.client),
-            cluster_id=args.cluster_id,
-            templates=parse_templates(args.template),
-            placement_group=args.placement_group,
-            loop=args.loop,
-            faults=fault_config(args),
-            error_status=args.error_status,
-            cluster_name=args.cluster_name,
-            durable=args.fsync,
-        )
-        emulator.start(host, port)
+        emulators = _start(args)
     except (ValueError, EmulatorError, ApiError, OSError) as exc:
         log.error("can not start the emulator: %s", getattr(exc, "descr", exc))
         return 2
+    main = emulators[0]
 
     stop = threading.Event()
 
@@ -210,11 +290,19 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         if args.write_conf:
-            for path in emulator.write_conf(args.write_conf):
+            for path in main.write_conf(args.write_conf):
                 log.info("wrote %s", path)
-        log.info("ready: %s", emulator.url)
+        for remote in emulators[1:]:
+            log.info(
+                "ready: %s (cluster %s, location %s)",
+                remote.url,
+                remote.cluster_id,
+                remote.location_name,
+            )
+        log.info("ready: %s", main.url)
         while not stop.wait(1.0):
             pass
     finally:
-        emulator.stop(release_devices=args.release_devices_on_exit)
+        for emulator in reversed(emulators):
+            emulator.stop(release_devices=args.release_devices_on_exit)
     return 0

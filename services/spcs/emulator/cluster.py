@@ -21,10 +21,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from spcs.emulator import blockdata, devices
+from spcs.emulator.bridge import Bridge
 from spcs.emulator.errors import invalid, no_space, not_found
+from spcs.emulator.faults import Faults
 from spcs.emulator.model import Attachment, State, Template, Volume
 from spcs.emulator.naming import MAX_ATTACHMENT_POS, base36, global_id_of_ref
 from spcs.emulator.store import Store
+from spcs.emulator.transfer import DEFAULT_BANDWIDTH, Pacer, Transfers
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,10 @@ class Cluster:
         *,
         loop: bool = False,
         default_placement_group: str = "default",
+        bridge: Bridge | None = None,
+        location_name: str | None = None,
+        faults: Faults | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -102,6 +109,12 @@ class Cluster:
         self.loop = loop
         self.default_placement_group = default_placement_group
         self.lock = threading.RLock()
+        # the other locations, and this one's name among them (see `spcs.emulator.bridge`)
+        self.bridge = bridge if bridge is not None else Bridge()
+        self.location_name = location_name or self.location_id
+        self.transfers = Transfers(
+            self, faults or Faults(), pacer if pacer is not None else Pacer(DEFAULT_BANDWIDTH)
+        )
         # no snapshot is due before this (a lower bound; 0: look): every call checks it, and
         # only a call at or after it looks through the snapshots
         self._next_due = 0.0
@@ -109,6 +122,11 @@ class Cluster:
         # clients whose StorPool service is shown down (`_emulator/client`): runtime only, as
         # a real client comes back up on its own
         self.clients_down: set[int] = set()
+
+    @property
+    def location_id(self) -> str:
+        """The location part of the cluster id ``<location>.<subcluster>``."""
+        return self.state.cluster_id.partition(".")[0]
 
     def set_client_running(self, client: int, running: bool) -> None:
         self.host(client)  # an unknown client is the caller's mistake
@@ -162,9 +180,18 @@ class Cluster:
         return self.store.data_path(gid)
 
     def new_gid(self, state: State) -> tuple[str, int]:
+        """A new visible volume id and the global id made of it. Snapshots copied from other
+        locations keep their own global ids, so a made one is checked against them too."""
+        while True:
+            vid = self.new_vid(state)
+            gid = f"{state.cluster_id}.{base36(vid)}"
+            if gid not in state.volumes:
+                return gid, vid
+
+    def new_vid(self, state: State) -> int:
         vid = state.next_vid
         state.next_vid += 1
-        return f"{state.cluster_id}.{base36(vid)}", vid
+        return vid
 
     # Space accounting.
 
@@ -381,7 +408,8 @@ class Cluster:
     # Garbage collection of snapshots.
 
     def collect_snapshots(self, txn: Txn) -> None:
-        """Remove deleted, bound or transient snapshots that have become childless."""
+        """Remove deleted, bound or transient snapshots that have become childless (an
+        exported one waits until it is unexported: other locations may be fetching it)."""
         state = txn.state
         while True:
             doomed = [
@@ -389,6 +417,7 @@ class Cluster:
                 for v in state.volumes.values()
                 if v.snapshot
                 and (v.deleted or v.bound or v.transient)
+                and not v.exports
                 and not state.children(v.gid)
                 and not state.attachments_of(v.gid)
             ]
@@ -396,8 +425,14 @@ class Cluster:
                 return
             for snap in doomed:
                 log.info("snapshot %s is gone (no children left)", snap.ref)
-                del state.volumes[snap.gid]
-                self.drop_data_file(txn, snap.gid)
+                self._drop_snapshot(txn, snap)
+
+    def _drop_snapshot(self, txn: Txn, snap: Volume) -> None:
+        del txn.state.volumes[snap.gid]
+        self.drop_data_file(txn, snap.gid)
+        if snap.recovering:
+            gid = snap.gid
+            txn.after_commit(lambda: self.transfers.cancel(gid, "the local snapshot was deleted"))
 
     def due_at(self, date: int | None) -> None:
         """A change gave a snapshot a targetDeleteDate (even if it rolls back: a bound)."""
@@ -416,8 +451,14 @@ class Cluster:
                 for v in self.state.volumes.values()
                 if v.snapshot and v.target_delete_date
             ]
-            # An attached snapshot waits until it is detached.
-            due = [gid for gid, date in dated if date <= now and not self.state.attachments_of(gid)]
+            # An attached snapshot waits until it is detached, an exported one until unexported.
+            due = [
+                gid
+                for gid, date in dated
+                if date <= now
+                and not self.state.attachments_of(gid)
+                and not self.state.volumes[gid].exports
+            ]
             self._next_due = min((d for g, d in dated if g not in due), default=math.inf)
             if not due:
                 return
@@ -435,6 +476,5 @@ class Cluster:
         if txn.state.children(snap.gid):
             snap.deleted = True
             return
-        del txn.state.volumes[snap.gid]
-        self.drop_data_file(txn, snap.gid)
+        self._drop_snapshot(txn, snap)
         self.collect_snapshots(txn)

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from spcs.emulator import admin, conf, devices, naming
+from spcs.emulator.bridge import Bridge, BridgeError
 from spcs.emulator.cluster import Cluster
 from spcs.emulator.dispatch import Dispatcher
 from spcs.emulator.errors import ApiError
@@ -18,6 +19,7 @@ from spcs.emulator.model import PlacementGroup, State
 from spcs.emulator.requests import RequestCounts
 from spcs.emulator.store import Store
 from spcs.emulator.templates import new_template
+from spcs.emulator.transfer import DEFAULT_BANDWIDTH, Pacer
 from spcs.emulator.transport import Server
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,13 @@ class Emulator:
         error_status: HTTP status of error replies (the real one is unknown).
         cluster_name: a name accepted in ``RemoteCommand/<name>/`` besides the id.
         durable: fsync every state change (survives power loss; slower).
+        location_name: the human-readable name of its location (a RemoteLocationName);
+            None = the location id, the first part of the cluster id.
+        bridge: the locations it can see (`spcs.emulator.bridge`); None = a private bridge
+            holding only itself. It joins in start() and leaves (stays known, unreachable) in
+            stop().
+        remote_bandwidth: bytes per second that snapshots copied from other locations are
+            fetched at (`spcs.emulator.transfer`); None or 0 = as fast as the disk goes.
     """
 
     def __init__(
@@ -63,6 +72,9 @@ class Emulator:
         error_status: int = 500,
         cluster_name: str | None = None,
         durable: bool = False,
+        location_name: str | None = None,
+        bridge: Bridge | None = None,
+        remote_bandwidth: int | None = DEFAULT_BANDWIDTH,
     ) -> None:
         self.data_dir = os.fspath(data_dir)
         self._durable = durable
@@ -80,7 +92,10 @@ class Emulator:
         self.requests = RequestCounts()  # kept across restarts, like the faults
         self._error_status = error_status
         self._cluster_name = cluster_name
+        self._location_name = location_name
+        self.bridge = bridge if bridge is not None else Bridge()
         self._validate()
+        self._pacer = Pacer(_bandwidth(remote_bandwidth))  # kept across restarts
         self.cluster: Cluster | None = None
         self._store: Store | None = None
         self._server: Server | None = None
@@ -102,6 +117,8 @@ class Emulator:
             naming.placement_group_name(self._placement_group)
             if self._cluster_id is not None:
                 naming.cluster_id(self._cluster_id)
+            if self._location_name is not None:
+                naming.location_name(self._location_name)
         except (ApiError, ValueError) as exc:
             raise EmulatorError(str(exc)) from None
         if self._loop:
@@ -132,18 +149,11 @@ class Emulator:
             store = Store(self.data_dir, durable=self._durable)
         except Exception as exc:
             raise EmulatorError(str(exc)) from exc
+        cluster: Cluster | None = None
         try:
             self.token = store.token(self._token)
-            state = self._load_state(store)
-            hosts = {}
-            for cid, root in self._clients.items():
-                os.makedirs(root, exist_ok=True)
-                hosts[cid] = devices.ClientHost(cid, root)
-            cluster = Cluster(
-                store, state, hosts, loop=self._loop, default_placement_group=self._placement_group
-            )
-            store.reconcile(state)
-            cluster.restore_devices()
+            cluster = self._build_cluster(store)
+            self._join(cluster)
             dispatcher = Dispatcher(
                 cluster,
                 self.token,
@@ -155,6 +165,8 @@ class Emulator:
             )
             server = Server((host, port), dispatcher)
         except BaseException:
+            if cluster is not None:
+                self.bridge.leave(cluster)
             store.close()
             raise
         self._store, self.cluster, self._server = store, cluster, server
@@ -168,13 +180,42 @@ class Emulator:
         )
         self._thread.start()
         log.info(
-            "StorPool API emulator for cluster %s on %s (data %s, clients %s)",
-            state.cluster_id,
+            "StorPool API emulator for cluster %s (location %s) on %s (data %s, clients %s)",
+            cluster.state.cluster_id,
+            cluster.location_name,
             self.url,
             store.dir,
-            ", ".join(f"{c}={h.root}" for c, h in sorted(hosts.items())) or "none",
+            ", ".join(f"{c}={h.root}" for c, h in sorted(cluster.hosts.items())) or "none",
         )
+        cluster.transfers.resume_all()
         return self
+
+    def _build_cluster(self, store: Store) -> Cluster:
+        state = self._load_state(store)
+        hosts = {}
+        for cid, root in self._clients.items():
+            os.makedirs(root, exist_ok=True)
+            hosts[cid] = devices.ClientHost(cid, root)
+        cluster = Cluster(
+            store,
+            state,
+            hosts,
+            loop=self._loop,
+            default_placement_group=self._placement_group,
+            bridge=self.bridge,
+            location_name=self._location_name,
+            faults=self.faults,
+            pacer=self._pacer,
+        )
+        store.reconcile(state)
+        cluster.restore_devices()
+        return cluster
+
+    def _join(self, cluster: Cluster) -> None:
+        try:
+            self.bridge.join(cluster.location_id, cluster.location_name, cluster)
+        except BridgeError as exc:
+            raise EmulatorError(str(exc)) from None
 
     def _load_state(self, store: Store) -> State:
         state = store.load()
@@ -207,6 +248,9 @@ class Emulator:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join()
+        if self.cluster is not None:
+            self.bridge.leave(self.cluster)  # other locations' transfers from here stop
+            self.cluster.transfers.close()  # before the store closes: they commit through it
         if release_devices and self.cluster is not None:
             self.cluster.release_devices()
         if self._store is not None:
@@ -256,6 +300,19 @@ class Emulator:
     @property
     def cluster_id(self) -> str:
         return self._running().state.cluster_id
+
+    @property
+    def location_id(self) -> str:
+        """The first part of the cluster id (known before start only when given)."""
+        if self.cluster is not None:
+            return self.cluster.location_id
+        if self._cluster_id is not None:
+            return self._cluster_id.partition(".")[0]
+        raise EmulatorError("not started")
+
+    @property
+    def location_name(self) -> str:
+        return self._location_name or self.location_id
 
     def client_root(self, client: int) -> str:
         return self._running().host(client).root
@@ -312,6 +369,15 @@ class Emulator:
             config = FaultConfig.from_json(dict(config))
         self.faults.configure(config)
 
+    def set_remote_bandwidth(self, bandwidth: int | None) -> None:
+        """Fetch snapshots from other locations at this many bytes per second from now on
+        (running transfers too); None or 0 = unpaced."""
+        self._pacer.bandwidth = _bandwidth(bandwidth)
+
+    def transfers_running(self) -> list[str]:
+        """Global ids of the snapshots being fetched from other locations right now."""
+        return self.cluster.transfers.running() if self.cluster is not None else []
+
     def set_client_running(self, client: int, running: bool) -> None:
         """Show `client`'s StorPool service down (or running again) in ServicesList."""
         self._running().set_client_running(client, running)
@@ -326,3 +392,9 @@ class Emulator:
         key = "snapshot" if snapshot else "volume"
         with cluster.change(bump=False) as txn:
             attachments.mark_open(cluster, txn, {"client": client, key: ref, "open": open})
+
+
+def _bandwidth(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise EmulatorError(f"remote bandwidth must be bytes per second (>= 0), not {value!r}")
+    return value or None

@@ -15,6 +15,19 @@ A fault configuration, as JSON (the admin endpoint's body) and as `FaultConfig`:
 
 Injected errors always carry ``"transient": true``, which is what makes the
 official bindings retry.
+
+``RemoteTransfer`` is a pseudo-command for the background transfer of a snapshot copied from
+another location (`spcs.emulator.transfer`), consulted by the *destination* emulator once per
+4 MiB chunk; a fault there stops the transfer (the snapshot stays recovering until a
+``SnapshotReconcile``), as a dropped link between the locations would:
+
+* ``failAfter: {"RemoteTransfer": n}``: n more chunks get through (0: none), then the
+  transfer stops (the link dropped halfway); the setting is used up then;
+* ``failNext: {"RemoteTransfer": n}``: each of the next n transfer attempts stops at its
+  first chunk.
+
+``transientRate``, ``commands`` and ``delays`` do not apply to transfers (their pace is the
+emulator's ``remote_bandwidth``).
 """
 
 from __future__ import annotations
@@ -25,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spcs.emulator.errors import BUSY, ApiError, invalid
+
+REMOTE_TRANSFER = "RemoteTransfer"  # the pseudo-command of transfers between locations
 
 
 @dataclass
@@ -145,6 +160,21 @@ class Faults:
                 cfg.fail_after[command] -= 1
                 return self._error(command, "after")
         return None
+
+    def transfer_chunk(self, *, first: bool) -> str | None:
+        """Why the transfer must stop at this chunk (a ``RemoteTransfer`` fault), or None."""
+        with self._lock:
+            cfg = self._config
+            if first and cfg.fail_next.get(REMOTE_TRANSFER, 0) > 0:
+                cfg.fail_next[REMOTE_TRANSFER] -= 1
+                return "injected fault: failNext RemoteTransfer"
+            if REMOTE_TRANSFER not in cfg.fail_after:
+                return None
+            if cfg.fail_after[REMOTE_TRANSFER] > 0:
+                cfg.fail_after[REMOTE_TRANSFER] -= 1
+                return None
+            del cfg.fail_after[REMOTE_TRANSFER]  # fires once: a later attempt gets through
+            return "injected fault: failAfter RemoteTransfer (the link dropped)"
 
     def _error(self, command: str, when: str) -> ApiError:
         what = "changed nothing" if when == "before" else "took effect"

@@ -64,6 +64,12 @@ class Volume:
     deleted: bool = False
     transient: bool = False
     target_delete_date: int | None = None
+    # Multi-location fields (snapshots only): the location names it is exported to, the
+    # location a snapshot copied from remote came from, and whether its bytes are still being
+    # fetched from there (recoveringFromRemote).
+    exports: list[str] = field(default_factory=list)
+    remote_location: str | None = None
+    recovering: bool = False
 
     @property
     def ref(self) -> str:
@@ -166,22 +172,25 @@ R = TypeVar("R")
 
 
 @functools.cache
-def _dict_fields(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls) if "dict[" in str(f.type))
+def _container_fields(cls: type) -> tuple[str, ...]:
+    return tuple(
+        f.name for f in dataclasses.fields(cls) if str(f.type).startswith(("dict[", "list["))
+    )
 
 
 def _clone(record: R) -> R:
-    """A record of the same class with the same fields, each dict among them (tags) copied."""
+    """A record of the same class with the same fields, each dict or list among them (tags,
+    exports) copied."""
     cls: type = type(record)
     twin: R = object.__new__(cls)
     fields = twin.__dict__
     fields.update(record.__dict__)
-    for name in _dict_fields(cls):
+    for name in _container_fields(cls):
         if fields[name] is not None:
-            fields[name] = dict(fields[name])
+            fields[name] = fields[name].copy()
     return twin
 
 
 def _plain(record: object) -> dict[str, Any]:
-    """A record's fields, each dict among them (tags) copied: nothing shared with `record`."""
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in vars(record).items()}
+    """A record's fields, each dict or list among them copied: nothing shared with `record`."""
+    return {k: v.copy() if isinstance(v, dict | list) else v for k, v in vars(record).items()}

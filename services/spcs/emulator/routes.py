@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from spcs.emulator import attachments, naming, snapshots, templates, views, volumes
+from spcs.emulator import attachments, naming, remote, snapshots, templates, views, volumes
 from spcs.emulator.body import Body
 from spcs.emulator.cluster import Cluster, Txn
 from spcs.emulator.errors import invalid, not_found
@@ -174,6 +174,37 @@ def _snapshot_delete_by_id(c: Cluster, r: Request) -> Any:
     return _change(c, lambda t: snapshots.delete(c, t, f"~{gid}"))
 
 
+# Locations and snapshots across them.
+
+
+def _locations(c: Cluster, r: Request) -> Any:
+    return remote.locations(c)
+
+
+def _snapshot_export(c: Cluster, r: Request) -> Any:
+    return _change(c, lambda t: remote.export(c, t, r.body))
+
+
+def _snapshot_unexport(c: Cluster, r: Request) -> Any:
+    return remote.unexport(c, r.body)  # asks other locations first, then changes
+
+
+def _exports_list(c: Cluster, r: Request) -> Any:
+    return remote.exports_list(c)
+
+
+def _snapshots_remote_list(c: Cluster, r: Request) -> Any:
+    return remote.remote_list(c)
+
+
+def _snapshot_from_remote(c: Cluster, r: Request) -> Any:
+    return remote.from_remote(c, r.body)
+
+
+def _snapshot_reconcile(c: Cluster, r: Request) -> Any:
+    return remote.reconcile(c, _snap(r))
+
+
 # Attachments.
 
 
@@ -301,6 +332,14 @@ ROUTES: dict[str, Route] = {
     "SnapshotUpdate": Route(POST, 1, _snapshot_update),
     "SnapshotDelete": Route(POST, 1, _snapshot_delete),
     "SnapshotDeleteById": Route(POST, 1, _snapshot_delete_by_id),
+    # locations and snapshots across them
+    "LocationsList": Route(GET, 0, _locations),
+    "SnapshotExport": Route(POST, 0, _snapshot_export),
+    "SnapshotUnexport": Route(POST, 0, _snapshot_unexport),
+    "ExportsList": Route(GET, 0, _exports_list),
+    "SnapshotsRemoteList": Route(GET, 0, _snapshots_remote_list),
+    "SnapshotFromRemote": Route(POST, 0, _snapshot_from_remote),
+    "SnapshotReconcile": Route(POST, 1, _snapshot_reconcile),
     # attachments
     "AttachmentsList": Route(GET, 0, _attachments_list),
     "VolumesReassign": Route(POST, 0, _reassign),

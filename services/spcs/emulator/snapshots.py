@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from spcs.emulator import naming, policy
+from spcs.emulator import guards, naming, policy
 from spcs.emulator.body import Body
 from spcs.emulator.cluster import Cluster, Txn
 from spcs.emulator.errors import busy, exists, invalid
@@ -151,6 +151,7 @@ def update(cluster: Cluster, txn: Txn, ref: str, body: Any) -> dict[str, Any]:
 def delete(cluster: Cluster, txn: Txn, ref: str) -> dict[str, Any]:
     state = txn.state
     snap = cluster.resolve(state, ref, snapshot=True)
+    guards.check_not_exported(snap)
     atts = state.attachments_of(snap.gid)
     if atts:
         clients = ", ".join(str(a.client) for a in atts)
@@ -158,6 +159,6 @@ def delete(cluster: Cluster, txn: Txn, ref: str) -> dict[str, Any]:
     for tmpl in state.templates.values():
         if tmpl.parent == snap.gid:
             raise busy(f"snapshot {snap.ref} is the parent of template {tmpl.name}")
-    cluster.delete_snapshot(txn, snap)
+    cluster.delete_snapshot(txn, snap)  # a recovering one: its transfer stops
     log.info("deleted snapshot %s (%s)", snap.ref, snap.gid)
     return txn.ok()

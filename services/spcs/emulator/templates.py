@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from spcs.emulator import naming, policy
+from spcs.emulator import guards, naming, policy
 from spcs.emulator.body import Body
 from spcs.emulator.cluster import Cluster, Txn
 from spcs.emulator.errors import busy, exists, invalid, not_found
@@ -19,7 +19,9 @@ def _parent(cluster: Cluster, state: State, value: Any) -> str | None:
     if value == "":
         return None
     name = naming.snapshot_name(value, "parent")
-    return cluster.resolve(state, name, snapshot=True).gid
+    snap = cluster.resolve(state, name, snapshot=True)
+    guards.check_recovered(snap)
+    return snap.gid
 
 
 def _template_size(value: Any) -> int | str:

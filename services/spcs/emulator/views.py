@@ -55,7 +55,7 @@ def volume_summary(state: State, vol: Volume, *, mc: bool = False) -> dict[str, 
             bound=vol.bound,
             deleted=vol.deleted,
             transient=vol.transient,
-            recoveringFromRemote=False,
+            recoveringFromRemote=vol.recovering,
         )
         if vol.target_delete_date:
             out["targetDeleteDate"] = vol.target_delete_date

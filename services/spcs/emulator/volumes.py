@@ -13,11 +13,11 @@ import re
 import time
 from typing import Any
 
-from spcs.emulator import blockdata, naming, policy
+from spcs.emulator import blockdata, guards, naming, policy
 from spcs.emulator.body import Body
 from spcs.emulator.cluster import Cluster, Txn, file_size_limits
 from spcs.emulator.errors import busy, exists, invalid
-from spcs.emulator.model import State, Volume
+from spcs.emulator.model import State, Template, Volume
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,16 @@ def _source(cluster: Cluster, state: State, b: Body) -> tuple[Volume | None, Vol
             raise invalid(f"snapshot {parent.ref} is being deleted")
         if parent.transient:
             raise invalid(f"snapshot {parent.ref} is transient")
+        guards.check_recovered(parent)
         return parent, None
     return None, None
+
+
+def _template_parent(state: State, tmpl: Template) -> Volume | None:
+    parent = state.volumes.get(tmpl.parent) if tmpl.parent else None
+    if parent is not None:
+        guards.check_recovered(parent)
+    return parent
 
 
 def create(cluster: Cluster, txn: Txn, body: Any) -> dict[str, Any]:
@@ -57,8 +65,8 @@ def create(cluster: Cluster, txn: Txn, body: Any) -> dict[str, Any]:
     if "template" in b:
         tmpl = cluster.template(state, naming.template_name(b.get("template")))
     parent, base = _source(cluster, state, b)
-    if parent is None and base is None and tmpl is not None and tmpl.parent:
-        parent = state.volumes.get(tmpl.parent)
+    if parent is None and base is None and tmpl is not None:
+        parent = _template_parent(state, tmpl)
     source = parent or base
     if tmpl is not None:
         fields = policy.of_template(tmpl, for_new=True)
@@ -244,6 +252,7 @@ def revert(cluster: Cluster, txn: Txn, ref: str, body: Any) -> dict[str, Any]:
     snap = cluster.resolve(state, snap_ref, snapshot=True)
     if snap.deleted:
         raise invalid(f"snapshot {snap.ref} is being deleted")
+    guards.check_recovered(snap)
     revert_size = naming.boolean(b.get("revertSize", False), "revertSize")
     if state.attachments_of(vol.gid):
         # Emulator choice: the data file is replaced, which an open device would not see.

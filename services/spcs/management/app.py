@@ -14,7 +14,7 @@ from spcs.common.locks import KeyedLocks, Locks
 from spcs.common.operations import OperationsServicer
 from spcs.common.server import Binding, Server, bind, bind_operations
 from spcs.common.tls import TlsFiles
-from spcs.management import recovery
+from spcs.management import recovery, zones
 from spcs.management.abandoned import Abandoned
 from spcs.management.copies import Copies
 from spcs.management.heartbeat import Heartbeats
@@ -41,6 +41,7 @@ from spcs.management.sql_state import SqlState, lock_sqlite
 from spcs.management.state import LeaseStore, StateStore
 from spcs.management.templates import TemplateCache
 from spcs.management.volumes import STATS_SECONDS, Volumes
+from spcs.management.zones import ZoneCopies
 from spcs.storpool.api import RetryPolicy
 from spcs.storpool.client import ClientFactory
 from spcs.storpool.conf import StorPoolConf
@@ -70,6 +71,7 @@ FEATURES = (
     "host-heartbeat",
     "delay-delete",
     "abandoned-objects",
+    "cross-zone-snapshot-copy",
 )
 
 
@@ -89,6 +91,7 @@ class Domain:
     templates: TemplateCache
     copies: Copies
     lifecycle: PoolLifecycle
+    zones: ZoneCopies
 
 
 def build_domain(
@@ -101,6 +104,7 @@ def build_domain(
     volume_stats_seconds: float = STATS_SECONDS,
     leases: LeaseStore | None = None,
     replica: str = "",
+    zone_copy_stall_seconds: float = zones.DEFAULT_STALL_SECONDS,
 ) -> Domain:
     """`leases`: hold through this shared store (several replicas), as `replica`; without,
     holds are kept in this process."""
@@ -128,6 +132,7 @@ def build_domain(
         templates,
         copies,
         lifecycle,
+        ZoneCopies(pools, registry, stall_seconds=zone_copy_stall_seconds),
     )
 
 
@@ -155,7 +160,7 @@ def _bindings(d: Domain) -> list[Binding]:
             strategies_pb2,
             strategies_pb2_grpc,
             "SnapshotStrategy",
-            SnapshotStrategyServicer(d.snapshots, d.copies),
+            SnapshotStrategyServicer(d.snapshots, d.copies, d.zones),
         ),
         bind(
             strategies_pb2,
@@ -220,6 +225,7 @@ def build(settings: ManagementSettings) -> Server:
         volume_stats_seconds=settings.volume_stats_seconds,
         leases=store if shared else None,
         replica=replica,
+        zone_copy_stall_seconds=settings.zone_copy_stall_seconds,
     )
     bindings = _bindings(d)
     identity = IdentityInfo(

@@ -2,7 +2,8 @@
 
 Jobs name their temporaries deterministically (download volumes, point-in-time snapshots) and
 tag them with their operation id (`names.OPERATION_TAG`); a volume a copy creates and fills
-carries the copy's operation id (`names.FILLING_TAG`) until it is complete. The sweep removes
+carries the copy's operation id (`names.FILLING_TAG`) until it is complete, and so does a
+snapshot arriving from another zone. The sweep removes
 such an object only when its operation is not running (`is_running`: running on any replica,
 as the shared operations say), so it never touches the work of a job that is still going, here
 or on another replica. Temporaries without an operation tag (made by an older spcs) count as
@@ -58,7 +59,13 @@ def _sweep(api: StorPoolClient, is_running: Callable[[str], bool]) -> int:
         if (filling and not is_running(filling)) or _left_over(volume, is_running):
             removed += _remove(volume.name, partial(api.volume_delete, volume.ref))
     for snapshot in api.snapshots():
-        if not snapshot.deleted and _left_over(snapshot, is_running):
+        if snapshot.deleted:
+            continue
+        # a snapshot still arriving from another zone (CopySnapshot) whose copy died
+        filling = snapshot.tags.get(names.FILLING_TAG, "")
+        if filling and not is_running(filling):
+            removed += _remove(snapshot.name, partial(api.snapshot_delete, snapshot.ref))
+        elif _left_over(snapshot, is_running):
             remove = partial(objects.delete_temporary, api, snapshot.global_id)
             removed += _remove(snapshot.name, remove)
     return removed

@@ -28,6 +28,7 @@ from spcs.management.snapshots import Snapshots
 from spcs.management.state import DEFAULT_MAX_COPIES, REFRESH_SECONDS
 from spcs.management.templates import TemplateCache
 from spcs.management.volumes import Volumes
+from spcs.management.zones import ZoneCopies
 from spcs.v1 import (
     driver_pb2,
     driver_pb2_grpc,
@@ -50,7 +51,7 @@ CAPABILITIES = {
     "CAN_CREATE_VOLUME_FROM_VOLUME": "true",
     "CAN_REVERT_VOLUME_TO_SNAPSHOT": "true",
     "CAN_CREATE_TEMPLATE_FROM_SNAPSHOT": "true",
-    "CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE": "false",
+    "CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE": "true",
 }
 
 
@@ -379,9 +380,10 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
 
 
 class SnapshotStrategyServicer(strategies_pb2_grpc.SnapshotStrategyServicer):
-    def __init__(self, snapshots: Snapshots, copies: Copies) -> None:
+    def __init__(self, snapshots: Snapshots, copies: Copies, zones: ZoneCopies) -> None:
         self._snapshots = snapshots
         self._copies = copies
+        self._zones = zones
 
     @rpc(required=("snapshot",), one_of=(_SNAPSHOT,))
     def CanHandleSnapshot(
@@ -407,6 +409,18 @@ class SnapshotStrategyServicer(strategies_pb2_grpc.SnapshotStrategyServicer):
         self, request: strategies_pb2.BackupSnapshotRequest, context: grpc.ServicerContext
     ) -> operations_pb2.Operation:
         return self._copies.start_backup(request)
+
+    @rpc(
+        key="operation_id",
+        ids=(*_POOL, "destination_pool.pool_uuid"),
+        required=("snapshot",),
+        one_of=(_SNAPSHOT,),
+        holds="snapshot-to-zone",
+    )
+    def CopySnapshot(
+        self, request: strategies_pb2.CopySnapshotRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        return self._zones.start(request)
 
 
 class VMSnapshotStrategyServicer(strategies_pb2_grpc.VMSnapshotStrategyServicer):

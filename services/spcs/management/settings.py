@@ -84,6 +84,14 @@ OPTIONS: tuple[Option, ...] = (
         parse=positive_float,
         metavar="SECONDS",
     ),
+    Option(
+        "zone_copy_stall_seconds",
+        "how long a snapshot copy to another zone (StorPool location) may receive no data "
+        "before it fails; StorPool is asked to resume the transfer meanwhile",
+        default="600",
+        parse=positive_float,
+        metavar="SECONDS",
+    ),
     *SERVER_OPTIONS,
 )
 
@@ -96,6 +104,7 @@ class ManagementSettings:
     storpool_retry_seconds: float
     node_retry_seconds: float
     volume_stats_seconds: float = 30.0
+    zone_copy_stall_seconds: float = 600.0
     # the state database: None is SQLite at `db`
     database_url: URL | None = None
     database_password: str | None = field(default=None, repr=False)
@@ -113,6 +122,7 @@ class ManagementSettings:
             storpool_retry_seconds=values["storpool_retry_seconds"],
             node_retry_seconds=values["node_retry_seconds"],
             volume_stats_seconds=values["volume_stats_seconds"],
+            zone_copy_stall_seconds=values["zone_copy_stall_seconds"],
             database_url=url,
             database_password=password,
         )

@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 HIGHEST = strategies_pb2.STRATEGY_PRIORITY_HIGHEST
 CANT_HANDLE = strategies_pb2.STRATEGY_PRIORITY_CANT_HANDLE
 # The Java plugin's strategy claims only these; take/backup/revert go through CloudStack's
-# default strategy, which calls the driver.
-# COPY (to another zone) is not claimed: no RPC copies a snapshot between zones yet, and a
-# claim would have CloudStack call a copySnapshot that can only fail
-CLAIMED = (strategies_pb2.SNAPSHOT_OPERATION_DELETE,)
+# default strategy, which calls the driver. COPY is the copy to another zone (CopySnapshot).
+CLAIMED = (strategies_pb2.SNAPSHOT_OPERATION_DELETE, strategies_pb2.SNAPSHOT_OPERATION_COPY)
+# What StorPool answers a delete of a snapshot another location may still read.
+STILL_EXPORTED = "still exported"
 
 
 def snapshot_key(snapshot: types_pb2.Snapshot) -> str:
@@ -101,6 +101,21 @@ class Snapshots:
                 return pool, found
         return None
 
+    def _check_one_zone(self, snapshot: types_pb2.Snapshot, first: PoolRecord) -> None:
+        """A snapshot copied to another zone has the same path there (StorPool keeps its
+        global id): without a pool, a delete must not pick one of the copies."""
+        others = [
+            pool.name
+            for pool in self.pools.all()
+            if pool.conn.endpoint != first.conn.endpoint
+            and objects.find_snapshot(self.pools.api(pool), path=snapshot.path, uuid=snapshot.uuid)
+        ]
+        if others:
+            raise errors.FailedPrecondition(
+                f"snapshot {snapshot.path or snapshot.uuid} exists in pool {first.name} and in "
+                f"{', '.join(others)} (copies in several zones); name the pool to delete it from"
+            )
+
     def can_handle(
         self, request: strategies_pb2.CanHandleSnapshotRequest
     ) -> strategies_pb2.CanHandleResponse:
@@ -108,7 +123,7 @@ class Snapshots:
             return strategies_pb2.CanHandleResponse(
                 priority=CANT_HANDLE,
                 reason="take, backup and revert go through CloudStack's default strategy and "
-                "this driver; copying a snapshot to another zone is not supported",
+                "this driver",
             )
         found = self.find(request.snapshot, request.pool.pool_uuid)
         if found is None:
@@ -125,8 +140,21 @@ class Snapshots:
         if found is None:
             return False
         pool, snap = found
+        if not pool_uuid:
+            self._check_one_zone(snapshot, pool)
+        api = self.pools.api(pool)
         with self.locks.hold("DeleteSnapshot", snapshot=holds.storpool_object(snap.global_id)):
-            deleted = self.pools.api(pool).snapshot_delete(snap.ref)
+            try:
+                deleted = api.snapshot_delete(snap.ref)
+            except errors.InvalidArgument as refused:
+                if STILL_EXPORTED not in refused.message:
+                    raise
+                # exported to another location: the hold says no copy of spcs reads it now, and
+                # a delete is the caller's explicit wish (the Java plugin fails here until a
+                # periodic task unexports it)
+                log.info("snapshot %s is exported; unexporting it to delete it", snap.ref)
+                api.snapshot_unexport(snap.ref, None)
+                deleted = api.snapshot_delete(snap.ref)
         log.info("snapshot %s (%s) deleted", snapshot.uuid or snap.name, snap.ref)
         return deleted
 

@@ -40,6 +40,7 @@ from spcs.storpool.bindings import spapi, spcatch
 from spcs.storpool.records import (
     RUNNING,
     Attachment,
+    Location,
     StorPoolSnapshot,
     StorPoolVolume,
     TemplateStatus,
@@ -115,6 +116,7 @@ def _snapshot(raw: Mapping[str, Any]) -> StorPoolSnapshot:
         deleted=bool(raw.get("deleted", False)),
         on_volume=str(raw.get("onVolume") or ""),
         delete_at=int(raw.get("targetDeleteDate") or 0),
+        recovering=bool(raw.get("recoveringFromRemote", False)),
     )
 
 
@@ -384,6 +386,62 @@ class StorPoolApi:
             "group snapshot", lambda: self._api.snapshotCreateGroup(body, returnRawAPIData=True)
         )
         return list(data.get("snapshots", []))
+
+    # ---- other locations (multi-cluster snapshot transfer) ----------------------------------
+    # Plain paths, not MultiCluster/: the calls act on the location as a whole, and the Java
+    # plugin sends them so.
+
+    def _plain(self, what: str, method: str, path: str, body: object | None = None) -> Any:
+        command = path.split("/", 1)[0]
+        return self._call(what, lambda: self._api(method, False, path, body), command)
+
+    def locations(self) -> list[Location]:
+        """Every location this one knows, itself included (LocationsList)."""
+        data = self._plain("list StorPool locations", "GET", "LocationsList")
+        return [
+            Location(str(raw.get("id", "")), str(raw.get("name", "")))
+            for raw in (data or {}).get("locations", [])
+            if isinstance(raw, dict)
+        ]
+
+    def snapshot_export(self, ref: str, location: str) -> None:
+        """Let `location` read the snapshot (SnapshotExport); exporting twice is harmless."""
+        body = {"snapshot": ref, "location": location}
+        self._plain(f"export snapshot {ref} to location {location}", "POST", "SnapshotExport", body)
+
+    def snapshot_unexport(self, ref: str, location: str | None) -> None:
+        """Take the export to `location` back (None: every export, even one a remote location
+        still reads from); a snapshot that is not exported there is fine."""
+        body: dict[str, Any] = {"snapshot": ref}
+        if location is None:
+            body.update({"all": True, "force": True})
+        else:
+            body["location"] = location
+        where = f"location {location}" if location else "every location"
+        self._plain(f"unexport snapshot {ref} from {where}", "POST", "SnapshotUnexport", body)
+
+    def snapshot_from_remote(
+        self, location: str, global_id: str, *, template: str, tags: Mapping[str, str]
+    ) -> str:
+        """Start copying snapshot `global_id` of `location` here (SnapshotFromRemote); returns
+        the local snapshot's global id (StorPool keeps the remote one's)."""
+        body = {
+            "remoteLocation": location,
+            "remoteId": global_id,
+            "name": "",
+            "template": template,
+            "tags": dict(tags),
+        }
+        what = f"copy snapshot {global_id} from location {location}"
+        data = self._plain(what, "POST", "SnapshotFromRemote", body)
+        if isinstance(data, dict):  # the reply's shape is not documented: look, else the id
+            return str(data.get("snapshotGlobalId") or data.get("globalId") or global_id)
+        return global_id
+
+    def snapshot_reconcile(self, ref: str) -> None:
+        """Have StorPool (re)start fetching what the snapshot still misses from its location."""
+        path = f"SnapshotReconcile/{names.url_ref(ref, f'reconcile snapshot {ref!r}')}"
+        self._plain(f"reconcile snapshot {ref}", "POST", path)
 
     # ---- attachments ------------------------------------------------------------------------
 

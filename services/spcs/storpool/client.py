@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from spcs.storpool.records import (
     Attachment,
+    Location,
     StorPoolSnapshot,
     StorPoolVolume,
     TemplateStatus,
@@ -64,6 +65,15 @@ class StorPoolClient(Protocol):
     def group_snapshot(
         self, volumes: Iterable[tuple[str, str]], tags: Mapping[str, str]
     ) -> list[dict[str, Any]]: ...
+
+    # other locations (multi-cluster snapshot transfer)
+    def locations(self) -> list[Location]: ...
+    def snapshot_export(self, ref: str, location: str) -> None: ...
+    def snapshot_unexport(self, ref: str, location: str | None) -> None: ...
+    def snapshot_from_remote(
+        self, location: str, global_id: str, *, template: str, tags: Mapping[str, str]
+    ) -> str: ...
+    def snapshot_reconcile(self, ref: str) -> None: ...
 
     # attachments
     def attachments(self) -> list[Attachment]: ...

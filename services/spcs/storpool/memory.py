@@ -55,6 +55,7 @@ from spcs.storpool import names, rules
 from spcs.storpool.records import (
     RUNNING,
     Attachment,
+    Location,
     StorPoolSnapshot,
     StorPoolVolume,
     TemplateStatus,
@@ -69,9 +70,14 @@ if TYPE_CHECKING:
 COMMANDS = frozenset(
     {
         "AttachmentsList",
+        "LocationsList",
         "ServicesList",
         "Snapshot",
         "SnapshotDelete",
+        "SnapshotExport",
+        "SnapshotFromRemote",
+        "SnapshotReconcile",
+        "SnapshotUnexport",
         "SnapshotUpdate",
         "SnapshotsList",
         "Volume",
@@ -307,6 +313,8 @@ class _Object:
     transient: bool = False
     delete_date: int | None = None
     created: int = 0
+    exports: set[str] = field(default_factory=set)  # location names that may read it
+    remote_location: str | None = None  # a copy of a snapshot of that location
 
     @property
     def ref(self) -> str:
@@ -346,6 +354,11 @@ class MemoryStorPool:
         block_size: allocation unit of written data (the emulator's: its filesystem's block).
         placement_group: the placement group templates and volumes use.
         clock: seconds since the epoch, for snapshots' targetDeleteDate.
+        location_name: its StorPool location's name (default: the location id, the first
+            part of `cluster_id`).
+        locations: the registry of the locations it can exchange snapshots with (shared by
+            those clients); None = one of its own. A snapshot from another location arrives
+            at once: nothing here moves bytes, so there is no recovery to wait for.
     """
 
     def __init__(
@@ -359,11 +372,14 @@ class MemoryStorPool:
         block_size: int = 4096,
         placement_group: str = "default",
         clock: Callable[[], float] = time.time,
+        location_name: str | None = None,
+        locations: dict[str, MemoryStorPool] | None = None,
     ) -> None:
         if not rules.CLUSTER_ID_RE.fullmatch(cluster_id):
             raise ValueError(f"cluster id {cluster_id!r} must look like <location>.<subcluster>")
         self.endpoint = endpoint
         self.cluster_id = cluster_id
+        self._join(cluster_id.split(".", 1)[0], location_name, locations)
         self.calls: Counter[str] = Counter()
         self._lock = threading.RLock()
         self._clock = clock
@@ -395,6 +411,16 @@ class MemoryStorPool:
         self._next_vid = 1
         self._faults: dict[str, list[_Fault]] = {}
         self.space = SpaceCache(self._rows)
+
+    def _join(
+        self, location_id: str, name: str | None, locations: dict[str, MemoryStorPool] | None
+    ) -> None:
+        self.location_id = location_id
+        self.location_name = name or location_id
+        self.location_registry = locations if locations is not None else {}
+        if self.location_name in self.location_registry:
+            raise ValueError(f"location {self.location_name} is in the registry already")
+        self.location_registry[self.location_name] = self
 
     # ---- test controls ----------------------------------------------------------------------
 
@@ -1071,6 +1097,11 @@ class MemoryStorPool:
                 if atts:
                     clients = ", ".join(str(a.client) for a in atts)
                     raise rules.busy(f"snapshot {snap.ref} is attached to client(s) {clients}")
+                if snap.exports:
+                    raise rules.invalid(
+                        f"snapshot {snap.ref} is still exported to location(s) "
+                        f"{', '.join(sorted(snap.exports))}; unexport it first"
+                    )
                 self._delete_snapshot(snap)
         except errors.NotFound:
             return False
@@ -1135,6 +1166,83 @@ class MemoryStorPool:
                 }
             )
         return results
+
+    # ---- other locations ----------------------------------------------------------------------
+
+    def locations(self) -> list[Location]:
+        with self._call("list StorPool locations") as send:
+            send("LocationsList")
+            members = sorted(self.location_registry.values(), key=lambda m: m.location_name)
+            return [Location(m.location_id, m.location_name) for m in members]
+
+    def _remote(self, location: str) -> MemoryStorPool:
+        remote = self.location_registry.get(location)
+        if remote is None:
+            raise rules.not_found(f"location {location}")
+        return remote
+
+    def snapshot_export(self, ref: str, location: str) -> None:
+        with self._call(f"export snapshot {ref} to location {location}") as send:
+            _b_snapshot_ref(ref)
+            send("SnapshotExport")
+            snap = self._resolve(ref, snapshot=True)
+            if self._remote(location) is self:
+                raise rules.invalid(f"location {location} is this location")
+            snap.exports.add(location)
+
+    def snapshot_unexport(self, ref: str, location: str | None) -> None:
+        with self._call(f"unexport snapshot {ref} from {location or 'every location'}") as send:
+            _b_snapshot_ref(ref)
+            send("SnapshotUnexport")
+            exports = self._resolve(ref, snapshot=True).exports
+            if location is None:
+                exports.clear()
+            else:
+                exports.discard(location)
+
+    def snapshot_from_remote(
+        self, location: str, global_id: str, *, template: str, tags: Mapping[str, str]
+    ) -> str:
+        what = f"copy snapshot {global_id} from location {location}"
+        # the remote's state is read before this one's lock is taken: two clients copying
+        # towards each other must not wait for each other's lock
+        source = None
+        remote = self.location_registry.get(location)
+        if remote is not None and remote is not self:
+            with remote._lock:
+                found = remote._objects.get(global_id)
+                if found is not None and found.snapshot and self.location_name in found.exports:
+                    source = (found.size, found.data, found.created)
+        with self._call(what) as send:
+            send("SnapshotFromRemote")
+            self._remote(location)
+            if source is None:
+                raise rules.not_found(
+                    f"snapshot {global_id} of location {location} exported to location "
+                    f"{self.location_name}"
+                )
+            if global_id in self._objects:
+                raise rules.exists(f"an object with global id {global_id}")
+            size, data, created = source
+            tmpl = self._template(rules.template_name(template))
+            snap = self._new_object(
+                snapshot=True,
+                name=None,
+                size=size,
+                template=tmpl.name,
+                fields=self._of_template(tmpl, for_new=True),
+            )
+            snap.gid, snap.data, snap.created = global_id, data, created
+            snap.tags, snap.remote_location = rules.tags(dict(tags)), location
+            self._add(snap)
+            return global_id
+
+    def snapshot_reconcile(self, ref: str) -> None:
+        with self._call(f"reconcile snapshot {ref}") as send:
+            _b_snapshot_ref(ref)
+            send("SnapshotReconcile")
+            if self._resolve(ref, snapshot=True).remote_location is None:
+                raise rules.invalid(f"snapshot {ref} is not a snapshot from a remote location")
 
     # ---- attachments --------------------------------------------------------------------------
 

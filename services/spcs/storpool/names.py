@@ -36,6 +36,7 @@ CS_TEMPLATE = "template"
 CS_GROUP = "group"
 CS_TEMPORARY = "temporary"
 CS_DELAY_DELETE = "delayDelete"  # the backup snapshot a volume delete leaves behind
+CS_PROBE = "check-volume-is-on-host"  # a probe volume (spcs's lives for one call)
 # On a volume a copy job creates and fills: the job's operation id, removed once the copy is
 # complete. A failed copy deletes the volume only when it still carries it (the job made it).
 FILLING_TAG = "spcs-filling"
@@ -51,6 +52,11 @@ def _name(kind: str, *parts: str) -> str:
     if len(name) > MAX_NAME or not NAME.match(name):
         raise InvalidArgument(f"cannot name a StorPool object after {parts!r}: invalid characters")
     return name
+
+
+def probe_volume_name(pool_uuid: str) -> str:
+    """The probe volume that tells which cluster a pool's endpoint is (deleted at once)."""
+    return _name("probe", pool_uuid)
 
 
 def volume_name(volume_uuid: str) -> str:

@@ -52,6 +52,8 @@ class StorPoolSnapshot(StorPoolObject):
     on_volume: str = ""
     # targetDeleteDate: when StorPool deletes it by itself (UNIX seconds, 0 = never)
     delete_at: int = field(default=0, compare=False)
+    # recoveringFromRemote: a copy from another StorPool location whose data is still arriving
+    recovering: bool = field(default=False, compare=False)
 
     @property
     def is_snapshot(self) -> bool:
@@ -65,6 +67,15 @@ class Attachment:
     client: int
     rights: str
     global_id: str
+
+
+@dataclass(frozen=True)
+class Location:
+    """A StorPool location (LocationsList): `id` is the first part of its clusters' ids and
+    global ids, `name` what SnapshotExport and SnapshotFromRemote call it."""
+
+    id: str
+    name: str
 
 
 @dataclass(frozen=True)

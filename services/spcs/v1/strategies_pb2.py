@@ -27,7 +27,7 @@ from google.longrunning import operations_pb2 as google_dot_longrunning_dot_oper
 from spcs.v1 import types_pb2 as spcs_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18spcs/v1/strategies.proto\x12\x07spcs.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#google/longrunning/operations.proto\x1a\x13spcs/v1/types.proto\"\x99\x01\n\x18\x43\x61nHandleSnapshotRequest\x12)\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.spcs.v1.SnapshotB\x04\xe2\x41\x01\x02\x12-\n\toperation\x18\x02 \x01(\x0e\x32\x1a.spcs.v1.SnapshotOperation\x12#\n\x04pool\x18\x03 \x01(\x0b\x32\x15.spcs.v1.PrimaryStore\"P\n\x11\x43\x61nHandleResponse\x12+\n\x08priority\x18\x01 \x01(\x0e\x32\x19.spcs.v1.StrategyPriority\x12\x0e\n\x06reason\x18\x02 \x01(\t\"g\n\x15\x44\x65leteSnapshotRequest\x12)\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.spcs.v1.SnapshotB\x04\xe2\x41\x01\x02\x12#\n\x04pool\x18\x02 \x01(\x0b\x32\x15.spcs.v1.PrimaryStore\")\n\x16\x44\x65leteSnapshotResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\xc7\x02\n\x15\x42\x61\x63kupSnapshotRequest\x12\x1a\n\x0coperation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x08snapshot\x18\x02 \x01(\x0b\x32\x11.spcs.v1.SnapshotB\x04\xe2\x41\x01\x02\x12)\n\x04pool\x18\x03 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\x12\x32\n\x0b\x64\x65stination\x18\x04 \x01(\x0b\x32\x17.spcs.v1.SecondaryStoreB\x04\xe2\x41\x01\x02\x12\x1e\n\x10\x64\x65stination_path\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12$\n\x06\x66ormat\x18\x06 \x01(\x0e\x32\x14.spcs.v1.ImageFormat\x12)\n\x0b\x63ompression\x18\x07 \x01(\x0e\x32\x14.spcs.v1.CompressionJ\x04\x08\x08\x10\tR\x11\x64\x65lete_on_failure\"z\n\x11VolumeSnapshotRef\x12\x13\n\x0bvolume_uuid\x18\x01 \x01(\t\x12\x13\n\x0bvolume_path\x18\x02 \x01(\t\x12\x15\n\rsnapshot_path\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x10\n\x08max_iops\x18\x05 \x01(\x04\"X\n\x1a\x43\x61nHandleVMSnapshotRequest\x12\x0f\n\x07vm_uuid\x18\x01 \x01(\t\x12\x14\n\x0cvolume_paths\x18\x02 \x03(\t\x12\x13\n\x0bwith_memory\x18\x03 \x01(\x08\"\xac\x01\n\x15TakeVMSnapshotRequest\x12\x1e\n\x10vm_snapshot_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07vm_uuid\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07volumes\x18\x03 \x03(\x0b\x32\x1a.spcs.v1.VolumeSnapshotRefB\x04\xe2\x41\x01\x02\x12)\n\x04pool\x18\x04 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\"d\n\nVMSnapshot\x12\x18\n\x10vm_snapshot_uuid\x18\x01 \x01(\t\x12\x0f\n\x07vm_uuid\x18\x02 \x01(\t\x12+\n\x07volumes\x18\x03 \x03(\x0b\x32\x1a.spcs.v1.VolumeSnapshotRef\"\xbc\x01\n\x17RevertVMSnapshotRequest\x12\x1e\n\x10vm_snapshot_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07vm_uuid\x18\x02 \x01(\t\x12\x31\n\x07volumes\x18\x03 \x03(\x0b\x32\x1a.spcs.v1.VolumeSnapshotRefB\x04\xe2\x41\x01\x02\x12)\n\x04pool\x18\x04 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\x12\x12\n\nvm_running\x18\x05 \x01(\x08\"\x1a\n\x18RevertVMSnapshotResponse\"\x97\x01\n\x17\x44\x65leteVMSnapshotRequest\x12\x1e\n\x10vm_snapshot_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07volumes\x18\x02 \x03(\x0b\x32\x1a.spcs.v1.VolumeSnapshotRefB\x04\xe2\x41\x01\x02\x12)\n\x04pool\x18\x03 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\"5\n\x18\x44\x65leteVMSnapshotResponse\x12\x19\n\x11snapshots_deleted\x18\x01 \x01(\r*\xb3\x01\n\x10StrategyPriority\x12!\n\x1dSTRATEGY_PRIORITY_CANT_HANDLE\x10\x00\x12\x1d\n\x19STRATEGY_PRIORITY_DEFAULT\x10\x01\x12 \n\x1cSTRATEGY_PRIORITY_HYPERVISOR\x10\x02\x12\x1c\n\x18STRATEGY_PRIORITY_PLUGIN\x10\x03\x12\x1d\n\x19STRATEGY_PRIORITY_HIGHEST\x10\x04*\xce\x01\n\x11SnapshotOperation\x12\"\n\x1eSNAPSHOT_OPERATION_UNSPECIFIED\x10\x00\x12\x1b\n\x17SNAPSHOT_OPERATION_TAKE\x10\x01\x12\x1d\n\x19SNAPSHOT_OPERATION_BACKUP\x10\x02\x12\x1d\n\x19SNAPSHOT_OPERATION_REVERT\x10\x03\x12\x1d\n\x19SNAPSHOT_OPERATION_DELETE\x10\x04\x12\x1b\n\x17SNAPSHOT_OPERATION_COPY\x10\x05\x32\x8a\x02\n\x10SnapshotStrategy\x12R\n\x11\x43\x61nHandleSnapshot\x12!.spcs.v1.CanHandleSnapshotRequest\x1a\x1a.spcs.v1.CanHandleResponse\x12Q\n\x0e\x44\x65leteSnapshot\x12\x1e.spcs.v1.DeleteSnapshotRequest\x1a\x1f.spcs.v1.DeleteSnapshotResponse\x12O\n\x0e\x42\x61\x63kupSnapshot\x12\x1e.spcs.v1.BackupSnapshotRequest\x1a\x1d.google.longrunning.Operation2\xe5\x02\n\x12VMSnapshotStrategy\x12V\n\x13\x43\x61nHandleVMSnapshot\x12#.spcs.v1.CanHandleVMSnapshotRequest\x1a\x1a.spcs.v1.CanHandleResponse\x12\x45\n\x0eTakeVMSnapshot\x12\x1e.spcs.v1.TakeVMSnapshotRequest\x1a\x13.spcs.v1.VMSnapshot\x12W\n\x10RevertVMSnapshot\x12 .spcs.v1.RevertVMSnapshotRequest\x1a!.spcs.v1.RevertVMSnapshotResponse\x12W\n\x10\x44\x65leteVMSnapshot\x12 .spcs.v1.DeleteVMSnapshotRequest\x1a!.spcs.v1.DeleteVMSnapshotResponseB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18spcs/v1/strategies.proto\x12\x07spcs.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a#google/longrunning/operations.proto\x1a\x13spcs/v1/types.proto\"\x99\x01\n\x18\x43\x61nHandleSnapshotRequest\x12)\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.spcs.v1.SnapshotB\x04\xe2\x41\x01\x02\x12-\n\toperation\x18\x02 \x01(\x0e\x32\x1a.spcs.v1.SnapshotOperation\x12#\n\x04pool\x18\x03 \x01(\x0b\x32\x15.spcs.v1.PrimaryStore\"P\n\x11\x43\x61nHandleResponse\x12+\n\x08priority\x18\x01 \x01(\x0e\x32\x19.spcs.v1.StrategyPriority\x12\x0e\n\x06reason\x18\x02 \x01(\t\"g\n\x15\x44\x65leteSnapshotRequest\x12)\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.spcs.v1.SnapshotB\x04\xe2\x41\x01\x02\x12#\n\x04pool\x18\x02 \x01(\x0b\x32\x15.spcs.v1.PrimaryStore\")\n\x16\x44\x65leteSnapshotResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\xc7\x02\n\x15\x42\x61\x63kupSnapshotRequest\x12\x1a\n\x0coperation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x08snapshot\x18\x02 \x01(\x0b\x32\x11.spcs.v1.SnapshotB\x04\xe2\x41\x01\x02\x12)\n\x04pool\x18\x03 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\x12\x32\n\x0b\x64\x65stination\x18\x04 \x01(\x0b\x32\x17.spcs.v1.SecondaryStoreB\x04\xe2\x41\x01\x02\x12\x1e\n\x10\x64\x65stination_path\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12$\n\x06\x66ormat\x18\x06 \x01(\x0e\x32\x14.spcs.v1.ImageFormat\x12)\n\x0b\x63ompression\x18\x07 \x01(\x0e\x32\x14.spcs.v1.CompressionJ\x04\x08\x08\x10\tR\x11\x64\x65lete_on_failure\"\xbe\x01\n\x13\x43opySnapshotRequest\x12\x1a\n\x0coperation_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x08snapshot\x18\x02 \x01(\x0b\x32\x11.spcs.v1.SnapshotB\x04\xe2\x41\x01\x02\x12)\n\x04pool\x18\x03 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\x12\x35\n\x10\x64\x65stination_pool\x18\x04 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\"\x86\x01\n\x12\x43opySnapshotResult\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.spcs.v1.Snapshot\x12\x17\n\x0fsource_location\x18\x02 \x01(\t\x12\x1c\n\x14\x64\x65stination_location\x18\x03 \x01(\t\x12\x14\n\x0c\x62ytes_stored\x18\x04 \x01(\x04\"z\n\x11VolumeSnapshotRef\x12\x13\n\x0bvolume_uuid\x18\x01 \x01(\t\x12\x13\n\x0bvolume_path\x18\x02 \x01(\t\x12\x15\n\rsnapshot_path\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x10\n\x08max_iops\x18\x05 \x01(\x04\"X\n\x1a\x43\x61nHandleVMSnapshotRequest\x12\x0f\n\x07vm_uuid\x18\x01 \x01(\t\x12\x14\n\x0cvolume_paths\x18\x02 \x03(\t\x12\x13\n\x0bwith_memory\x18\x03 \x01(\x08\"\xac\x01\n\x15TakeVMSnapshotRequest\x12\x1e\n\x10vm_snapshot_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07vm_uuid\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07volumes\x18\x03 \x03(\x0b\x32\x1a.spcs.v1.VolumeSnapshotRefB\x04\xe2\x41\x01\x02\x12)\n\x04pool\x18\x04 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\"d\n\nVMSnapshot\x12\x18\n\x10vm_snapshot_uuid\x18\x01 \x01(\t\x12\x0f\n\x07vm_uuid\x18\x02 \x01(\t\x12+\n\x07volumes\x18\x03 \x03(\x0b\x32\x1a.spcs.v1.VolumeSnapshotRef\"\xbc\x01\n\x17RevertVMSnapshotRequest\x12\x1e\n\x10vm_snapshot_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07vm_uuid\x18\x02 \x01(\t\x12\x31\n\x07volumes\x18\x03 \x03(\x0b\x32\x1a.spcs.v1.VolumeSnapshotRefB\x04\xe2\x41\x01\x02\x12)\n\x04pool\x18\x04 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\x12\x12\n\nvm_running\x18\x05 \x01(\x08\"\x1a\n\x18RevertVMSnapshotResponse\"\x97\x01\n\x17\x44\x65leteVMSnapshotRequest\x12\x1e\n\x10vm_snapshot_uuid\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07volumes\x18\x02 \x03(\x0b\x32\x1a.spcs.v1.VolumeSnapshotRefB\x04\xe2\x41\x01\x02\x12)\n\x04pool\x18\x03 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreB\x04\xe2\x41\x01\x02\"5\n\x18\x44\x65leteVMSnapshotResponse\x12\x19\n\x11snapshots_deleted\x18\x01 \x01(\r*\xb3\x01\n\x10StrategyPriority\x12!\n\x1dSTRATEGY_PRIORITY_CANT_HANDLE\x10\x00\x12\x1d\n\x19STRATEGY_PRIORITY_DEFAULT\x10\x01\x12 \n\x1cSTRATEGY_PRIORITY_HYPERVISOR\x10\x02\x12\x1c\n\x18STRATEGY_PRIORITY_PLUGIN\x10\x03\x12\x1d\n\x19STRATEGY_PRIORITY_HIGHEST\x10\x04*\xce\x01\n\x11SnapshotOperation\x12\"\n\x1eSNAPSHOT_OPERATION_UNSPECIFIED\x10\x00\x12\x1b\n\x17SNAPSHOT_OPERATION_TAKE\x10\x01\x12\x1d\n\x19SNAPSHOT_OPERATION_BACKUP\x10\x02\x12\x1d\n\x19SNAPSHOT_OPERATION_REVERT\x10\x03\x12\x1d\n\x19SNAPSHOT_OPERATION_DELETE\x10\x04\x12\x1b\n\x17SNAPSHOT_OPERATION_COPY\x10\x05\x32\xd7\x02\n\x10SnapshotStrategy\x12R\n\x11\x43\x61nHandleSnapshot\x12!.spcs.v1.CanHandleSnapshotRequest\x1a\x1a.spcs.v1.CanHandleResponse\x12Q\n\x0e\x44\x65leteSnapshot\x12\x1e.spcs.v1.DeleteSnapshotRequest\x1a\x1f.spcs.v1.DeleteSnapshotResponse\x12O\n\x0e\x42\x61\x63kupSnapshot\x12\x1e.spcs.v1.BackupSnapshotRequest\x1a\x1d.google.longrunning.Operation\x12K\n\x0c\x43opySnapshot\x12\x1c.spcs.v1.CopySnapshotRequest\x1a\x1d.google.longrunning.Operation2\xe5\x02\n\x12VMSnapshotStrategy\x12V\n\x13\x43\x61nHandleVMSnapshot\x12#.spcs.v1.CanHandleVMSnapshotRequest\x1a\x1a.spcs.v1.CanHandleResponse\x12\x45\n\x0eTakeVMSnapshot\x12\x1e.spcs.v1.TakeVMSnapshotRequest\x1a\x13.spcs.v1.VMSnapshot\x12W\n\x10RevertVMSnapshot\x12 .spcs.v1.RevertVMSnapshotRequest\x1a!.spcs.v1.RevertVMSnapshotResponse\x12W\n\x10\x44\x65leteVMSnapshot\x12 .spcs.v1.DeleteVMSnapshotRequest\x1a!.spcs.v1.DeleteVMSnapshotResponseB)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKUPSNAPSHOTREQUEST'].fields_by_name['destination']._serialized_options = b'\342A\001\002'
   _globals['_BACKUPSNAPSHOTREQUEST'].fields_by_name['destination_path']._loaded_options = None
   _globals['_BACKUPSNAPSHOTREQUEST'].fields_by_name['destination_path']._serialized_options = b'\342A\001\002'
+  _globals['_COPYSNAPSHOTREQUEST'].fields_by_name['operation_id']._loaded_options = None
+  _globals['_COPYSNAPSHOTREQUEST'].fields_by_name['operation_id']._serialized_options = b'\342A\001\002'
+  _globals['_COPYSNAPSHOTREQUEST'].fields_by_name['snapshot']._loaded_options = None
+  _globals['_COPYSNAPSHOTREQUEST'].fields_by_name['snapshot']._serialized_options = b'\342A\001\002'
+  _globals['_COPYSNAPSHOTREQUEST'].fields_by_name['pool']._loaded_options = None
+  _globals['_COPYSNAPSHOTREQUEST'].fields_by_name['pool']._serialized_options = b'\342A\001\002'
+  _globals['_COPYSNAPSHOTREQUEST'].fields_by_name['destination_pool']._loaded_options = None
+  _globals['_COPYSNAPSHOTREQUEST'].fields_by_name['destination_pool']._serialized_options = b'\342A\001\002'
   _globals['_TAKEVMSNAPSHOTREQUEST'].fields_by_name['vm_snapshot_uuid']._loaded_options = None
   _globals['_TAKEVMSNAPSHOTREQUEST'].fields_by_name['vm_snapshot_uuid']._serialized_options = b'\342A\001\002'
   _globals['_TAKEVMSNAPSHOTREQUEST'].fields_by_name['vm_uuid']._loaded_options = None
@@ -69,10 +77,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEVMSNAPSHOTREQUEST'].fields_by_name['volumes']._serialized_options = b'\342A\001\002'
   _globals['_DELETEVMSNAPSHOTREQUEST'].fields_by_name['pool']._loaded_options = None
   _globals['_DELETEVMSNAPSHOTREQUEST'].fields_by_name['pool']._serialized_options = b'\342A\001\002'
-  _globals['_STRATEGYPRIORITY']._serialized_start=1764
-  _globals['_STRATEGYPRIORITY']._serialized_end=1943
-  _globals['_SNAPSHOTOPERATION']._serialized_start=1946
-  _globals['_SNAPSHOTOPERATION']._serialized_end=2152
+  _globals['_STRATEGYPRIORITY']._serialized_start=2094
+  _globals['_STRATEGYPRIORITY']._serialized_end=2273
+  _globals['_SNAPSHOTOPERATION']._serialized_start=2276
+  _globals['_SNAPSHOTOPERATION']._serialized_end=2482
   _globals['_CANHANDLESNAPSHOTREQUEST']._serialized_start=129
   _globals['_CANHANDLESNAPSHOTREQUEST']._serialized_end=282
   _globals['_CANHANDLERESPONSE']._serialized_start=284
@@ -83,24 +91,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETESNAPSHOTRESPONSE']._serialized_end=512
   _globals['_BACKUPSNAPSHOTREQUEST']._serialized_start=515
   _globals['_BACKUPSNAPSHOTREQUEST']._serialized_end=842
-  _globals['_VOLUMESNAPSHOTREF']._serialized_start=844
-  _globals['_VOLUMESNAPSHOTREF']._serialized_end=966
-  _globals['_CANHANDLEVMSNAPSHOTREQUEST']._serialized_start=968
-  _globals['_CANHANDLEVMSNAPSHOTREQUEST']._serialized_end=1056
-  _globals['_TAKEVMSNAPSHOTREQUEST']._serialized_start=1059
-  _globals['_TAKEVMSNAPSHOTREQUEST']._serialized_end=1231
-  _globals['_VMSNAPSHOT']._serialized_start=1233
-  _globals['_VMSNAPSHOT']._serialized_end=1333
-  _globals['_REVERTVMSNAPSHOTREQUEST']._serialized_start=1336
-  _globals['_REVERTVMSNAPSHOTREQUEST']._serialized_end=1524
-  _globals['_REVERTVMSNAPSHOTRESPONSE']._serialized_start=1526
-  _globals['_REVERTVMSNAPSHOTRESPONSE']._serialized_end=1552
-  _globals['_DELETEVMSNAPSHOTREQUEST']._serialized_start=1555
-  _globals['_DELETEVMSNAPSHOTREQUEST']._serialized_end=1706
-  _globals['_DELETEVMSNAPSHOTRESPONSE']._serialized_start=1708
-  _globals['_DELETEVMSNAPSHOTRESPONSE']._serialized_end=1761
-  _globals['_SNAPSHOTSTRATEGY']._serialized_start=2155
-  _globals['_SNAPSHOTSTRATEGY']._serialized_end=2421
-  _globals['_VMSNAPSHOTSTRATEGY']._serialized_start=2424
-  _globals['_VMSNAPSHOTSTRATEGY']._serialized_end=2781
+  _globals['_COPYSNAPSHOTREQUEST']._serialized_start=845
+  _globals['_COPYSNAPSHOTREQUEST']._serialized_end=1035
+  _globals['_COPYSNAPSHOTRESULT']._serialized_start=1038
+  _globals['_COPYSNAPSHOTRESULT']._serialized_end=1172
+  _globals['_VOLUMESNAPSHOTREF']._serialized_start=1174
+  _globals['_VOLUMESNAPSHOTREF']._serialized_end=1296
+  _globals['_CANHANDLEVMSNAPSHOTREQUEST']._serialized_start=1298
+  _globals['_CANHANDLEVMSNAPSHOTREQUEST']._serialized_end=1386
+  _globals['_TAKEVMSNAPSHOTREQUEST']._serialized_start=1389
+  _globals['_TAKEVMSNAPSHOTREQUEST']._serialized_end=1561
+  _globals['_VMSNAPSHOT']._serialized_start=1563
+  _globals['_VMSNAPSHOT']._serialized_end=1663
+  _globals['_REVERTVMSNAPSHOTREQUEST']._serialized_start=1666
+  _globals['_REVERTVMSNAPSHOTREQUEST']._serialized_end=1854
+  _globals['_REVERTVMSNAPSHOTRESPONSE']._serialized_start=1856
+  _globals['_REVERTVMSNAPSHOTRESPONSE']._serialized_end=1882
+  _globals['_DELETEVMSNAPSHOTREQUEST']._serialized_start=1885
+  _globals['_DELETEVMSNAPSHOTREQUEST']._serialized_end=2036
+  _globals['_DELETEVMSNAPSHOTRESPONSE']._serialized_start=2038
+  _globals['_DELETEVMSNAPSHOTRESPONSE']._serialized_end=2091
+  _globals['_SNAPSHOTSTRATEGY']._serialized_start=2485
+  _globals['_SNAPSHOTSTRATEGY']._serialized_end=2828
+  _globals['_VMSNAPSHOTSTRATEGY']._serialized_start=2831
+  _globals['_VMSNAPSHOTSTRATEGY']._serialized_end=3188
 # @@protoc_insertion_point(module_scope)

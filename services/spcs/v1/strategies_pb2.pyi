@@ -223,6 +223,84 @@ class BackupSnapshotRequest(_message.Message):
 Global___BackupSnapshotRequest: _TypeAlias = BackupSnapshotRequest  # noqa: Y015
 
 @_typing.final
+class CopySnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
+    DESTINATION_POOL_FIELD_NUMBER: _builtins.int
+    operation_id: _builtins.str
+    """REQUIRED. Caller's id; the operation is `operations/<operation_id>`."""
+    @_builtins.property
+    def snapshot(self) -> _types_pb2.Snapshot:
+        """REQUIRED: the snapshot on primary (path and/or uuid). Its uuid tags the copy."""
+
+    @_builtins.property
+    def pool(self) -> _types_pb2.PrimaryStore:
+        """REQUIRED. The snapshot's pool (the source zone)."""
+
+    @_builtins.property
+    def destination_pool(self) -> _types_pb2.PrimaryStore:
+        """REQUIRED. A StorPool pool of this service in the destination zone, on another StorPool
+        location (the same location is FAILED_PRECONDITION: a snapshot there needs no copy).
+        """
+
+    def __init__(
+        self,
+        *,
+        operation_id: _builtins.str = ...,
+        snapshot: _types_pb2.Snapshot | None = ...,
+        pool: _types_pb2.PrimaryStore | None = ...,
+        destination_pool: _types_pb2.PrimaryStore | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["destination_pool", b"destination_pool", "pool", b"pool", "snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_pool", b"destination_pool", "operation_id", b"operation_id", "pool", b"pool", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopySnapshotRequest: _TypeAlias = CopySnapshotRequest  # noqa: Y015
+
+@_typing.final
+class CopySnapshotResult(_message.Message):
+    """The response of a finished CopySnapshot operation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    SOURCE_LOCATION_FIELD_NUMBER: _builtins.int
+    DESTINATION_LOCATION_FIELD_NUMBER: _builtins.int
+    BYTES_STORED_FIELD_NUMBER: _builtins.int
+    source_location: _builtins.str
+    """The StorPool location names the copy went from and to."""
+    destination_location: _builtins.str
+    """See source_location."""
+    bytes_stored: _builtins.int
+    """Bytes StorPool holds for the copy (SnapshotsSpace) when it completed."""
+    @_builtins.property
+    def snapshot(self) -> _types_pb2.Snapshot:
+        """The copy on the destination pool: path /dev/storpool-byid/<globalId> (StorPool keeps the
+        source's global id), uuid, size, store.
+        """
+
+    def __init__(
+        self,
+        *,
+        snapshot: _types_pb2.Snapshot | None = ...,
+        source_location: _builtins.str = ...,
+        destination_location: _builtins.str = ...,
+        bytes_stored: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_stored", b"bytes_stored", "destination_location", b"destination_location", "snapshot", b"snapshot", "source_location", b"source_location"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CopySnapshotResult: _TypeAlias = CopySnapshotResult  # noqa: Y015
+
+@_typing.final
 class VolumeSnapshotRef(_message.Message):
     """A volume's part of a VM snapshot."""
 

@@ -50,6 +50,11 @@ class SnapshotStrategyStub:
                 request_serializer=spcs_dot_v1_dot_strategies__pb2.BackupSnapshotRequest.SerializeToString,
                 response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
+        self.CopySnapshot = channel.unary_unary(
+                '/spcs.v1.SnapshotStrategy/CopySnapshot',
+                request_serializer=spcs_dot_v1_dot_strategies__pb2.CopySnapshotRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
 
 
 class SnapshotStrategyServicer:
@@ -81,6 +86,19 @@ class SnapshotStrategyServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CopySnapshot(self, request, context):
+        """copySnapshot to another zone (StorPool multi-cluster): the snapshot on `pool` becomes a
+        snapshot on `destination_pool`, a pool whose StorPool cluster is in another StorPool
+        location, as a long-running operation (response CopySnapshotResult). The source is
+        exported to the destination's location, copied there (SnapshotFromRemote, then
+        SnapshotReconcile), and unexported by spcs once the copy has all its data. A failed or
+        cancelled copy removes only the snapshot it created in the destination pool; the same
+        operation id retried after any failure resumes a copy that is still arriving.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SnapshotStrategyServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +115,11 @@ def add_SnapshotStrategyServicer_to_server(servicer, server):
             'BackupSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.BackupSnapshot,
                     request_deserializer=spcs_dot_v1_dot_strategies__pb2.BackupSnapshotRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'CopySnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopySnapshot,
+                    request_deserializer=spcs_dot_v1_dot_strategies__pb2.CopySnapshotRequest.FromString,
                     response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
     }
@@ -180,6 +203,33 @@ class SnapshotStrategy:
             target,
             '/spcs.v1.SnapshotStrategy/BackupSnapshot',
             spcs_dot_v1_dot_strategies__pb2.BackupSnapshotRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopySnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.SnapshotStrategy/CopySnapshot',
+            spcs_dot_v1_dot_strategies__pb2.CopySnapshotRequest.SerializeToString,
             google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,

@@ -46,6 +46,15 @@ class SnapshotStrategyStub:
     StorPool snapshot (the Java plugin does): only its partial file is removed, and a retry
     with the same or a new operation id can succeed.
     """
+    CopySnapshot: _grpc.UnaryUnaryMultiCallable[_strategies_pb2.CopySnapshotRequest, _operations_pb2.Operation]
+    """copySnapshot to another zone (StorPool multi-cluster): the snapshot on `pool` becomes a
+    snapshot on `destination_pool`, a pool whose StorPool cluster is in another StorPool
+    location, as a long-running operation (response CopySnapshotResult). The source is
+    exported to the destination's location, copied there (SnapshotFromRemote, then
+    SnapshotReconcile), and unexported by spcs once the copy has all its data. A failed or
+    cancelled copy removes only the snapshot it created in the destination pool; the same
+    operation id retried after any failure resumes a copy that is still arriving.
+    """
 
 @_typing.type_check_only
 class SnapshotStrategyAsyncStub(SnapshotStrategyStub):
@@ -63,6 +72,15 @@ class SnapshotStrategyAsyncStub(SnapshotStrategyStub):
     operation (response CopyDataResult). A failed or cancelled backup never deletes the
     StorPool snapshot (the Java plugin does): only its partial file is removed, and a retry
     with the same or a new operation id can succeed.
+    """
+    CopySnapshot: _aio.UnaryUnaryMultiCallable[_strategies_pb2.CopySnapshotRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """copySnapshot to another zone (StorPool multi-cluster): the snapshot on `pool` becomes a
+    snapshot on `destination_pool`, a pool whose StorPool cluster is in another StorPool
+    location, as a long-running operation (response CopySnapshotResult). The source is
+    exported to the destination's location, copied there (SnapshotFromRemote, then
+    SnapshotReconcile), and unexported by spcs once the copy has all its data. A failed or
+    cancelled copy removes only the snapshot it created in the destination pool; the same
+    operation id retried after any failure resumes a copy that is still arriving.
     """
 
 class SnapshotStrategyServicer(metaclass=_abc_1.ABCMeta):
@@ -96,6 +114,21 @@ class SnapshotStrategyServicer(metaclass=_abc_1.ABCMeta):
         operation (response CopyDataResult). A failed or cancelled backup never deletes the
         StorPool snapshot (the Java plugin does): only its partial file is removed, and a retry
         with the same or a new operation id can succeed.
+        """
+
+    @_abc_1.abstractmethod
+    def CopySnapshot(
+        self,
+        request: _strategies_pb2.CopySnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """copySnapshot to another zone (StorPool multi-cluster): the snapshot on `pool` becomes a
+        snapshot on `destination_pool`, a pool whose StorPool cluster is in another StorPool
+        location, as a long-running operation (response CopySnapshotResult). The source is
+        exported to the destination's location, copied there (SnapshotFromRemote, then
+        SnapshotReconcile), and unexported by spcs once the copy has all its data. A failed or
+        cancelled copy removes only the snapshot it created in the destination pool; the same
+        operation id retried after any failure resumes a copy that is still arriving.
         """
 
 def add_SnapshotStrategyServicer_to_server(servicer: SnapshotStrategyServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
