@@ -704,3 +704,27 @@ def test_cli_serves_remote_clusters_on_one_bridge(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_one_api_reaches_every_cluster_on_the_bridge(zones: Zones) -> None:
+    """RemoteCommand/<cluster>/ on zone 1's API runs the command in zone 2 (by location name,
+    cluster id or ~cluster id), as StorPool's multi-cluster API forwards commands."""
+    for n, where in enumerate(("zone2", "zone2.a", "~zone2.a")):
+        name = f"made-through-zone1-{n}"
+        ok(
+            zones.src,
+            "POST",
+            f"RemoteCommand/{where}/MultiCluster/VolumeCreate",
+            {"name": name, "size": MiB, "template": "ssd"},
+        )
+        assert name in {v["name"] for v in ok(zones.dst, "GET", "VolumesList")}
+        assert name not in {v["name"] for v in ok(zones.src, "GET", "VolumesList")}
+    listed = ok(zones.src, "GET", "RemoteCommand/zone2/VolumesList")
+    assert {v["globalId"].rsplit(".", 1)[0] for v in listed} == {"zone2.a"}
+    zones.dst.stop()
+    try:
+        assert fails(zones.src, "GET", "RemoteCommand/zone2/VolumesList")["name"] == "busy"
+    finally:
+        zones.dst.start()
+    error = fails(zones.src, "GET", "RemoteCommand/nowhere/VolumesList")
+    assert error["name"] == "invalidParam" and "zone2" in error["descr"]

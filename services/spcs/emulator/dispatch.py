@@ -14,8 +14,11 @@ Emulator-specific choices:
   404 for an unknown path or command (``invalidParam``), otherwise
   ``error_status`` (default 500). Clients key on the body's ``error``, not the status.
 * An unexpected failure answers ``internalError`` (and is logged with its traceback).
-* ``RemoteCommand/<x>/`` is accepted only when ``x`` names this cluster (its
-  id, ``~<id>``, or its configured name); anything else is ``invalidParam``.
+* ``RemoteCommand/<x>/`` runs the command on cluster ``x``: this one (its id, ``~<id>``, or
+  its configured name) or another location's on the same bridge (its cluster id, ``~<id>``, or
+  its location name), so one API reaches every cluster, as StorPool's multi-cluster API
+  forwards commands. A known cluster whose emulator is stopped answers ``busy``; an unknown
+  one ``invalidParam``. Faults and request counts are this emulator's (the one asked).
 * ``AllClusters/<Command>`` (GET only) wraps the reply as
   ``{"clusters": [{"clusterId": id, "response": {"generation": G, "data": ...}}]}``.
 * A body that is a JSON *string* holding JSON is unwrapped (os-brick's retry
@@ -40,6 +43,7 @@ from spcs.emulator.errors import (
     INTERNAL_ERROR,
     NOT_AUTHORIZED,
     ApiError,
+    busy,
     invalid,
     no_space,
 )
@@ -138,6 +142,7 @@ class Dispatcher:
                 self.cluster, self.faults, method, segs[1:], _parse(body, query), self.requests
             )
             return self._ok(data)
+        cluster, segs = self._target(segs)
         mc, all_clusters, segs = self._prefixes(segs)
         if not segs:
             raise _HttpError(404, invalid("no command in the path"))
@@ -153,7 +158,7 @@ class Dispatcher:
         if all_clusters and method != "GET":
             raise invalid("AllClusters/ is for GET requests only")
         req = Request(command, method, args, _parse(body, query), mc)
-        return self._run(route.handler, req, all_clusters)
+        return self._run(route.handler, req, all_clusters, cluster)
 
     def _check_auth(self, headers: Headers) -> None:
         given = (headers.get("Authorization") or "").strip().encode("utf-8", "replace")
@@ -161,44 +166,59 @@ class Dispatcher:
             err = ApiError(NOT_AUTHORIZED, "missing or wrong Authorization: Storpool v1:<token>")
             raise _HttpError(401, err)
 
+    def _target(self, segs: list[str]) -> tuple[Cluster, list[str]]:
+        """The cluster a ``RemoteCommand/<x>/`` prefix names (else this one), and the rest."""
+        if not segs or segs[0] != "RemoteCommand":
+            return self.cluster, segs
+        where = segs[1] if len(segs) > 1 else ""
+        if where in self._names:
+            return self.cluster, segs[2:]
+        for loc in self.cluster.bridge.locations():
+            other = loc.cluster
+            ids = {loc.name} | (
+                {other.state.cluster_id, f"~{other.state.cluster_id}"} if other else set()
+            )
+            if where in ids:
+                if other is None:
+                    raise busy(f"cluster {where} (location {loc.name}) is not reachable")
+                return other, segs[2:]
+        known = ", ".join(loc.name for loc in self.cluster.bridge.locations())
+        raise invalid(f"unknown cluster {where!r}; the locations on this bridge: {known}")
+
     def _prefixes(self, segs: list[str]) -> tuple[bool, bool, list[str]]:
         mc = all_clusters = False
-        if segs and segs[0] == "RemoteCommand":
-            if len(segs) < 2 or segs[1] not in self._names:
-                where = segs[1] if len(segs) > 1 else ""
-                raise invalid(f"unknown cluster {where!r}: the emulator is one cluster")
-            segs = segs[2:]
         if segs and segs[0] == "MultiCluster":
             mc, segs = True, segs[1:]
         if segs and segs[0] == "AllClusters":
             all_clusters, segs = True, segs[1:]
         return mc, all_clusters, segs
 
-    def _run(self, handler: Any, req: Request, all_clusters: bool) -> Reply:
+    def _run(self, handler: Any, req: Request, all_clusters: bool, cluster: Cluster) -> Reply:
         delay = self.faults.delay(req.command)
         if delay:
             self._stopping.wait(delay)  # outside the state lock; stop() cuts it short
         fault = self.faults.before(req.command)
         if fault is not None:
             raise fault
-        self.cluster.expire_snapshots()
-        data = handler(self.cluster, req)
+        cluster.expire_snapshots()
+        data = handler(cluster, req)
         if all_clusters:
             data = {
                 "clusters": [
                     {
-                        "clusterId": self.cluster.state.cluster_id,
-                        "response": {"generation": self.cluster.state.generation, "data": data},
+                        "clusterId": cluster.state.cluster_id,
+                        "response": {"generation": cluster.state.generation, "data": data},
                     }
                 ]
             }
         fault = self.faults.after(req.command)
         if fault is not None:
             raise fault
-        return self._ok(data)
+        return self._ok(data, cluster)
 
-    def _ok(self, data: Any) -> Reply:
-        return Reply(200, {"generation": self.cluster.state.generation, "data": data}, "ok")
+    def _ok(self, data: Any, cluster: Cluster | None = None) -> Reply:
+        generation = (cluster or self.cluster).state.generation
+        return Reply(200, {"generation": generation, "data": data}, "ok")
 
 
 def _parse(body: bytes, query: str) -> Any:
