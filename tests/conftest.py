@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +12,62 @@ from pathlib import Path
 import pytest
 
 from tests.stacks import MariaDB, Service, mariadb_installed, mariadb_server
+
+# The tests' temporary directories live on an XFS filesystem with reflink (made once, kept
+# mounted between sessions) where the machine allows it: every emulator's objects then share
+# extents natively, as on a production-like host, instead of each emulator making an XFS image
+# of its own (spcs.emulator.cow; its own tests make those on purpose). SPCS_TEST_PLAIN_TMP=1
+# keeps pytest's default place.
+# (under /tmp, as pytest's own: the e2e sandboxes put overlays on /var, /etc, /opt and /root)
+REFLINK_TMP = Path("/tmp/spcs-tests-xfs")
+REFLINK_IMAGE = Path("/tmp/spcs-tests-xfs.img")
+REFLINK_SIZE = 256 << 30
+KEEP_RUNS = 3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp or os.environ.get("SPCS_TEST_PLAIN_TMP"):
+        return
+    mounted = _reflink_tmp()
+    if mounted is None:
+        return
+    runs = sorted(mounted.glob("run-*"), key=lambda p: p.stat().st_mtime)
+    for old in runs[: max(0, len(runs) - KEEP_RUNS + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    config.option.basetemp = str(mounted / f"run-{os.getpid()}")
+
+
+def _reflink_tmp() -> Path | None:
+    """The mounted XFS for the tests' temporary directories, or None where it can not be."""
+    if os.path.ismount(REFLINK_TMP):
+        return REFLINK_TMP
+    if os.geteuid() != 0 or shutil.which("mkfs.xfs") is None:
+        return None
+    try:
+        REFLINK_TMP.mkdir(parents=True, exist_ok=True)
+        if not REFLINK_IMAGE.exists():
+            with REFLINK_IMAGE.open("wb") as image:
+                image.truncate(REFLINK_SIZE)
+            subprocess.run(
+                ["mkfs.xfs", "-q", "-K", "-m", "reflink=1", str(REFLINK_IMAGE)],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        # direct I/O to the image: its pages are cached once (by the XFS), not twice
+        device = subprocess.run(
+            ["losetup", "--find", "--show", "--direct-io=on", str(REFLINK_IMAGE)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        subprocess.run(
+            ["mount", device, str(REFLINK_TMP)], check=True, capture_output=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return REFLINK_TMP
 
 
 @pytest.fixture

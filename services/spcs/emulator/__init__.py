@@ -23,6 +23,7 @@ In-process use (tests, the demo, other components)::
         location_name=None,              # this location's name (None: the location id, "emu")
         bridge=None,                     # the locations it sees (None: only itself)
         remote_bandwidth=512 << 20,      # bytes/s snapshots are fetched from others (None: any)
+        copy_on_write="auto",            # "off": never an XFS image of its own (spcs.emulator.cow)
     )
     emu.start(host="127.0.0.1", port=0)  # serves in a background thread
     emu.url, emu.host, emu.port, emu.token, emu.cluster_id

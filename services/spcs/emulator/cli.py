@@ -16,7 +16,7 @@ import signal
 import threading
 from types import FrameType
 
-from spcs.emulator import naming
+from spcs.emulator import cow, naming
 from spcs.emulator.bridge import Bridge
 from spcs.emulator.emulator import (
     DEFAULT_PLACEMENT_GROUP,
@@ -69,6 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the default placement group (default: %(default)s)",
     )
     parser.add_argument("--loop", action="store_true", help="back devices with loop devices")
+    parser.add_argument(
+        "--copy-on-write",
+        choices=cow.MODES,
+        default=cow.AUTO,
+        help="auto (default): snapshots and clones share extents, on an XFS image of the "
+        "emulator's own (root, xfsprogs) where the data filesystem has no reflink; off: "
+        "never make the image",
+    )
     parser.add_argument(
         "--fsync", action="store_true", help="fsync every state change (survives power loss)"
     )
@@ -244,6 +252,7 @@ def _start(args: argparse.Namespace) -> list[Emulator]:
         location_name=args.location_name,
         bridge=bridge,
         remote_bandwidth=bandwidth,
+        copy_on_write=args.copy_on_write,
     )
     started = [main.start(host, port)]
     try:
@@ -258,6 +267,7 @@ def _start(args: argparse.Namespace) -> list[Emulator]:
                 durable=args.fsync,
                 bridge=bridge,
                 remote_bandwidth=bandwidth,
+                copy_on_write=args.copy_on_write,
             )
             started.append(remote.start(host, remote_port))
     except BaseException:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from spcs.emulator import admin, conf, devices, naming
+from spcs.emulator import admin, conf, cow, devices, naming
 from spcs.emulator.bridge import Bridge, BridgeError
 from spcs.emulator.cluster import Cluster
 from spcs.emulator.dispatch import Dispatcher
@@ -75,6 +75,7 @@ class Emulator:
         location_name: str | None = None,
         bridge: Bridge | None = None,
         remote_bandwidth: int | None = DEFAULT_BANDWIDTH,
+        copy_on_write: str = cow.AUTO,
     ) -> None:
         self.data_dir = os.fspath(data_dir)
         self._durable = durable
@@ -94,6 +95,8 @@ class Emulator:
         self._cluster_name = cluster_name
         self._location_name = location_name
         self.bridge = bridge if bridge is not None else Bridge()
+        self._cow_mode = copy_on_write
+        self._cow: cow.CopyOnWrite | None = None
         self._validate()
         self._pacer = Pacer(_bandwidth(remote_bandwidth))  # kept across restarts
         self.cluster: Cluster | None = None
@@ -121,6 +124,8 @@ class Emulator:
                 naming.location_name(self._location_name)
         except (ApiError, ValueError) as exc:
             raise EmulatorError(str(exc)) from None
+        if self._cow_mode not in cow.MODES:
+            raise EmulatorError(f"copy_on_write must be one of {', '.join(cow.MODES)}")
         if self._loop:
             ok, why = devices.loop_supported()
             if not ok:
@@ -152,6 +157,10 @@ class Emulator:
         cluster: Cluster | None = None
         try:
             self.token = store.token(self._token)
+            try:
+                self._cow = cow.prepare(store.dir, store.objects_dir, self._cow_mode)
+            except cow.CowError as exc:
+                raise EmulatorError(str(exc)) from None
             cluster = self._build_cluster(store)
             self._join(cluster)
             dispatcher = Dispatcher(
@@ -167,6 +176,8 @@ class Emulator:
         except BaseException:
             if cluster is not None:
                 self.bridge.leave(cluster)
+            if self._cow is not None:
+                self._cow.release()
             store.close()
             raise
         self._store, self.cluster, self._server = store, cluster, server
@@ -253,10 +264,27 @@ class Emulator:
             self.cluster.transfers.close()  # before the store closes: they commit through it
         if release_devices and self.cluster is not None:
             self.cluster.release_devices()
+        # devices kept for a restart may live on the image: it stays mounted for them
+        if self._cow is not None and (release_devices or not self._attachments()):
+            self._cow.release()
         if self._store is not None:
             self._store.close()
         self._server = self._thread = self._store = None
         log.info("emulator stopped")
+
+    def _attachments(self) -> bool:
+        if self.cluster is None:
+            return False
+        with self.cluster.read() as state:
+            return bool(state.attachments)
+
+    @property
+    def copy_on_write(self) -> str:
+        """How snapshots and clones copy data: "reflink" (the data filesystem shares
+        extents), "xfs-image" (on the emulator's own XFS image) or "full-copy"."""
+        if self._cow is None:
+            raise EmulatorError("not started")
+        return self._cow.how
 
     def release_devices(self) -> None:
         """Tear down every device link and loop device (attachments stay recorded)."""
