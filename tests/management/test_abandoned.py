@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from spcs.emulator import volumes
 from spcs.v1 import driver_pb2, lifecycle_pb2, types_pb2
 from tests.management.helpers import MIB, OTHER_TEMPLATE, TEMPLATE, Mgmt, new_id, running_stack
 
@@ -26,6 +27,28 @@ def anonymous_volume(mgmt: Mgmt, uuid: str, template: str = TEMPLATE) -> str:
         what="anonymous volume",
     )
     return f"/dev/storpool-byid/{data['globalId']}"
+
+
+def anonymous_volumes(mgmt: Mgmt, count: int) -> list[str]:
+    """`count` anonymous volumes as the Java plugin leaves them, made by the emulator's own
+    VolumeCreate in one of its changes (one state write, not `count`: the report is what is
+    tested, not thousands of HTTP calls to the emulator)."""
+    emu = mgmt.stack.emulator
+    assert emu is not None and emu.cluster is not None
+    with emu.cluster.change() as txn:
+        made = [
+            volumes.create(
+                emu.cluster,
+                txn,
+                {
+                    "template": TEMPLATE,
+                    "size": MIB,
+                    "tags": {"uuid": new_id("legacy"), "cs": "volume"},
+                },
+            )
+            for _ in range(count)
+        ]
+    return [f"/dev/storpool-byid/{data['globalId']}" for data in made]
 
 
 def stream(
@@ -60,8 +83,7 @@ def test_report_then_delete_a_chosen_set(tmp_path: Path):
             )
         )
         lost.add(attached.path)
-        for n in range(LEGACY):
-            path = anonymous_volume(mgmt, new_id("legacy"))
+        for n, path in enumerate(anonymous_volumes(mgmt, LEGACY)):
             if n % 2:
                 known_paths.append(path)
             else:
