@@ -55,8 +55,8 @@ test *ARGS: setup
 test-fast *ARGS: setup
     "{{py}}" -m pytest -m fast {{ARGS}}
 
-# Benchmarks: data mover vs qemu-img, control plane vs direct StorPool calls, then replicas
-bench: bench-datamover bench-controlplane bench-replicas
+# Benchmarks: data mover vs qemu-img, control plane vs direct StorPool calls, replicas, end-to-end copies (root), emulator copy-on-write
+bench: bench-datamover bench-controlplane bench-replicas bench-endtoend bench-emulator
 
 # Data mover vs qemu-img convert, same inputs, alternating runs (`--quick` for a short run)
 bench-datamover *ARGS: setup
@@ -69,6 +69,14 @@ bench-controlplane *ARGS: setup
 # Management on 1 replica with SQLite, 1 with MariaDB, 3 with MariaDB (`--quick` for a short run)
 bench-replicas *ARGS: setup
     "{{py}}" bench/replicas.py {{ARGS}}
+
+# Copies through management + node vs spcs convert and qemu-img, on loop devices (root; `--quick`)
+bench-endtoend *ARGS: setup
+    "{{py}}" bench/endtoend.py {{ARGS}}
+
+# The emulator's snapshots, clones and template caching with copy-on-write and without (root for the XFS image)
+bench-emulator *ARGS: setup
+    "{{py}}" bench/emulator_cow.py {{ARGS}}
 
 # The end-to-end demo on this machine
 demo: setup
