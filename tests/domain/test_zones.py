@@ -206,3 +206,14 @@ def test_the_sweep_removes_a_copy_whose_operation_died(
     assert recovery.sweep(env.domain.pools, lambda op: op != "op-dead") == 1
     assert sp2.snapshot_or_none(ref) is None
     assert env.sp.snapshot_or_none(ref) is not None  # the source is the caller's
+
+
+def test_a_copy_request_that_fails_takes_the_export_back(
+    env: Env, sp2: MemoryStorPool, pool2: PoolRecord
+):
+    snap = snapshot_with_data(env)
+    sp2.fail_next("SnapshotFromRemote", "insufficientResources", desc="zone 2 is full")
+    done = env.wait(env.domain.zones.start(copy_request(env, snap, pool2.uuid)).name)
+    assert code_of(done) == grpc.StatusCode.RESOURCE_EXHAUSTED and "full" in done.error.message
+    assert sp2.snapshot_or_none(names.api_ref(snap.path)) is None
+    assert env.sp.snapshot_delete(names.api_ref(snap.path))  # not exported any more

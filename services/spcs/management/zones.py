@@ -190,14 +190,22 @@ class ZoneCopies:
                 "cs": names.CS_SNAPSHOT,
                 names.FILLING_TAG: ctx.operation_id,
             }
-            # (already there: an earlier attempt's request took effect after all)
-            with contextlib.suppress(errors.AlreadyExists):
-                dst_api.snapshot_from_remote(
-                    src_loc.name,
-                    copy.snapshot.global_id,
-                    template=copy.destination.template,
-                    tags=tags,
+            try:
+                # (already there: an earlier attempt's request took effect after all)
+                with contextlib.suppress(errors.AlreadyExists):
+                    dst_api.snapshot_from_remote(
+                        src_loc.name,
+                        copy.snapshot.global_id,
+                        template=copy.destination.template,
+                        tags=tags,
+                    )
+            except BaseException:
+                # nothing arrived: the export was for this copy only
+                _best_effort(
+                    f"export of {ref} to location {dst_loc.name}",
+                    lambda: src_api.snapshot_unexport(ref, dst_loc.name),
                 )
+                raise
             existing = dst_api.snapshot(ref)
         if existing.tags.get("uuid") != copy.uuid:
             raise errors.FailedPrecondition(
@@ -259,17 +267,13 @@ class ZoneCopies:
         """After a failure: the copy this operation made goes, and so does its export (both
         best effort: the job's own error is what the caller needs)."""
         ref = copy.snapshot.ref
-        for what, step in (
-            (f"copy {ref} in pool {copy.destination.name}", lambda: dst_api.snapshot_delete(ref)),
-            (
-                f"export of {ref} to location {dst_loc.name}",
-                lambda: src_api.snapshot_unexport(ref, dst_loc.name),
-            ),
-        ):
-            try:
-                step()
-            except errors.SpcsError as error:
-                log.warning("could not remove the %s after the copy failed: %s", what, error)
+        _best_effort(
+            f"copy {ref} in pool {copy.destination.name}", lambda: dst_api.snapshot_delete(ref)
+        )
+        _best_effort(
+            f"export of {ref} to location {dst_loc.name}",
+            lambda: src_api.snapshot_unexport(ref, dst_loc.name),
+        )
 
     # ---- locations ------------------------------------------------------------------------
 
@@ -297,6 +301,14 @@ class ZoneCopies:
             f"{location_id} (it lists {listed}); set the pool detail {LOCATION_DETAIL} to its "
             "location's name with UpdatePool"
         )
+
+
+def _best_effort(what: str, step: Callable[[], object]) -> None:
+    """A clean-up step after a failure: its own error goes to the log, never over the job's."""
+    try:
+        step()
+    except errors.SpcsError as error:
+        log.warning("could not remove the %s after the copy failed: %s", what, error.message)
 
 
 def _stored(api: StorPoolClient, global_id: str) -> int:
