@@ -12,6 +12,7 @@ import inspect
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from spcs.common import errors, validate
-from spcs.emulator import Emulator
+from spcs.emulator import Bridge, Emulator
 from spcs.emulator.errors import ApiError
 from spcs.storpool import errors as sp_errors
 from spcs.storpool.api import RetryPolicy, StorPoolApi
@@ -107,6 +108,45 @@ def sp(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     else:
         with _emulator_backend(tmp_path) as backend:
             yield backend
+
+
+@dataclass
+class Locations:
+    """Two clients of two StorPool locations that know each other: emu (emu.a) and zone2."""
+
+    here: StorPoolClient
+    there: StorPoolClient
+    wait_recovered: Callable[[str], None]  # (global id in zone2)
+
+
+@pytest.fixture(params=["emulator", "memory"])
+def locations(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Locations]:
+    if request.param == "memory":
+        registry: dict[str, MemoryStorPool] = {}
+        here = MemoryStorPool(templates=TEMPLATES, cluster_id=CLUSTER, locations=registry)
+        there = MemoryStorPool(templates=TEMPLATES, cluster_id="zone2.a", locations=registry)
+        yield Locations(here, there, lambda gid: None)
+        return
+    bridge = Bridge()
+    emus = [
+        Emulator(tmp_path / cid, token=TOKEN, cluster_id=cid, templates=TEMPLATES, bridge=bridge)
+        for cid in (CLUSTER, "zone2.a")
+    ]
+    for emu in emus:
+        emu.start()
+    clients = [StorPoolApi(e.host, e.port, TOKEN, retry=RetryPolicy(total_seconds=2)) for e in emus]
+
+    def wait_recovered(gid: str) -> None:
+        deadline = time.monotonic() + 10
+        while clients[1].snapshot(f"~{gid}").recovering:
+            assert time.monotonic() < deadline, "the copy did not arrive"
+            time.sleep(0.02)
+
+    try:
+        yield Locations(clients[0], clients[1], wait_recovered)
+    finally:
+        for emu in reversed(emus):
+            emu.stop(release_devices=True)
 
 
 def fails(
@@ -1280,3 +1320,55 @@ def test_a_random_workload_answers_alike(tmp_path: Path, seed: int):
                 assert _state(fake) == _state(emulated), f"after step {step}: {what}"
         assert _state(fake) == _state(emulated)
         assert fake.counts() == emulated.counts()
+
+
+# ---- other locations ------------------------------------------------------------------------
+
+
+def test_a_snapshot_goes_to_another_location_and_keeps_its_global_id(locations: Locations):
+    here, there = locations.here, locations.there
+    assert [(loc.id, loc.name) for loc in here.locations()] == [("emu", "emu"), ("zone2", "zone2")]
+    assert there.locations() == here.locations()
+    here.volume_create(name="v1", size=MiB, template="hybrid")
+    gid = here.snapshot_create("v1", name="s1", tags={"cs": "snapshot"})
+    fails(
+        errors.NotFound,
+        "objectDoesNotExist",
+        lambda: there.snapshot_from_remote("emu", gid, template="small", tags={}),
+    )  # not exported to zone2 yet
+    here.snapshot_export("~" + gid, "zone2")
+    here.snapshot_export("~" + gid, "zone2")  # twice is harmless
+    copied = there.snapshot_from_remote("emu", gid, template="small", tags={"uuid": "u-1"})
+    assert copied == gid
+    locations.wait_recovered(gid)
+    copy = there.snapshot("~" + gid)
+    assert (copy.name, copy.size, copy.template, copy.tags) == (
+        f"~{gid}",
+        MiB,
+        "small",
+        {"uuid": "u-1"},
+    )
+    fails(
+        errors.AlreadyExists,
+        "objectExists",
+        lambda: there.snapshot_from_remote("emu", gid, template="small", tags={}),
+    )
+    there.snapshot_reconcile("~" + gid)  # complete: nothing to do
+    error = fails(errors.InvalidArgument, "invalidParam", lambda: here.snapshot_delete("~" + gid))
+    assert "still exported" in error.message
+    here.snapshot_unexport("~" + gid, "zone2")
+    here.snapshot_unexport("~" + gid, "zone2")  # not exported: fine
+    assert here.snapshot_delete("~" + gid)
+    assert there.snapshot("~" + gid).global_id == gid  # the copy is zone2's own
+
+
+def test_every_export_goes_at_once_and_other_refusals(locations: Locations):
+    here = locations.here
+    here.volume_create(name="v1", size=MiB, template="hybrid")
+    gid = here.snapshot_create("v1", name="s1")
+    fails(errors.NotFound, "objectDoesNotExist", lambda: here.snapshot_export("s1", "nowhere"))
+    fails(errors.InvalidArgument, "invalidParam", lambda: here.snapshot_export("s1", "emu"))
+    fails(errors.InvalidArgument, "invalidParam", lambda: here.snapshot_reconcile("s1"))
+    here.snapshot_export("s1", "zone2")
+    here.snapshot_unexport("s1", None)
+    assert here.snapshot_delete("~" + gid)
