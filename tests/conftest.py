@@ -11,16 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from spcs.emulator import cow
 from tests.stacks import MariaDB, Service, mariadb_installed, mariadb_server
 
-# The tests' temporary directories live on an XFS filesystem with reflink (made once, kept
-# mounted between sessions) where the machine allows it: every emulator's objects then share
-# extents natively, as on a production-like host, instead of each emulator making an XFS image
-# of its own (spcs.emulator.cow; its own tests make those on purpose). SPCS_TEST_PLAIN_TMP=1
-# keeps pytest's default place.
-# (under /tmp, as pytest's own: the e2e sandboxes put overlays on /var, /etc, /opt and /root)
-REFLINK_TMP = Path("/tmp/spcs-tests-xfs")
-REFLINK_IMAGE = Path("/tmp/spcs-tests-xfs.img")
+# The tests' temporary directories live on an XFS filesystem with reflink, made as the emulator
+# makes its own and kept mounted between sessions, where the machine allows it: every
+# emulator's objects then share extents natively, instead of each of the suite's emulators
+# making an XFS image of its own (spcs.emulator.cow; its own tests make those on purpose).
+# Under /tmp, as pytest's own: the e2e sandboxes put overlays on /var, /etc, /opt and /root.
+# SPCS_TEST_PLAIN_TMP=1 keeps pytest's default place.
+REFLINK_TMP = Path("/tmp/spcs-tests-xfs-2")
+REFLINK_IMAGE = Path("/tmp/spcs-tests-xfs-2.img")
 REFLINK_SIZE = 256 << 30
 KEEP_RUNS = 3
 
@@ -49,7 +50,7 @@ def _reflink_tmp() -> Path | None:
             with REFLINK_IMAGE.open("wb") as image:
                 image.truncate(REFLINK_SIZE)
             subprocess.run(
-                ["mkfs.xfs", "-q", "-K", "-m", "reflink=1", str(REFLINK_IMAGE)],
+                ["mkfs.xfs", *cow.MKFS_OPTIONS, str(REFLINK_IMAGE)],
                 check=True,
                 capture_output=True,
                 timeout=60,
@@ -63,7 +64,10 @@ def _reflink_tmp() -> Path | None:
             timeout=60,
         ).stdout.strip()
         subprocess.run(
-            ["mount", device, str(REFLINK_TMP)], check=True, capture_output=True, timeout=60
+            ["mount", "-o", cow.MOUNT_OPTIONS, device, str(REFLINK_TMP)],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -125,6 +125,7 @@ SERVICE_BAD: dict[str, dict[str, list[Bad]]] = {
         "storpool_retry_seconds": NUMBER_OF_SECONDS,
         "node_retry_seconds": NUMBER_OF_SECONDS,
         "volume_stats_seconds": NUMBER_OF_SECONDS,
+        "zone_copy_stall_seconds": NUMBER_OF_SECONDS,
     },
     "node": {
         **SERVER_BAD,

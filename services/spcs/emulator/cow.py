@@ -36,6 +36,11 @@ MODES = (AUTO, OFF)
 # XFS image, or full copies
 SHARED, IMAGE_MOUNTED, FULL = "reflink", "xfs-image", "full-copy"
 _TIMEOUT = 60
+# -K: no discard of a fresh sparse file; the smallest log XFS allows keeps the image small;
+# a copy-on-write extent of one block and no speculative preallocation (allocsize) keep each
+# file's allocation its written blocks, which is what the emulator reports as space used
+MKFS_OPTIONS = ("-q", "-K", "-m", "reflink=1", "-d", "cowextsize=1", "-l", "size=64m")
+MOUNT_OPTIONS = "allocsize=4k"
 
 
 class CowError(Exception):
@@ -135,8 +140,7 @@ def _make_image(image: str, data_dir: str) -> None:
         os.ftruncate(fd, size)
     finally:
         os.close(fd)
-    # -K: no discard of a fresh sparse file; the smallest log XFS allows keeps it small
-    failed = _run(["mkfs.xfs", "-q", "-K", "-m", "reflink=1", "-l", "size=64m", image])
+    failed = _run(["mkfs.xfs", *MKFS_OPTIONS, image])
     if failed is not None:
         raise OSError(f"mkfs.xfs: {failed}")
     log.info("made the XFS image %s (%d GiB, sparse) for the emulator's objects", image, size >> 30)
@@ -144,7 +148,7 @@ def _make_image(image: str, data_dir: str) -> None:
 
 def _mount(image: str, objects_dir: str) -> CopyOnWrite:
     if not os.path.ismount(objects_dir):
-        failed = _run(["mount", "-o", "loop", image, objects_dir])
+        failed = _run(["mount", "-o", f"loop,{MOUNT_OPTIONS}", image, objects_dir])
         if failed is not None:
             raise CowError(
                 f"the emulator's objects are in the XFS image {image}, which could not be "
