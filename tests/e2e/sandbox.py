@@ -104,13 +104,15 @@ def _bind_lines(binds: Mapping[str, Path], keep: Sequence[str]) -> list[str]:
         if inside:
             if "mount -t tmpfs -o mode=0700 tmpfs /mnt" not in lines:
                 lines.append("mount -t tmpfs -o mode=0700 tmpfs /mnt")
-            lines += [f"mkdir -p {view}", f"mount --bind {shlex.quote(directory)} {view}"]
+            # recursive: a kept path may lie on a filesystem mounted below the directory (the
+            # tests' tmp is an XFS mounted under /tmp, tests/conftest.py)
+            lines += [f"mkdir -p {view}", f"mount --rbind {shlex.quote(directory)} {view}"]
         lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(directory)}")
         for path in inside:
             rel = shlex.quote(path[len(directory.rstrip("/")) + 1 :])
             lines += [
                 f"mkdir -p {shlex.quote(directory)}/{rel}",
-                f"mount --bind {view}/{rel} {shlex.quote(directory)}/{rel}",
+                f"mount --rbind {view}/{rel} {shlex.quote(directory)}/{rel}",
             ]
     return lines
 
