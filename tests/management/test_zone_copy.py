@@ -17,6 +17,7 @@ import grpc
 import pytest
 from google.longrunning import operations_pb2
 
+from spcs.common import errors
 from spcs.emulator import Emulator
 from spcs.storpool import names
 from spcs.storpool.api import StorPoolApi
@@ -302,8 +303,6 @@ def test_a_delete_of_the_source_waits_for_the_copy(z: Zones):
 
 
 def errors_code(op: operations_pb2.Operation) -> grpc.StatusCode:
-    from spcs.common import errors
-
     assert op.done and op.HasField("error"), op
     return errors.code_of(op.error.code)
 
