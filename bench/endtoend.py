@@ -210,7 +210,8 @@ class Loops:
         self.devices: list[str] = []
 
     def attach(self, path: Path, *, read_only: bool) -> Path:
-        args = ["losetup", "--find", "--show", *(["--read-only"] if read_only else []), str(path)]
+        args = ["losetup", "--find", "--show", "--direct-io=on"]
+        args += [*(["--read-only"] if read_only else []), str(path)]
         dev = run(args).strip()
         self.devices.append(dev)
         return Path(dev)

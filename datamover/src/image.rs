@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec::{Codec, Compressor};
 use crate::error::{Error, Result};
@@ -43,6 +44,55 @@ pub struct ImageFile {
     pub path: PathBuf,
     pub len: u64,
     pub is_block: bool,
+    /// Long reads of what the page cache does not hold, when the file takes O_DIRECT.
+    pub direct: Option<DirectReads>,
+}
+
+/// The file opened O_DIRECT for `ImageFile::read_at`.
+pub struct DirectReads {
+    direct: File,
+    /// Set once a direct read was refused (EINVAL): the file is read buffered from then on.
+    failed: AtomicBool,
+}
+
+impl DirectReads {
+    /// None when the file cannot be read O_DIRECT.
+    pub fn open(path: &std::path::Path) -> Option<DirectReads> {
+        Some(DirectReads { direct: sys::open_direct_read(path)?, failed: AtomicBool::new(false) })
+    }
+}
+
+/// Reads shorter than this stay buffered (metadata, small pieces between holes).
+const DIRECT_READ_MIN: usize = 64 << 10;
+
+impl ImageFile {
+    /// Reads `buf.len()` bytes at `offset`, fewer only at the end of the file. A long aligned
+    /// read of what the page cache mostly lacks goes O_DIRECT, as `qemu-img -T none` reads: a
+    /// cold device or file is read without a second copy through the page cache (on a 2-core
+    /// host that copy was the difference); a warm one stays a memory copy. Where the kernel
+    /// cannot tell what is cached, long reads go direct: StorPool devices are freshly
+    /// attached and templates rarely cached.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let Some(d) = &self.direct else { return sys::pread_full(&self.file, buf, offset) };
+        let aligned = offset.is_multiple_of(sys::ALIGN as u64) && (buf.as_ptr() as usize).is_multiple_of(sys::ALIGN);
+        let run = buf.len() / sys::ALIGN * sys::ALIGN;
+        if run < DIRECT_READ_MIN || !aligned || d.failed.load(Ordering::Relaxed) {
+            return sys::pread_full(&self.file, buf, offset);
+        }
+        if sys::cached_bytes(&self.file, offset, run as u64).is_some_and(|c| c >= run as u64 / 2) {
+            return sys::pread_full(&self.file, buf, offset);
+        }
+        let done = match sys::pread_full(&d.direct, &mut buf[..run], offset) {
+            Ok(n) if n < run => return Ok(n), // end of file
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                d.failed.store(true, Ordering::Relaxed);
+                0
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(done + sys::pread_full(&self.file, &mut buf[done..], offset + done as u64)?)
+    }
 }
 
 /// What the top image says about itself (for `info`).
@@ -225,4 +275,46 @@ pub trait Target: Send + Sync {
     fn zero(&self, offset: u64, len: u64, stop: &dyn Fn() -> bool) -> Result<()>;
     /// Flushes everything; returns the metadata bytes written.
     fn finish(&self) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &std::path::Path) -> ImageFile {
+        let file = File::open(path).expect("open");
+        let len = file.metadata().expect("stat").len();
+        ImageFile { file, path: path.to_path_buf(), len, is_block: false, direct: DirectReads::open(path) }
+    }
+
+    #[test]
+    fn read_at_returns_the_file_bytes_whichever_way_it_reads() {
+        // An unaligned length, so the last read ends past the end of the file.
+        let len = (3 << 20) + 1234;
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let p = std::env::temp_dir().join(format!("spcs-image-read-at-{}", std::process::id()));
+        std::fs::write(&p, &data).expect("write");
+        let img = open(&p);
+        let mut buf = sys::AlignedBuf::new(2 << 20);
+        // Long aligned reads (direct where the filesystem takes it, or from the page cache),
+        // a short one, an unaligned offset, an unaligned buffer, and the file's end.
+        for (offset, n, at) in [(0u64, 2 << 20, 0usize), (1 << 20, 4096, 0), (4097, 1 << 20, 0), (0, 1 << 20, 1)] {
+            let got = img.read_at(&mut buf[at..at + n], offset).expect("read");
+            assert_eq!(got, n);
+            assert_eq!(
+                &buf[at..at + n],
+                &data[offset as usize..offset as usize + n],
+                "offset {offset} len {n} at {at}"
+            );
+        }
+        let tail = len - (3 << 20);
+        let got = img.read_at(&mut buf[..1 << 20], 3 << 20).expect("read the end");
+        assert_eq!(got, tail);
+        assert_eq!(&buf[..tail], &data[3 << 20..]);
+        // Whatever the kernel says of the cache, it never counts more than was asked.
+        if let Some(c) = sys::cached_bytes(&img.file, 0, 1 << 20) {
+            assert!(c <= 1 << 20, "{c} cached bytes of 1 MiB");
+        }
+        let _ = std::fs::remove_file(&p);
+    }
 }

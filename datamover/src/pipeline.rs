@@ -252,7 +252,8 @@ impl Engine<'_> {
                 Piece::Zero { .. } => dst.fill(0),
                 Piece::Data { file, host, pad, .. } => {
                     let img = &self.files[file];
-                    let got = sys::pread_full(&img.file, dst, host)
+                    let got = img
+                        .read_at(dst, host)
                         .map_err(|e| Error::source_io(&img.path, "read failed", Some(host), &e))?;
                     self.counters.read.fetch_add(got as u64, Ordering::Relaxed);
                     if got < n {

@@ -246,7 +246,7 @@ mod tests {
         fn open(&self) -> ImageFile {
             let file = File::open(&self.0).expect("open image");
             let len = file.metadata().expect("stat").len();
-            ImageFile { file, path: self.0.clone(), len, is_block: false }
+            ImageFile { file, path: self.0.clone(), len, is_block: false, direct: None }
         }
 
         fn layer(&self, backing: Option<Box<dyn Layer>>) -> Qcow2Layer {

@@ -23,6 +23,8 @@ use crate::sys::{self, Direct};
 /// 16-bit refcounts (refcount_order 4), as `qemu-img create` writes.
 const REFCOUNT_ORDER: u32 = 4;
 const HEADER_LENGTH: usize = 112;
+/// How far ahead of its allocated clusters the file's length is set while data is written.
+const EXTEND_STEP: u64 = 64 << 20;
 
 /// Tracks which virtual ranges are finished; `next` is the end of the finished prefix.
 #[derive(Default)]
@@ -51,6 +53,8 @@ struct State {
     l2: HashMap<u64, Box<[u64]>>,
     done: Watermark,
     meta_bytes: u64,
+    /// The file's length, set ahead of the clusters handed out (see `extend_for`).
+    extended: u64,
 }
 
 pub struct Qcow2Writer {
@@ -123,6 +127,7 @@ impl Qcow2Writer {
             l2: HashMap::new(),
             done: Watermark::default(),
             meta_bytes: 0,
+            extended: 0,
         };
         // Cluster 0: header; then the L1 table.
         st.take_clusters(1 + (l1_size * 8).div_ceil(cluster_size));
@@ -165,6 +170,21 @@ impl Qcow2Writer {
         }
     }
 
+    /// Grows the file ahead of the clusters handed out, in steps. Workers write clusters out
+    /// of order, and a write past the end of the file makes the filesystem zero the gap under
+    /// an exclusive lock, waiting for every write in flight (XFS does): with the length set
+    /// ahead, parallel writes stay parallel. `finish_image` sets the exact length.
+    fn extend_for(&self, st: &mut State) -> Result<()> {
+        let end = st.next_cluster << self.cluster_bits;
+        if end <= st.extended {
+            return Ok(());
+        }
+        let to = end + EXTEND_STEP;
+        self.file.set_len(to).map_err(|e| self.io_err("cannot extend file", to, &e))?;
+        st.extended = to;
+        Ok(())
+    }
+
     fn io_err(&self, what: &str, offset: u64, e: &std::io::Error) -> Error {
         Error::target_io(&self.path, what, Some(offset), e)
     }
@@ -181,6 +201,7 @@ impl Qcow2Writer {
                 let h = (first + i) << self.cluster_bits;
                 self.set_l2(&mut st, vcluster + i, h | OFLAG_COPIED);
             }
+            self.extend_for(&mut st)?;
             first << self.cluster_bits
         };
         // Runs are whole clusters of at least ALIGN bytes at cluster-aligned offsets: the

@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Kind, Result};
-use crate::image::{Description, Format, ImageFile, Layer};
+use crate::image::{Description, DirectReads, Format, ImageFile, Layer};
 use crate::qcow2::{self, reader::Qcow2Layer};
 use crate::sys;
 
@@ -47,7 +47,7 @@ fn open_named(real: &Path, path: &Path) -> Result<ImageFile> {
     let file = File::open(real).map_err(|e| Error::source_io(path, "cannot open", None, &e))?;
     let len = sys::file_size(&file).map_err(|e| Error::source_io(path, "cannot get size", None, &e))?;
     sys::advise_sequential(&file);
-    Ok(ImageFile { file, path: path.to_path_buf(), len, is_block })
+    Ok(ImageFile { file, path: path.to_path_buf(), len, is_block, direct: DirectReads::open(real) })
 }
 
 /// The directory a confined source may read from: the top image and every file of its

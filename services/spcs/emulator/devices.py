@@ -134,7 +134,10 @@ def _losetup(*args: str) -> str:
 
 
 def loop_attach(path: str, *, readonly: bool) -> str:
-    args = ["--find", "--show"]
+    # Direct I/O, like a StorPool device: no second page cache over the object file. A buffered
+    # loop over a fresh reflinked copy read 1 GiB in 0.4-4.7 s here, direct in 0.24 s. The
+    # kernel falls back to buffered I/O itself where the file cannot take it.
+    args = ["--find", "--show", "--direct-io=on"]
     if readonly:
         args.append("--read-only")
     return _losetup(*args, path)
