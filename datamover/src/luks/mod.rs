@@ -87,3 +87,51 @@ pub fn format_volume(path: &Path, enc: &Encrypt) -> Result<Header> {
     file.sync_all().map_err(|e| Error::target_io(path, "fsync failed", None, &e))?;
     Ok(created.header)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypt::luks1::PAYLOAD_OFFSET;
+    use std::fs::File;
+    use std::sync::Arc;
+
+    fn enc(p: &[u8]) -> Encrypt {
+        Encrypt { passphrase: Arc::new(Passphrase::new(p)), iter_time_ms: 1 }
+    }
+
+    fn image(path: &Path) -> ImageFile {
+        let file = File::open(path).expect("open");
+        let len = file.metadata().expect("stat").len();
+        ImageFile { file, path: path.to_path_buf(), len, is_block: false }
+    }
+
+    #[test]
+    fn format_then_map_through_the_unlocked_key() {
+        let p = std::env::temp_dir().join(format!("spcs-luks-layer-{}.luks", std::process::id()));
+        std::fs::write(&p, vec![0xeeu8; (PAYLOAD_OFFSET + 8192 + 100) as usize]).expect("write");
+        let h = format_volume(&p, &enc(b"pw")).expect("format");
+        let img = image(&p);
+        let read = read_header(&img).expect("header");
+        assert_eq!((read.uuid.as_str(), read.payload_offset()), (h.uuid.as_str(), PAYLOAD_OFFSET));
+        let e = unlock(&img, &read, 0, Some(&Passphrase::new(b"no"))).expect_err("wrong passphrase");
+        assert_eq!(e.kind, Kind::BadPassphrase);
+        let key = unlock(&img, &read, 0, Some(&Passphrase::new(b"pw"))).expect("unlock");
+
+        // Whole sectors only: the 100 bytes past the last one are not part of the disk.
+        let mut l = LuksLayer::new(0, &img, &read, Some(key.clone()));
+        assert_eq!(l.size(), 8192);
+        let mut out = Vec::new();
+        l.map(0, 4096, &mut out).expect("map");
+        l.map(4096, 4096, &mut out).expect("map");
+        // Contiguous host ranges and sector numbers merge into one piece.
+        assert_eq!(out, vec![Piece::Encrypted { file: 0, host: PAYLOAD_OFFSET, len: 8192, sector: 0, key }]);
+        let mut locked = LuksLayer::new(0, &img, &read, None);
+        assert_eq!(locked.map(0, 512, &mut out).expect_err("locked").kind, Kind::Format);
+
+        let small = p.with_extension("small");
+        std::fs::write(&small, vec![0u8; PAYLOAD_OFFSET as usize]).expect("write");
+        assert_eq!(format_volume(&small, &enc(b"pw")).expect_err("too small").kind, Kind::TargetTooSmall);
+        let _ = std::fs::remove_file(&p);
+        let _ = std::fs::remove_file(&small);
+    }
+}

@@ -643,6 +643,52 @@ mod tests {
     }
 
     #[test]
+    fn luks_encryption_header_extension() {
+        // 4 KiB clusters, 8 of them: the LUKS header area in clusters 3..5.
+        let base = image(3, 12, 1024 * KIB, 0, 8);
+        let with = |method: u32, ext: Option<(u32, u64, u64)>| {
+            let mut b = base.clone();
+            put32(&mut b, 32, method);
+            if let Some((len, offset, length)) = ext {
+                put32(&mut b, 104, EXT_CRYPTO);
+                put32(&mut b, 108, len);
+                put64(&mut b, 112, offset);
+                put64(&mut b, 120, length);
+            }
+            b
+        };
+        let h = parsed(&with(CRYPT_LUKS, Some((16, 3 * 4096, 8192))));
+        assert_eq!(h.crypto, Some((3 * 4096, 8192)));
+        assert_eq!(parsed(&base).crypto, None);
+        assert_eq!(refused(&with(CRYPT_LUKS, None)), "LUKS-encrypted image has no encryption header extension");
+        assert_eq!(
+            refused(&with(0, Some((16, 3 * 4096, 8192)))),
+            "encryption header extension in an image that is not encrypted"
+        );
+        assert_eq!(refused(&with(3, None)), "unknown qcow2 encryption method 3");
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((8, 3 * 4096, 8192)))),
+            "encryption header extension has 8 bytes (expected 16)"
+        );
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((16, 3 * 4096 + 512, 8192)))),
+            "LUKS header at offset 12800 (8192 bytes) is invalid"
+        );
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((16, 3 * 4096, 0)))),
+            "LUKS header at offset 12288 (0 bytes) is invalid"
+        );
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((16, 6 * 4096, 3 * 4096)))),
+            "LUKS header at offset 24576 (12288 bytes) lies past the end of the file (32768 bytes)"
+        );
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((16, 6 * 4096, u64::MAX)))),
+            "LUKS header at offset 24576 (18446744073709551615 bytes) lies past the end of the file (32768 bytes)"
+        );
+    }
+
+    #[test]
     fn backing_file_name_bounds() {
         // 4 KiB clusters: the name must end inside the first one and be at most 1023 bytes.
         let good = image(3, 12, 1024 * KIB, 0, 3);
