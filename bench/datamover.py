@@ -7,6 +7,12 @@ alternating tools within every round, with the source warm in the page cache and
 qemu-img/spcs ratios, and each run's write rate as a fraction of the machine's durable
 write limit (`dd oflag=direct`) measured in the same run.
 
+The encrypted ROOT case (`raw-luks-loop`, root only) writes a 2 GiB raw template (half hex
+text, half zeros) as a LUKS1 volume onto a loop device, as CloudStack does with
+`qemu-img convert --object secret,... -O luks` (skip-zero off): spcs against qemu-img with
+the same passphrase file and PBKDF2 iteration time (--luks-iter-time-ms, 2000 like both
+defaults), alternating, medians and the qemu-img/spcs ratio.
+
 Usage: python bench/datamover.py [--size-gib 4] [--runs 3] [--cases a,b] [--quick]
 """
 
@@ -254,6 +260,91 @@ def report(
 
 TOOLS = ("spcs", "qemu-default", "qemu-best")
 
+LUKS_CASE = "raw-luks-loop"
+LUKS_TEMPLATE = 2 * GiB
+
+
+def luks_commands(src: Path, dev: Path, key: Path, iter_ms: int) -> dict[str, list[str]]:
+    secret = f"secret,id=s,file={key}"
+    qemu = ["qemu-img", "convert", "--object", secret, "-O", "luks"]
+    opts = ["-o", f"key-secret=s,iter-time={iter_ms}"]
+    return {
+        "spcs": [
+            *(*SPCS, "convert", "-O", "luks", "-o", f"iter-time={iter_ms}"),
+            *("--passphrase-file", str(key), str(src), str(dev)),
+        ],
+        "qemu-default": [*qemu, *opts, str(src), str(dev)],
+        "qemu-best": [
+            *qemu[:2],
+            "-t",
+            "none",
+            "-m",
+            "8",
+            "-W",
+            *qemu[2:],
+            *opts,
+            str(src),
+            str(dev),
+        ],
+    }
+
+
+def bench_luks(workdir: Path, runs: int, iter_ms: int) -> None:
+    """The encrypted ROOT case: a 2 GiB raw template as LUKS onto a loop device."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        log(f"skipping {LUKS_CASE}: needs root and losetup")
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    src = workdir / "template.raw"
+    if not src.exists() or src.stat().st_size != LUKS_TEMPLATE:
+        _write_stripe(src, LUKS_TEMPLATE)
+    backing = workdir / "luks-loop-backing"
+    with backing.open("wb") as f:
+        f.truncate(LUKS_TEMPLATE + 2 * MiB)
+    key = workdir / "luks.key"
+    key.write_bytes(os.urandom(24).hex().encode())
+    dev = Path(
+        subprocess.run(
+            ["losetup", "--find", "--show", str(backing)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    times: dict[str, list[float]] = {t: [] for t in TOOLS}
+    try:
+        cmds = luks_commands(src, dev, key, iter_ms)
+        for r in range(runs):
+            order = TOOLS[r % 3 :] + TOOLS[: r % 3]
+            for tool in order:
+                sync()
+                time.sleep(1)
+                warm(src)
+                t = timed(cmds[tool])
+                times[tool].append(t)
+                log(f"  {LUKS_CASE:16} {tool:13} {t:7.2f}s")
+        check = [*("qemu-img", "compare", "--object", f"secret,id=s,file={key}", "--image-opts")]
+        check += [
+            f"driver=luks,key-secret=s,file.filename={dev}",
+            f"driver=raw,file.filename={src}",
+        ]
+        run(cmds["spcs"], stdout=subprocess.DEVNULL)
+        same = subprocess.run(check, capture_output=True, text=True).returncode == 0
+    finally:
+        subprocess.run(["losetup", "-d", str(dev)], check=False)
+        backing.unlink(missing_ok=True)
+    med = {t: statistics.median(v) for t, v in times.items()}
+    print()
+    print(
+        f"{LUKS_CASE}: 2 GiB raw template (half zeros) -> LUKS1 on {dev}, iter-time {iter_ms} ms,"
+        f" {runs} runs per tool (alternating), each with a final sync"
+    )
+    for tool in TOOLS:
+        ratio = "" if tool == "spcs" else f"  qemu/spcs {fmt_ratio(med[tool], med['spcs'])}"
+        lo, hi = min(times[tool]), max(times[tool])
+        print(f"  {tool:13} median {med[tool]:6.2f}s  ({lo:.2f}-{hi:.2f}){ratio}")
+    print(f"  spcs output judged by qemu-img compare: {'identical' if same else 'DIFFERENT'}")
+
 
 def _virtual_size(path: Path) -> int:
     from spcs import datamover
@@ -271,33 +362,15 @@ def _chosen_cases(p: argparse.ArgumentParser, chosen: str | None) -> list[Case]:
     return [c for c in CASES if c.name in wanted]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--workdir", type=Path, default=REPO / "bench-data")
-    p.add_argument("--size-gib", type=float, default=4.0, help="size of the stripe/dense images")
-    p.add_argument("--runs", type=int, default=3, help="runs per tool and case")
-    p.add_argument("--cases", help="comma-separated subset of: " + ",".join(c.name for c in CASES))
-    p.add_argument("--quick", action="store_true", help="0.5 GiB images, 1 run (smoke test)")
-    p.add_argument("--keep", action="store_true", help="keep generated images for the next run")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.size_gib, args.runs = min(args.size_gib, 0.5), 1
-    size = int(args.size_gib * GiB) // (64 * MiB) * 64 * MiB
-    if size <= 0:
-        p.error("--size-gib is too small (minimum 0.0625)")
-    cases = _chosen_cases(p, args.cases)
-    for tool in ("qemu-img", "dd", "uptime"):
-        if shutil.which(tool) is None:
-            p.error(f"{tool} is not installed")
-
-    workdir: Path = args.workdir
+def bench_cases(cases: Sequence[Case], workdir: Path, size: int, runs: int) -> None:
+    """The unencrypted cases: each tool writes `workdir/out.img`."""
     log(f"generating images ({size / GiB:.2f} GiB) in {workdir}")
     images = generate(workdir, size)
     dst = workdir / "out.img"
     results = {(c.name, t): Sample() for c in cases for t in TOOLS}
     limits: list[tuple[float, float]] = []
     try:
-        for r in range(args.runs):
+        for r in range(runs):
             limits.append(measure_limits(images["dense.raw"], dst))
             log(f"round {r + 1}: limits read {limits[-1][0]:.2f} write {limits[-1][1]:.2f} GiB/s")
             for case in cases:
@@ -313,9 +386,45 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results[case.name, tool].out_bytes.append(allocated(dst))
                     log(f"  {case.name:16} {tool:13} {t:7.2f}s")
         dst.unlink(missing_ok=True)
-        report(cases, images, results, limits, args.runs)
+        report(cases, images, results, limits, runs)
     finally:
         dst.unlink(missing_ok=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=REPO / "bench-data")
+    p.add_argument("--size-gib", type=float, default=4.0, help="size of the stripe/dense images")
+    p.add_argument("--runs", type=int, default=3, help="runs per tool and case")
+    p.add_argument(
+        "--cases",
+        help="comma-separated subset of: " + ",".join([*(c.name for c in CASES), LUKS_CASE]),
+    )
+    p.add_argument(
+        "--luks-iter-time-ms", type=int, default=2000, help=f"PBKDF2 time of {LUKS_CASE}"
+    )
+    p.add_argument("--quick", action="store_true", help="0.5 GiB images, 1 run (smoke test)")
+    p.add_argument("--keep", action="store_true", help="keep generated images for the next run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size_gib, args.runs = min(args.size_gib, 0.5), 1
+    size = int(args.size_gib * GiB) // (64 * MiB) * 64 * MiB
+    if size <= 0:
+        p.error("--size-gib is too small (minimum 0.0625)")
+    named = args.cases.split(",") if args.cases else None
+    want_luks = named is None or LUKS_CASE in named
+    plain = [c for c in named if c != LUKS_CASE] if named is not None else None
+    cases = [] if plain == [] else _chosen_cases(p, None if plain is None else ",".join(plain))
+    for tool in ("qemu-img", "dd", "uptime"):
+        if shutil.which(tool) is None:
+            p.error(f"{tool} is not installed")
+    workdir: Path = args.workdir
+    try:
+        if cases:
+            bench_cases(cases, workdir, size, args.runs)
+        if want_luks:
+            bench_luks(workdir, args.runs, args.luks_iter_time_ms)
+    finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0

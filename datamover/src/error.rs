@@ -11,6 +11,8 @@ pub enum Kind {
     Source,
     /// The source image is malformed, or uses a feature the mover does not support.
     Format,
+    /// An encrypted image: no key slot opens with the passphrase given (or none was given).
+    BadPassphrase,
     /// An existing in-place target is smaller than the virtual size.
     TargetTooSmall,
     /// The destination exists and may not be replaced.

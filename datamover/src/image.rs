@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec::{Codec, Compressor};
+use crate::crypt::{Encryption, Key};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -19,6 +20,8 @@ use crate::sys;
 pub enum Format {
     Raw,
     Qcow2,
+    /// A raw LUKS1 volume (never probed: a raw volume holding LUKS is raw unless named).
+    Luks,
 }
 
 impl Format {
@@ -26,6 +29,7 @@ impl Format {
         match self {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
+            Format::Luks => "luks",
         }
     }
 
@@ -33,7 +37,10 @@ impl Format {
         match name {
             "raw" => Ok(Format::Raw),
             "qcow2" => Ok(Format::Qcow2),
-            other => Err(Error::invalid(format!("unsupported image format {other:?} (expected \"raw\" or \"qcow2\")"))),
+            "luks" => Ok(Format::Luks),
+            other => Err(Error::invalid(format!(
+                "unsupported image format {other:?} (expected \"raw\", \"qcow2\" or \"luks\")"
+            ))),
         }
     }
 }
@@ -106,6 +113,7 @@ pub struct Description {
     pub extended_l2: bool,
     pub dirty: bool,
     pub corrupt: bool,
+    pub encryption: Option<Encryption>,
 }
 
 /// A run of the virtual disk and how to produce its bytes.
@@ -119,13 +127,20 @@ pub enum Piece {
     /// Bytes `skip..skip + len` of a compressed cluster of `cluster` bytes whose stored data
     /// starts at `host` and spans at most `stored` bytes.
     Compressed { file: usize, host: u64, stored: u64, codec: Codec, cluster: u64, skip: u64, len: u64 },
+    /// `len` bytes (whole 512-byte sectors) at `host` in file `file`, encrypted with `key`
+    /// (XTS, plain64), the first being tweak sector `sector`; past the file's end the
+    /// ciphertext reads as zeros (as in QEMU).
+    Encrypted { file: usize, host: u64, len: u64, sector: u64, key: Key },
 }
 
 impl Piece {
     #[allow(clippy::len_without_is_empty)] // pieces are never empty: push_piece drops those
     pub fn len(&self) -> u64 {
         match *self {
-            Piece::Zero { len } | Piece::Data { len, .. } | Piece::Compressed { len, .. } => len,
+            Piece::Zero { len }
+            | Piece::Data { len, .. }
+            | Piece::Compressed { len, .. }
+            | Piece::Encrypted { len, .. } => len,
         }
     }
 }
@@ -153,6 +168,13 @@ pub fn push_piece(out: &mut Vec<Piece>, p: Piece) {
                 Piece::Compressed { file, host, skip, len, .. },
                 Piece::Compressed { file: f2, host: h2, skip: s2, len: l2, .. },
             ) if *file == *f2 && *host == *h2 && *skip + *len == *s2 => {
+                *len += l2;
+                return;
+            }
+            (
+                Piece::Encrypted { file, host, len, sector, key },
+                Piece::Encrypted { file: f2, host: h2, len: l2, sector: s2, key: k2 },
+            ) if *file == *f2 && *host + *len == *h2 && *sector + *len / 512 == *s2 && key == k2 => {
                 *len += l2;
                 return;
             }
@@ -261,6 +283,8 @@ pub struct Tally {
 pub struct Scratch {
     pub comp: Compressor,
     pub out: Vec<u8>,
+    /// Ciphertext of a chunk (encrypting targets), aligned for O_DIRECT; made on first use.
+    pub sealed: Option<sys::AlignedBuf>,
 }
 
 /// Where a copy's virtual disk goes: a raw file or device, a qcow2 image, or nowhere. Workers

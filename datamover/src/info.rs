@@ -2,7 +2,9 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
+use crate::crypt::{Encryption, Passphrase};
 use crate::digest::DigestKind;
 use crate::error::{Error, Result};
 use crate::image::Format;
@@ -23,6 +25,8 @@ pub struct Info {
     pub extended_l2: bool,
     pub dirty: bool,
     pub checksum: Option<String>,
+    /// Read from the header alone: no passphrase needed.
+    pub encryption: Option<Encryption>,
 }
 
 pub fn info(
@@ -31,6 +35,20 @@ pub fn info(
     checksum: Option<DigestKind>,
     chain_limit: u32,
     confine_to: Option<&Path>,
+    ctl: &Control,
+) -> Result<Info> {
+    info_with(path, format, checksum, chain_limit, confine_to, None, ctl)
+}
+
+/// `info`; `passphrase` unlocks an encrypted image for the digest (the description itself
+/// needs none).
+pub fn info_with(
+    path: &Path,
+    format: Option<Format>,
+    checksum: Option<DigestKind>,
+    chain_limit: u32,
+    confine_to: Option<&Path>,
+    passphrase: Option<Arc<Passphrase>>,
     ctl: &Control,
 ) -> Result<Info> {
     let source = open_source(path, format, chain_limit, confine_to)?;
@@ -50,6 +68,7 @@ pub fn info(
         extended_l2: d.extended_l2,
         dirty: d.dirty,
         checksum: None,
+        encryption: d.encryption,
     };
     drop(source);
     if checksum.is_some() {
@@ -64,11 +83,13 @@ pub fn info(
                 direct: Some(false),
                 cluster_size: 65536,
                 overwrite: false,
+                encryption: None,
             },
             checksum,
             chain_limit,
             confine_to: confine_to.map(Path::to_path_buf),
             threads: default_threads(),
+            src_passphrase: passphrase,
         };
         out.checksum = convert(&req, ctl)?.checksum;
     }

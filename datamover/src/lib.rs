@@ -2,11 +2,13 @@
 //! Built as the `spcs._datamover` Python extension; the Rust API is used by the tests.
 
 pub mod codec;
+pub mod crypt;
 pub mod digest;
 pub mod error;
 pub mod image;
 pub mod info;
 pub mod job;
+pub mod luks;
 pub mod pipeline;
 mod py;
 pub mod qcow2;

@@ -11,14 +11,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::codec::Decompressor;
+use crate::crypt::Passphrase;
 use crate::digest::{DigestKind, Hasher};
 use crate::error::{Error, Kind, Result};
 use crate::image::{Format, ImageFile, Piece, Scratch, Target};
-use crate::source::{open_source, Source};
+use crate::source::{open_source_with, Source, Unlock};
 use crate::sys::{self, AlignedBuf};
 use crate::target::{Destination, TargetOptions};
 
@@ -64,6 +65,8 @@ pub struct Request {
     /// Every file of the source chain must lie in this directory (see `source::Confine`).
     pub confine_to: Option<PathBuf>,
     pub threads: usize,
+    /// Unlocks an encrypted source (every encrypted image of its chain).
+    pub src_passphrase: Option<Arc<Passphrase>>,
 }
 
 pub fn default_threads() -> usize {
@@ -285,6 +288,15 @@ impl Engine<'_> {
                     };
                     r.map_err(|m| Error::format(&img.path, format!("compressed cluster: {m}")).offset(host))?;
                 }
+                Piece::Encrypted { file, host, sector, ref key, .. } => {
+                    let img = &self.files[file];
+                    let got = img
+                        .read_at(dst, host)
+                        .map_err(|e| Error::source_io(&img.path, "read failed", Some(host), &e))?;
+                    self.counters.read.fetch_add(got as u64, Ordering::Relaxed);
+                    dst[got..].fill(0);
+                    key.decrypt(dst, sector);
+                }
             }
             at += n;
         }
@@ -418,7 +430,8 @@ fn run_engine(
 /// Opens the source, prepares the destination, copies, and commits or cleans up.
 pub fn convert(req: &Request, ctl: &Control) -> Result<Stats> {
     let start = Instant::now();
-    let mut source = open_source(&req.src, req.src_format, req.chain_limit, req.confine_to.as_deref())?;
+    let unlock = Unlock::With(req.src_passphrase.as_deref());
+    let mut source = open_source_with(&req.src, req.src_format, req.chain_limit, req.confine_to.as_deref(), unlock)?;
     let size = source.virtual_size;
     ctl.total.store(size, Ordering::Relaxed);
     let dest = match &req.dst {

@@ -10,11 +10,14 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 
 use crate::codec::Codec;
+use crate::crypt::luks1::MAX_ITER_TIME_MS;
+use crate::crypt::{Encrypt, Passphrase};
 use crate::digest::DigestKind;
 use crate::error::{Error, Kind};
 use crate::image::Format;
 use crate::info as inspect;
 use crate::job;
+use crate::luks;
 use crate::pipeline::{default_threads, Control, Request, Stats};
 use crate::source::Confine;
 use crate::target::TargetOptions;
@@ -26,6 +29,12 @@ create_exception!(
     FormatError,
     DataMoverError,
     "The source image is malformed or uses an unsupported feature."
+);
+create_exception!(
+    spcs.datamover,
+    BadPassphrase,
+    FormatError,
+    "An encrypted image: no key slot opens with the passphrase given (or none was given)."
 );
 create_exception!(
     spcs.datamover,
@@ -44,6 +53,7 @@ fn to_pyerr(py: Python<'_>, e: &Error) -> PyErr {
     let err = match e.kind {
         Kind::Source => SourceError::new_err(msg),
         Kind::Format => FormatError::new_err(msg),
+        Kind::BadPassphrase => BadPassphrase::new_err(msg),
         Kind::TargetTooSmall => TargetTooSmall::new_err(msg),
         Kind::TargetExists => TargetExists::new_err(msg),
         Kind::Cancelled => Cancelled::new_err(msg),
@@ -131,14 +141,16 @@ pub struct ImageInfo {
     extended_l2: bool,
     dirty: bool,
     checksum: Option<String>,
+    encryption: Option<String>,
+    payload_offset: Option<u64>,
 }
 
 #[pymethods]
 impl ImageInfo {
     fn __repr__(&self) -> String {
         format!(
-            "ImageInfo(format={:?}, virtual_size={}, actual_size={}, cluster_size={:?}, compression={:?}, backing_file={:?}, checksum={:?})",
-            self.format, self.virtual_size, self.actual_size, self.cluster_size, self.compression, self.backing_file, self.checksum
+            "ImageInfo(format={:?}, virtual_size={}, actual_size={}, cluster_size={:?}, compression={:?}, backing_file={:?}, encryption={:?}, checksum={:?})",
+            self.format, self.virtual_size, self.actual_size, self.cluster_size, self.compression, self.backing_file, self.encryption, self.checksum
         )
     }
 }
@@ -237,6 +249,26 @@ struct ConvertOptions {
     overwrite: bool,
     threads: Option<usize>,
     confine_to: Option<PathBuf>,
+    encryption: Option<String>,
+    passphrase: Option<Passphrase>,
+    src_passphrase: Option<Passphrase>,
+    iter_time_ms: u32,
+}
+
+/// Checks a passphrase given from Python (never shown in a message).
+fn to_passphrase(name: &str, p: Option<&[u8]>) -> PyResult<Option<Passphrase>> {
+    match p {
+        Some([]) => Err(PyValueError::new_err(format!("{name} must not be empty"))),
+        Some(b) => Ok(Some(Passphrase::new(b))),
+        None => Ok(None),
+    }
+}
+
+fn check_iter_time(ms: u32) -> PyResult<()> {
+    if ms == 0 || ms > MAX_ITER_TIME_MS {
+        return Err(PyValueError::new_err(format!("iter_time_ms {ms} must be from 1 to {MAX_ITER_TIME_MS}")));
+    }
+    Ok(())
 }
 
 impl ConvertOptions {
@@ -255,6 +287,28 @@ impl ConvertOptions {
         if compression.is_some() && format != Format::Qcow2 {
             return Err(PyValueError::new_err("compression needs dst_format=\"qcow2\""));
         }
+        match self.encryption.as_deref() {
+            None | Some("luks") => {}
+            Some(e) => return Err(PyValueError::new_err(format!("unknown encryption {e:?} (expected \"luks\")"))),
+        }
+        let encrypted = format == Format::Luks || self.encryption.is_some();
+        if self.encryption.is_some() && format == Format::Raw {
+            return Err(PyValueError::new_err("raw output cannot be encrypted (use dst_format=\"luks\")"));
+        }
+        if encrypted && compression.is_some() {
+            return Err(PyValueError::new_err("compression cannot be used with encryption (qemu refuses it too)"));
+        }
+        check_iter_time(self.iter_time_ms)?;
+        let encryption = match (encrypted, self.passphrase) {
+            (true, Some(p)) => Some(Encrypt { passphrase: Arc::new(p), iter_time_ms: self.iter_time_ms }),
+            (true, None) => return Err(PyValueError::new_err("encrypted output needs a passphrase")),
+            (false, Some(_)) => {
+                return Err(PyValueError::new_err(
+                    "a passphrase was given but the output is not encrypted (dst_format=\"luks\", or encryption=\"luks\" with qcow2)",
+                ))
+            }
+            (false, None) => None,
+        };
         let checksum = parse_checksum(self.checksum)?;
         let cluster_size = self.cluster_size;
         if !cluster_size.is_power_of_two() || !(512..=2 << 20).contains(&cluster_size) {
@@ -275,11 +329,12 @@ impl ConvertOptions {
             src: self.src,
             dst: Some(self.dst),
             src_format,
-            target: TargetOptions { format, compression, target_is_zero, direct, cluster_size, overwrite },
+            target: TargetOptions { format, compression, target_is_zero, direct, cluster_size, overwrite, encryption },
             checksum,
             chain_limit: self.backing_chain_limit,
             confine_to: self.confine_to,
             threads: self.threads.unwrap_or_else(default_threads),
+            src_passphrase: self.src_passphrase.map(Arc::new),
         })
     }
 
@@ -310,7 +365,8 @@ macro_rules! conversion_function {
         #[pyfunction]
         #[pyo3(signature = (src, dst, *, src_format=None, dst_format="raw".to_string(), compression=None,
                             target_is_zero=false, direct=None, checksum=None, cluster_size=65536,
-                            backing_chain_limit=16, overwrite=false, threads=None, confine_to=None))]
+                            backing_chain_limit=16, overwrite=false, threads=None, confine_to=None,
+                            encryption=None, passphrase=None, src_passphrase=None, iter_time_ms=2000))]
         #[allow(clippy::too_many_arguments)]
         fn $name(
             $py: Python<'_>,
@@ -327,6 +383,10 @@ macro_rules! conversion_function {
             overwrite: bool,
             threads: Option<usize>,
             confine_to: Option<PathBuf>,
+            encryption: Option<String>,
+            passphrase: Option<&[u8]>,
+            src_passphrase: Option<&[u8]>,
+            iter_time_ms: u32,
         ) -> $ret {
             let $opts = ConvertOptions {
                 src,
@@ -342,6 +402,10 @@ macro_rules! conversion_function {
                 overwrite,
                 threads,
                 confine_to,
+                encryption,
+                passphrase: to_passphrase("passphrase", passphrase)?,
+                src_passphrase: to_passphrase("src_passphrase", src_passphrase)?,
+                iter_time_ms,
             };
             $body
         }
@@ -373,7 +437,8 @@ conversion_function! {
 /// Describes an image like `qemu-img info`; with `checksum`, also digests the virtual disk.
 /// `confine_to` as for `start_convert`.
 #[pyfunction]
-#[pyo3(signature = (path, *, checksum=None, src_format=None, backing_chain_limit=16, confine_to=None))]
+#[pyo3(signature = (path, *, checksum=None, src_format=None, backing_chain_limit=16, confine_to=None,
+                    src_passphrase=None))]
 fn info(
     py: Python<'_>,
     path: PathBuf,
@@ -381,12 +446,15 @@ fn info(
     src_format: Option<String>,
     backing_chain_limit: u32,
     confine_to: Option<PathBuf>,
+    src_passphrase: Option<&[u8]>,
 ) -> PyResult<ImageInfo> {
+    let pass = to_passphrase("src_passphrase", src_passphrase)?.map(Arc::new);
     let checksum = parse_checksum(checksum)?;
     let format =
         src_format.as_deref().map(Format::parse).transpose().map_err(|e| PyValueError::new_err(e.to_string()))?;
     let ctl = Control::default();
-    let r = py.detach(|| inspect::info(&path, format, checksum, backing_chain_limit, confine_to.as_deref(), &ctl));
+    let r = py
+        .detach(|| inspect::info_with(&path, format, checksum, backing_chain_limit, confine_to.as_deref(), pass, &ctl));
     let i = r.map_err(|e| to_pyerr(py, &e))?;
     Ok(ImageInfo {
         format: i.format.name().to_string(),
@@ -400,7 +468,25 @@ fn info(
         extended_l2: i.extended_l2,
         dirty: i.dirty,
         checksum: i.checksum,
+        encryption: i.encryption.as_ref().map(|e| e.format.to_string()),
+        payload_offset: i.encryption.and_then(|e| e.payload_offset),
     })
+}
+
+/// Writes a LUKS1 header (aes-xts-plain64, 512-bit key, sha256, key slot 0 opened by
+/// `passphrase`) at the start of an existing file or block device without touching its
+/// payload, like `cryptsetup luksFormat --type luks1`. Returns the volume's UUID.
+#[pyfunction]
+#[pyo3(signature = (path, passphrase, *, iter_time_ms=2000))]
+fn luks_format(py: Python<'_>, path: PathBuf, passphrase: &[u8], iter_time_ms: u32) -> PyResult<String> {
+    check_iter_time(iter_time_ms)?;
+    let Some(p) = to_passphrase("passphrase", Some(passphrase))? else {
+        return Err(PyValueError::new_err("passphrase must not be empty"));
+    };
+    let enc = Encrypt { passphrase: Arc::new(p), iter_time_ms };
+    let r = py.detach(|| luks::format_volume(&path, &enc));
+    let header = r.map_err(|e| to_pyerr(py, &e))?;
+    Ok(header.uuid)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -412,9 +498,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(start_convert, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;
+    m.add_function(wrap_pyfunction!(luks_format, m)?)?;
     m.add("DataMoverError", py.get_type::<DataMoverError>())?;
     m.add("SourceError", py.get_type::<SourceError>())?;
     m.add("FormatError", py.get_type::<FormatError>())?;
+    m.add("BadPassphrase", py.get_type::<BadPassphrase>())?;
     m.add("TargetTooSmall", py.get_type::<TargetTooSmall>())?;
     m.add("TargetExists", py.get_type::<TargetExists>())?;
     m.add("Cancelled", py.get_type::<Cancelled>())?;

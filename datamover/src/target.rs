@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::codec::Codec;
+use crate::crypt::{luks1, Encrypt};
 use crate::error::{Error, Kind, Result};
 use crate::image::{Format, Scratch, Tally, Target};
+use crate::luks::writer::{volume_size, LuksWriter};
 use crate::qcow2::writer::Qcow2Writer;
 use crate::sys::{self, AlignedBuf, Direct};
 
@@ -26,6 +28,8 @@ pub struct TargetOptions {
     pub direct: Option<bool>,
     pub cluster_size: u64,
     pub overwrite: bool,
+    /// Encrypt the output with LUKS: required for `Format::Luks`, optional for qcow2.
+    pub encryption: Option<Encrypt>,
 }
 
 /// How zero ranges of the source reach the target.
@@ -258,6 +262,14 @@ impl Destination {
         if opts.compression.is_some() && opts.format != Format::Qcow2 {
             return Err(Error::invalid("compression needs qcow2 output"));
         }
+        if opts.compression.is_some() && opts.encryption.is_some() {
+            return Err(Error::invalid("compression cannot be used with encryption (qemu refuses it too)"));
+        }
+        match (opts.format, &opts.encryption) {
+            (Format::Luks, None) => return Err(Error::invalid("luks output needs a passphrase")),
+            (Format::Raw, Some(_)) => return Err(Error::invalid("raw output cannot be encrypted (use luks)")),
+            _ => {}
+        }
         match std::fs::metadata(dst) {
             Ok(m) => {
                 if source_ids.contains(&(m.dev(), m.ino())) {
@@ -267,7 +279,7 @@ impl Destination {
                     .at(dst));
                 }
                 let is_block = m.file_type().is_block_device();
-                if opts.format == Format::Raw && (m.is_file() || is_block) {
+                if matches!(opts.format, Format::Raw | Format::Luks) && (m.is_file() || is_block) {
                     return Self::in_place(dst, opts, virtual_size, is_block);
                 }
                 if m.is_dir() {
@@ -297,6 +309,26 @@ impl Destination {
         let file =
             OpenOptions::new().write(true).open(dst).map_err(|e| Error::target_io(dst, "cannot open", None, &e))?;
         let size = sys::file_size(&file).map_err(|e| Error::target_io(dst, "cannot get size", None, &e))?;
+        if let Some(enc) = opts.encryption.as_ref().filter(|_| opts.format == Format::Luks) {
+            let need = volume_size(virtual_size);
+            if size < need {
+                return Err(Error::new(
+                    Kind::TargetTooSmall,
+                    format!(
+                        "target holds {size} bytes but a LUKS volume of {virtual_size} bytes needs {need} (a {} byte header first); nothing was written",
+                        luks1::PAYLOAD_OFFSET
+                    ),
+                )
+                .at(dst));
+            }
+            let direct = open_direct(dst, opts.direct, is_block)?;
+            let target = LuksWriter::new(file, direct, dst, luks1::create(enc)?);
+            return Ok(Destination {
+                target: Box::new(target),
+                placement: Placement::InPlace,
+                path: dst.to_path_buf(),
+            });
+        }
         if size < virtual_size {
             return Err(Error::new(
                 Kind::TargetTooSmall,
@@ -350,7 +382,15 @@ impl Destination {
                     virtual_size,
                     opts.cluster_size,
                     opts.compression,
+                    opts.encryption.as_ref().map(luks1::create).transpose()?,
                 )?)),
+                Format::Luks => {
+                    let enc =
+                        opts.encryption.as_ref().ok_or_else(|| Error::invalid("luks output needs a passphrase"))?;
+                    let len = volume_size(virtual_size);
+                    file.set_len(len).map_err(|e| Error::target_io(shown, "cannot size the target", Some(len), &e))?;
+                    Ok(Box::new(LuksWriter::new(file, direct, shown, luks1::create(enc)?)))
+                }
             }
         })();
         match built {

@@ -6,9 +6,10 @@ from typing import Literal, final
 __version__: str
 
 _Path = str | os.PathLike[str]
-_Format = Literal["raw", "qcow2"]
+_Format = Literal["raw", "qcow2", "luks"]
 _Compression = Literal["zlib", "zstd"]
 _Checksum = Literal["sha256", "blake3"]
+_Encryption = Literal["luks"]
 
 class DataMoverError(Exception):
     path: str | None
@@ -18,6 +19,11 @@ class DataMoverError(Exception):
 
 class SourceError(DataMoverError): ...
 class FormatError(DataMoverError): ...
+
+class BadPassphrase(FormatError):
+    """An encrypted image: no LUKS key slot opens with the passphrase given, or none was
+    given. The message names the image; it never contains the passphrase."""
+
 class TargetTooSmall(DataMoverError): ...
 class TargetExists(DataMoverError): ...
 class Cancelled(DataMoverError): ...
@@ -74,6 +80,13 @@ class ImageInfo:
     def dirty(self) -> bool: ...
     @property
     def checksum(self) -> str | None: ...
+    @property
+    def encryption(self) -> _Encryption | None:
+        """ "luks" for a LUKS volume (``src_format="luks"``) or a LUKS-encrypted qcow2 image,
+        read from the header without a passphrase."""
+    @property
+    def payload_offset(self) -> int | None:
+        """Where a LUKS volume's encrypted payload starts (bytes); None otherwise."""
 
 @final
 class Job:
@@ -98,6 +111,10 @@ def convert(
     overwrite: bool = False,
     threads: int | None = None,
     confine_to: _Path | None = None,
+    encryption: _Encryption | None = None,
+    passphrase: bytes | None = None,
+    src_passphrase: bytes | None = None,
+    iter_time_ms: int = 2000,
 ) -> ConvertStats: ...
 def start_convert(
     src: _Path,
@@ -114,6 +131,10 @@ def start_convert(
     overwrite: bool = False,
     threads: int | None = None,
     confine_to: _Path | None = None,
+    encryption: _Encryption | None = None,
+    passphrase: bytes | None = None,
+    src_passphrase: bytes | None = None,
+    iter_time_ms: int = 2000,
 ) -> Job: ...
 def info(
     path: _Path,
@@ -122,4 +143,8 @@ def info(
     src_format: _Format | None = None,
     backing_chain_limit: int = 16,
     confine_to: _Path | None = None,
+    src_passphrase: bytes | None = None,
 ) -> ImageInfo: ...
+def luks_format(path: _Path, passphrase: bytes, *, iter_time_ms: int = 2000) -> str:
+    """Writes a LUKS1 header (aes-xts-plain64, 512-bit key, sha256; payload at 2 MiB) on an
+    existing file or block device, leaving the payload unwritten; returns the UUID."""

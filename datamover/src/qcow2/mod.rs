@@ -30,6 +30,10 @@ const INCOMPAT_KNOWN: u64 = (1 << 5) - 1;
 const EXT_END: u32 = 0;
 const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 const EXT_DATA_FILE: u32 = 0x4441_5441;
+/// Full disk encryption header: where the LUKS header lives (qemu docs/interop/qcow2.txt).
+pub const EXT_CRYPTO: u32 = 0x0537_be77;
+/// `crypt_method` of a LUKS-encrypted image (1 is the legacy AES-CBC, not supported).
+pub const CRYPT_LUKS: u32 = 2;
 
 /// QEMU refuses L1 tables above 32 MiB; so do we (it bounds memory on hostile input).
 pub const MAX_L1_BYTES: u64 = 32 << 20;
@@ -49,6 +53,9 @@ pub struct Header {
     pub compression: Codec,
     pub backing_file: Option<String>,
     pub backing_format: Option<String>,
+    /// LUKS encryption: (offset, length) of the clusters holding the LUKS header. Data
+    /// clusters are encrypted with XTS, the tweak sector being the host offset / 512.
+    pub crypto: Option<(u64, u64)>,
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
@@ -146,6 +153,7 @@ impl Header {
             extended_l2: self.extended_l2(),
             dirty: self.incompatible & INCOMPAT_DIRTY != 0,
             corrupt: self.incompatible & INCOMPAT_CORRUPT != 0,
+            encryption: None,
         }
     }
 
@@ -194,8 +202,11 @@ impl Header {
         if refcount_order > 6 {
             return Err(bad(format!("invalid refcount order {refcount_order}")));
         }
-        if be32(&fixed, 32) != 0 {
-            return Err(bad("encrypted qcow2 images are not supported".into()));
+        let crypt_method = be32(&fixed, 32);
+        match crypt_method {
+            0 | CRYPT_LUKS => {}
+            1 => return Err(bad("qcow2 images with the legacy AES encryption are not supported (only LUKS)".into())),
+            m => return Err(bad(format!("unknown qcow2 encryption method {m}"))),
         }
         if incompatible & !INCOMPAT_KNOWN != 0 {
             return Err(bad(format!("unknown incompatible features 0x{:x}", incompatible & !INCOMPAT_KNOWN)));
@@ -278,6 +289,7 @@ impl Header {
         };
 
         let mut backing_format = None;
+        let mut crypto = None;
         let ext_end = if bf_offset != 0 { (bf_offset as usize).min(first.len()) } else { first.len() };
         let mut at = header_length as usize;
         while at + 8 <= ext_end {
@@ -299,11 +311,33 @@ impl Header {
                 EXT_DATA_FILE => {
                     return Err(bad("the image names an external data file, which is not supported".into()));
                 }
+                EXT_CRYPTO => {
+                    if elen != 16 {
+                        return Err(bad(format!("encryption header extension has {elen} bytes (expected 16)")));
+                    }
+                    let (offset, length) = (be64(&first, data), be64(&first, data + 8));
+                    if offset == 0 || !offset.is_multiple_of(cluster_size) || length == 0 {
+                        return Err(bad(format!("LUKS header at offset {offset} ({length} bytes) is invalid")));
+                    }
+                    if offset.saturating_add(length) > file_len {
+                        return Err(bad(format!(
+                            "LUKS header at offset {offset} ({length} bytes) lies past the end of the file ({file_len} bytes)"
+                        )));
+                    }
+                    crypto = Some((offset, length));
+                }
                 _ => {}
             }
             at = data + elen.div_ceil(8) * 8;
         }
 
+        match (crypt_method, crypto) {
+            (CRYPT_LUKS, None) => {
+                return Err(bad("LUKS-encrypted image has no encryption header extension".into()));
+            }
+            (0, Some(_)) => return Err(bad("encryption header extension in an image that is not encrypted".into())),
+            _ => {}
+        }
         Ok(Header {
             version,
             cluster_bits,
@@ -314,6 +348,7 @@ impl Header {
             compression,
             backing_file,
             backing_format,
+            crypto,
         })
     }
 }
@@ -562,8 +597,10 @@ mod tests {
         put32(&mut b, 96, 7);
         assert_eq!(refused(&b), "invalid refcount order 7");
         let mut b = good.clone();
+        put32(&mut b, 32, 1);
+        assert_eq!(refused(&b), "qcow2 images with the legacy AES encryption are not supported (only LUKS)");
         put32(&mut b, 32, 2);
-        assert_eq!(refused(&b), "encrypted qcow2 images are not supported");
+        assert_eq!(refused(&b), "LUKS-encrypted image has no encryption header extension");
         let mut b = good.clone();
         put64(&mut b, 24, (1 << 60) + 512);
         assert_eq!(refused(&b), "virtual size 1152921504606847488 is too large");
@@ -603,6 +640,52 @@ mod tests {
         let mut b = image(3, 9, 0, 0, 3);
         put64(&mut b, 40, 0);
         assert_eq!(parsed(&b).l1_size, 0);
+    }
+
+    #[test]
+    fn luks_encryption_header_extension() {
+        // 4 KiB clusters, 8 of them: the LUKS header area in clusters 3..5.
+        let base = image(3, 12, 1024 * KIB, 0, 8);
+        let with = |method: u32, ext: Option<(u32, u64, u64)>| {
+            let mut b = base.clone();
+            put32(&mut b, 32, method);
+            if let Some((len, offset, length)) = ext {
+                put32(&mut b, 104, EXT_CRYPTO);
+                put32(&mut b, 108, len);
+                put64(&mut b, 112, offset);
+                put64(&mut b, 120, length);
+            }
+            b
+        };
+        let h = parsed(&with(CRYPT_LUKS, Some((16, 3 * 4096, 8192))));
+        assert_eq!(h.crypto, Some((3 * 4096, 8192)));
+        assert_eq!(parsed(&base).crypto, None);
+        assert_eq!(refused(&with(CRYPT_LUKS, None)), "LUKS-encrypted image has no encryption header extension");
+        assert_eq!(
+            refused(&with(0, Some((16, 3 * 4096, 8192)))),
+            "encryption header extension in an image that is not encrypted"
+        );
+        assert_eq!(refused(&with(3, None)), "unknown qcow2 encryption method 3");
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((8, 3 * 4096, 8192)))),
+            "encryption header extension has 8 bytes (expected 16)"
+        );
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((16, 3 * 4096 + 512, 8192)))),
+            "LUKS header at offset 12800 (8192 bytes) is invalid"
+        );
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((16, 3 * 4096, 0)))),
+            "LUKS header at offset 12288 (0 bytes) is invalid"
+        );
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((16, 6 * 4096, 3 * 4096)))),
+            "LUKS header at offset 24576 (12288 bytes) lies past the end of the file (32768 bytes)"
+        );
+        assert_eq!(
+            refused(&with(CRYPT_LUKS, Some((16, 6 * 4096, u64::MAX)))),
+            "LUKS header at offset 24576 (18446744073709551615 bytes) lies past the end of the file (32768 bytes)"
+        );
     }
 
     #[test]

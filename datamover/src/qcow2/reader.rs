@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use super::{Descriptor, Header, Subcluster, OFFSET_MASK};
 use crate::codec::Codec;
+use crate::crypt::Key;
 use crate::error::{Error, Result};
 use crate::image::{map_backing, push_piece, HoleMap, ImageFile, Layer, Piece};
 use crate::sys;
@@ -30,6 +31,9 @@ pub struct Qcow2Layer {
     l2: Vec<u64>,
     backing: Option<Box<dyn Layer>>,
     holes: HoleMap,
+    /// LUKS-encrypted image: its data key once unlocked (`set_key`).
+    encrypted: bool,
+    key: Option<Key>,
 }
 
 /// How one cluster (or subcluster) of the image reads.
@@ -52,6 +56,7 @@ impl Qcow2Layer {
         let file =
             img.file.try_clone().map_err(|e| Error::source_io(&path, "cannot duplicate descriptor", None, &e))?;
         let extended = header.extended_l2();
+        let encrypted = header.crypto.is_some();
         Ok(Qcow2Layer {
             index,
             file,
@@ -69,7 +74,14 @@ impl Qcow2Layer {
             backing,
             holes: HoleMap::new(img)?,
             path,
+            encrypted,
+            key: None,
         })
+    }
+
+    /// The data key of an encrypted image (see `crypt::luks1`).
+    pub fn set_key(&mut self, key: Key) {
+        self.key = Some(key);
     }
 
     /// The L2 entry (and subcluster bitmap) of virtual cluster `cluster`.
@@ -115,7 +127,22 @@ impl Qcow2Layer {
                 format!("data cluster at host offset {host} lies past the end of the file ({} bytes)", self.file_len),
             ));
         }
-        self.holes.pieces(self.index, host, len, true, out)
+        if !self.encrypted {
+            return self.holes.pieces(self.index, host, len, true, out);
+        }
+        // Ciphertext: even a hole of the file decrypts to something (as in QEMU), and the
+        // tweak is the host sector (qemu's crypt_physical_offset for LUKS).
+        let Some(key) = &self.key else {
+            return Err(Error::format(&self.path, "the image is encrypted and was not unlocked"));
+        };
+        if !host.is_multiple_of(512) || !len.is_multiple_of(512) {
+            return Err(Error::format(
+                &self.path,
+                format!("encrypted data at host offset {host} is not sector aligned"),
+            ));
+        }
+        push_piece(out, Piece::Encrypted { file: self.index, host, len, sector: host / 512, key: key.clone() });
+        Ok(())
     }
 
     fn emit(&mut self, status: Status, virt: u64, len: u64, out: &mut Vec<Piece>) -> Result<()> {
@@ -201,6 +228,12 @@ impl Qcow2Layer {
             return Err(Error::format(
                 &self.path,
                 format!("compressed cluster {cluster} at host offset {host} lies outside the file"),
+            ));
+        }
+        if self.encrypted {
+            return Err(Error::format(
+                &self.path,
+                format!("compressed cluster {cluster} in an encrypted image (QEMU never writes one)"),
             ));
         }
         let (file, codec, size) = (self.index, self.codec, self.cluster_size);

@@ -16,9 +16,11 @@ use std::sync::Mutex;
 
 use super::{compressed_entry, l1_entries_for, MAGIC, OFLAG_COPIED};
 use crate::codec::Codec;
+use crate::crypt::luks1::Created;
+use crate::crypt::Key;
 use crate::error::{Error, Kind, Result};
 use crate::image::{Scratch, Tally, Target};
-use crate::sys::{self, Direct};
+use crate::sys::{self, AlignedBuf, Direct};
 
 /// 16-bit refcounts (refcount_order 4), as `qemu-img create` writes.
 const REFCOUNT_ORDER: u32 = 4;
@@ -70,6 +72,8 @@ pub struct Qcow2Writer {
     state: Mutex<State>,
     /// Buffered bytes written since writeback was last started.
     unflushed: AtomicU64,
+    /// LUKS encryption: the data key and (offset, length) of the LUKS header clusters.
+    crypt: Option<(Key, u64, u64)>,
 }
 
 impl State {
@@ -99,6 +103,7 @@ impl Qcow2Writer {
         size: u64,
         cluster_size: u64,
         compression: Option<Codec>,
+        encryption: Option<Created>,
     ) -> Result<Self> {
         if !cluster_size.is_power_of_two() || !(512..=2 << 20).contains(&cluster_size) {
             return Err(Error::invalid(format!(
@@ -129,8 +134,22 @@ impl Qcow2Writer {
             meta_bytes: 0,
             extended: 0,
         };
-        // Cluster 0: header; then the L1 table.
+        // Cluster 0: header; then the L1 table; then the LUKS header, if encrypted.
         st.take_clusters(1 + (l1_size * 8).div_ceil(cluster_size));
+        let crypt = match encryption {
+            None => None,
+            Some(c) => {
+                if compression.is_some() {
+                    return Err(Error::invalid("compression cannot be used with encryption (qemu refuses it too)"));
+                }
+                let len = c.area.len() as u64;
+                let at = st.take_clusters(len.div_ceil(cluster_size)) << cluster_bits;
+                sys::pwrite_all(&file, &c.area, at)
+                    .map_err(|e| Error::target_io(path, "cannot write the LUKS header", Some(at), &e))?;
+                st.meta_bytes += len;
+                Some((c.key, at, len))
+            }
+        };
         Ok(Qcow2Writer {
             file,
             direct,
@@ -142,6 +161,7 @@ impl Qcow2Writer {
             compression,
             state: Mutex::new(st),
             unflushed: AtomicU64::new(0),
+            crypt,
         })
     }
 
@@ -191,19 +211,26 @@ impl Qcow2Writer {
 
     /// Writes `data` (whole clusters) for virtual clusters starting at `vcluster`.
     fn write_clusters(&self, vcluster: u64, data: &[u8]) -> Result<()> {
-        let count = data.len() as u64 / self.cluster_size;
-        let host = {
-            let mut st = self.lock();
-            // The compressed stream cannot grow past clusters allocated after it.
-            st.cfree = None;
-            let first = st.take_clusters(count);
-            for i in 0..count {
-                let h = (first + i) << self.cluster_bits;
-                self.set_l2(&mut st, vcluster + i, h | OFLAG_COPIED);
-            }
-            self.extend_for(&mut st)?;
-            first << self.cluster_bits
-        };
+        let host = self.alloc_clusters(vcluster, data.len() as u64 / self.cluster_size)?;
+        self.write_at(host, data)
+    }
+
+    /// Hands out `count` host clusters for virtual clusters from `vcluster`; their host offset.
+    fn alloc_clusters(&self, vcluster: u64, count: u64) -> Result<u64> {
+        let mut st = self.lock();
+        // The compressed stream cannot grow past clusters allocated after it.
+        st.cfree = None;
+        let first = st.take_clusters(count);
+        for i in 0..count {
+            let h = (first + i) << self.cluster_bits;
+            self.set_l2(&mut st, vcluster + i, h | OFLAG_COPIED);
+        }
+        self.extend_for(&mut st)?;
+        Ok(first << self.cluster_bits)
+    }
+
+    /// Writes whole clusters at host offset `host`.
+    fn write_at(&self, host: u64, data: &[u8]) -> Result<()> {
         // Runs are whole clusters of at least ALIGN bytes at cluster-aligned offsets: the
         // policy writes them direct entirely or not at all.
         let direct = match &self.direct {
@@ -281,6 +308,39 @@ impl Qcow2Writer {
                 j += 1;
             }
             self.write_clusters(first + i as u64, &buf[i * cs..j * cs])?;
+            tally.written += ((j - i) * cs) as u64;
+            i = j;
+        }
+        Ok(tally)
+    }
+
+    /// Encrypts the non-zero clusters of a chunk and writes them as runs (the tweak of each
+    /// sector is its host offset / 512, as qemu does for LUKS); zero clusters stay unallocated
+    /// and read as zeros without decryption. The ciphertext goes to the worker's aligned
+    /// buffer: `buf` stays plaintext for the digest.
+    fn write_encrypted(&self, key: &Key, first: u64, buf: &[u8], len: usize, scratch: &mut Scratch) -> Result<Tally> {
+        let cs = self.cluster_size as usize;
+        let n = buf.len() / cs;
+        if scratch.sealed.as_ref().is_none_or(|b| b.len() < buf.len()) {
+            scratch.sealed = Some(AlignedBuf::new(buf.len()));
+        }
+        let sealed = scratch.sealed.as_mut().expect("just made");
+        let mut tally = Tally::default();
+        let mut i = 0;
+        while i < n {
+            if sys::is_zero(&buf[i * cs..(i + 1) * cs]) {
+                tally.skipped += (((i + 1) * cs).min(len) - i * cs) as u64;
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < n && !sys::is_zero(&buf[j * cs..(j + 1) * cs]) {
+                j += 1;
+            }
+            let host = self.alloc_clusters(first + i as u64, (j - i) as u64)?;
+            let out = &mut sealed[..(j - i) * cs];
+            key.encrypt_to(&buf[i * cs..j * cs], out, host / 512);
+            self.write_at(host, out)?;
             tally.written += ((j - i) * cs) as u64;
             i = j;
         }
@@ -428,7 +488,17 @@ impl Qcow2Writer {
         h[96..100].copy_from_slice(&REFCOUNT_ORDER.to_be_bytes());
         h[100..104].copy_from_slice(&(HEADER_LENGTH as u32).to_be_bytes());
         h[104] = u8::from(zstd);
-        // Bytes 112..120 stay zero: the end-of-extensions marker.
+        let mut ext = HEADER_LENGTH;
+        if let Some((_, offset, length)) = self.crypt {
+            h[32..36].copy_from_slice(&super::CRYPT_LUKS.to_be_bytes());
+            h[ext..ext + 4].copy_from_slice(&super::EXT_CRYPTO.to_be_bytes());
+            h[ext + 4..ext + 8].copy_from_slice(&16u32.to_be_bytes());
+            h[ext + 8..ext + 16].copy_from_slice(&offset.to_be_bytes());
+            h[ext + 16..ext + 24].copy_from_slice(&length.to_be_bytes());
+            ext += 24;
+        }
+        // The next 8 bytes stay zero: the end-of-extensions marker.
+        debug_assert!(ext + 8 <= h.len());
         // The file must span every allocated cluster, even if the last one was only partly written.
         self.file
             .set_len(total_clusters << self.cluster_bits)
@@ -448,9 +518,10 @@ impl Target for Qcow2Writer {
         let padded = len.next_multiple_of(cs);
         buf[len..padded].fill(0);
         let first = offset / cs as u64;
-        let tally = match self.compression {
-            None => self.write_plain(first, &buf[..padded], len)?,
-            Some(codec) => self.write_packed(codec, first, &buf[..padded], len, scratch)?,
+        let tally = match (&self.crypt, self.compression) {
+            (Some((key, _, _)), _) => self.write_encrypted(key, first, &buf[..padded], len, scratch)?,
+            (None, None) => self.write_plain(first, &buf[..padded], len)?,
+            (None, Some(codec)) => self.write_packed(codec, first, &buf[..padded], len, scratch)?,
         };
         self.complete(offset, len as u64)?;
         Ok(tally)

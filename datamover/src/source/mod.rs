@@ -13,8 +13,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use crate::crypt::luks1;
+use crate::crypt::{Encryption, Key, Passphrase};
 use crate::error::{Error, Kind, Result};
 use crate::image::{Description, DirectReads, Format, ImageFile, Layer};
+use crate::luks::{self, LuksLayer};
 use crate::qcow2::{self, reader::Qcow2Layer};
 use crate::sys;
 
@@ -107,14 +110,39 @@ pub fn probe(img: &ImageFile) -> Result<Format> {
     Ok(if n == 4 && magic == qcow2::MAGIC { Format::Qcow2 } else { Format::Raw })
 }
 
-struct ChainBuilder {
+/// What to do with encrypted images of the chain.
+#[derive(Debug, Clone, Copy)]
+pub enum Unlock<'a> {
+    /// Read their headers only (`info`): their layers map nothing.
+    No,
+    /// Unlock each with this passphrase; none given is `Kind::BadPassphrase`.
+    With(Option<&'a Passphrase>),
+}
+
+struct ChainBuilder<'a> {
     files: Vec<ImageFile>,
     seen: HashSet<(u64, u64)>,
     limit: u32,
     confine: Option<Confine>,
+    unlock: Unlock<'a>,
 }
 
-impl ChainBuilder {
+impl ChainBuilder<'_> {
+    /// Reads the LUKS header at `base` (`len` bytes of header area, `raw`: a raw volume whose
+    /// payload follows) and unlocks it when asked.
+    fn luks(&self, img: &ImageFile, base: u64, len: u64, raw: bool) -> Result<(luks1::Header, Option<Key>)> {
+        let header = if raw {
+            luks::read_header(img)?
+        } else {
+            luks1::Header::read(&img.path, base, len, false, &mut |buf, at| sys::pread_full(&img.file, buf, at))?
+        };
+        let key = match self.unlock {
+            Unlock::No => None,
+            Unlock::With(p) => Some(luks::unlock(img, &header, base, p)?),
+        };
+        Ok((header, key))
+    }
+
     /// Opens `path`; when confined, only once its real location is known to be inside, and
     /// checks again on the open file (a symlink swapped in between) before reading a byte.
     fn open_file(&self, path: &Path, origin: Origin<'_>) -> Result<ImageFile> {
@@ -168,8 +196,22 @@ impl ChainBuilder {
                 self.files.push(img);
                 Ok((Box::new(layer), Format::Raw, Description::default()))
             }
+            Format::Luks => {
+                let (header, key) = self.luks(&img, 0, img.len, true)?;
+                let layer = LuksLayer::new(index, &img, &header, key);
+                self.files.push(img);
+                let desc = Description { encryption: Some(header.describe(true)), ..Description::default() };
+                Ok((Box::new(layer), Format::Luks, desc))
+            }
             Format::Qcow2 => {
                 let header = qcow2::Header::read(&img)?;
+                let (key, encryption): (Option<Key>, Option<Encryption>) = match header.crypto {
+                    Some((base, len)) => {
+                        let (h, k) = self.luks(&img, base, len, false)?;
+                        (k, Some(h.describe(false)))
+                    }
+                    None => (None, None),
+                };
                 let backing = match &header.backing_file {
                     None => None,
                     Some(name) => {
@@ -195,13 +237,19 @@ impl ChainBuilder {
                             }
                             e
                         })?;
-                        let desc = header.describe();
-                        let top = Qcow2Layer::open(at, &self.files[at], header, Some(layer))?;
+                        let desc = Description { encryption, ..header.describe() };
+                        let mut top = Qcow2Layer::open(at, &self.files[at], header, Some(layer))?;
+                        if let Some(k) = key {
+                            top.set_key(k);
+                        }
                         return Ok((Box::new(top), Format::Qcow2, desc));
                     }
                 };
-                let desc = header.describe();
-                let layer = Qcow2Layer::open(index, &img, header, backing)?;
+                let desc = Description { encryption, ..header.describe() };
+                let mut layer = Qcow2Layer::open(index, &img, header, backing)?;
+                if let Some(k) = key {
+                    layer.set_key(k);
+                }
                 self.files.push(img);
                 Ok((Box::new(layer), Format::Qcow2, desc))
             }
@@ -235,8 +283,20 @@ fn resolve_backing(image: &Path, name: &str, confine: Option<&Confine>) -> Resul
 /// Opens `path` and its backing chain. With `confine_to`, every file of the chain must
 /// really lie inside that directory, and backing names may be neither absolute nor use `..`.
 pub fn open_source(path: &Path, format: Option<Format>, chain_limit: u32, confine_to: Option<&Path>) -> Result<Source> {
+    open_source_with(path, format, chain_limit, confine_to, Unlock::No)
+}
+
+/// `open_source`, unlocking the encrypted images of the chain as `unlock` says (the same
+/// passphrase for each of them).
+pub fn open_source_with(
+    path: &Path,
+    format: Option<Format>,
+    chain_limit: u32,
+    confine_to: Option<&Path>,
+    unlock: Unlock<'_>,
+) -> Result<Source> {
     let confine = confine_to.map(Confine::new).transpose()?;
-    let mut b = ChainBuilder { files: Vec::new(), seen: HashSet::new(), limit: chain_limit, confine };
+    let mut b = ChainBuilder { files: Vec::new(), seen: HashSet::new(), limit: chain_limit, confine, unlock };
     let (top, format, description) = b.open(path, format, 0, Origin::Top)?;
     let virtual_size = top.size();
     Ok(Source { files: Arc::new(b.files), top, virtual_size, format, description })

@@ -109,11 +109,13 @@ pub fn request(src: &Path, dst: &Path, format: Format, compression: Option<Codec
             direct: None,
             cluster_size: 65536,
             overwrite: false,
+            encryption: None,
         },
         checksum: Some(DigestKind::Sha256),
         chain_limit: 16,
         confine_to: None,
         threads: 3,
+        src_passphrase: None,
     }
 }
 

@@ -36,6 +36,18 @@ names are not allowed here)``. A missing backing file is still a `SourceError`; 
 an existing directory (else `ValueError`). Use it for images from untrusted hands.
 External data files are always refused (`FormatError`).
 
+Encryption (LUKS1: aes-xts-plain64, 512-bit key, sha256 PBKDF2 key slots, as CloudStack,
+qemu and cryptsetup use it): ``dst_format="luks"`` writes a raw LUKS volume (header, then the
+payload from 2 MiB, cryptsetup's layout; an existing file or device must hold the virtual size
++ 2 MiB), ``dst_format="qcow2", encryption="luks"`` a LUKS-encrypted qcow2 image (zero
+clusters stay unallocated; no compression with encryption), both with ``passphrase=b"..."``
+and ``iter_time_ms`` (PBKDF2 time per key slot, 2000 as qemu and cryptsetup). Every byte of a
+LUKS payload is written, zeros included. ``src_passphrase`` unlocks an encrypted source:
+``src_format="luks"`` for a raw LUKS volume (never probed: a raw volume holding a LUKS
+container is copied raw unless named), probed for qcow2. `luks_format` writes only the header
+(``cryptsetup luksFormat``). A passphrase that opens no key slot raises `BadPassphrase` (a
+`FormatError`) naming the image; passphrases never appear in messages or reprs.
+
 Every error is a `DataMoverError` subclass with ``path``, ``offset``, ``errno`` and
 ``target_partial`` attributes (``target_partial`` is true when an in-place target was
 written to before the failure). Invalid arguments raise `ValueError`.
@@ -46,6 +58,7 @@ from __future__ import annotations
 from typing import Literal
 
 from spcs._datamover import (
+    BadPassphrase,
     Cancelled,
     ConvertStats,
     DataMoverError,
@@ -61,32 +74,37 @@ from spcs._datamover import (
     __version__,
     convert,
     info,
+    luks_format,
     start_convert,
 )
 
 #: An image format read and written (``src_format``, ``dst_format``, `ImageInfo.format`).
-Format = Literal["raw", "qcow2"]
+Format = Literal["raw", "qcow2", "luks"]
 #: A QCOW2 compression algorithm (``compression``).
 Compression = Literal["zlib", "zstd"]
 #: A digest of the virtual disk (``checksum``).
 Checksum = Literal["sha256", "blake3"]
+#: An encryption of qcow2 output (``encryption``), and what `ImageInfo.encryption` reports.
+Encryption = Literal["luks"]
 
 #: Accepted values of ``compression``.
 COMPRESSIONS: tuple[Compression, ...] = ("zlib", "zstd")
 #: Accepted values of ``checksum``.
 CHECKSUMS: tuple[Checksum, ...] = ("sha256", "blake3")
 #: Image formats read and written.
-FORMATS: tuple[Format, ...] = ("raw", "qcow2")
+FORMATS: tuple[Format, ...] = ("raw", "qcow2", "luks")
 
 __all__ = [
     "CHECKSUMS",
     "COMPRESSIONS",
     "FORMATS",
+    "BadPassphrase",
     "Cancelled",
     "Checksum",
     "Compression",
     "ConvertStats",
     "DataMoverError",
+    "Encryption",
     "Format",
     "FormatError",
     "ImageInfo",
@@ -100,5 +118,6 @@ __all__ = [
     "__version__",
     "convert",
     "info",
+    "luks_format",
     "start_convert",
 ]

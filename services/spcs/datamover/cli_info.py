@@ -9,6 +9,7 @@ from typing import Any
 
 from spcs import datamover
 from spcs.datamover._format import human_size
+from spcs.datamover.cli_convert import read_passphrase
 
 _FIELDS = (
     "format",
@@ -22,6 +23,8 @@ _FIELDS = (
     "extended_l2",
     "dirty",
     "checksum",
+    "encryption",
+    "payload_offset",
 )
 
 
@@ -33,6 +36,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checksum", choices=datamover.CHECKSUMS, help="also digest the virtual disk contents"
+    )
+    parser.add_argument(
+        "--src-passphrase-file",
+        metavar="FILE",
+        help="passphrase of an encrypted image (needed only with --checksum)",
     )
     parser.add_argument(
         "--backing-chain-limit", type=int, default=16, metavar="N", help="longest backing chain"
@@ -58,6 +66,8 @@ def _text(path: str, info: datamover.ImageInfo) -> str:
         f"virtual size: {human_size(info.virtual_size)} ({info.virtual_size} bytes)",
         f"disk size: {human_size(info.actual_size)}",
     ]
+    if info.encryption is not None:
+        lines.append("encrypted: yes")
     if info.cluster_size is not None:
         lines.append(f"cluster_size: {info.cluster_size}")
     if info.backing_file is not None:
@@ -71,6 +81,11 @@ def _text(path: str, info: datamover.ImageInfo) -> str:
         lines.append(f"    extended l2: {str(info.extended_l2).lower()}")
         if info.dirty:
             lines.append("    dirty: true")
+        if info.encryption is not None:
+            lines.append(f"    encrypt format: {info.encryption}")
+    if info.format == "luks" and info.payload_offset is not None:
+        lines.append("Format specific information:")
+        lines.append(f"    payload offset: {info.payload_offset}")
     if info.checksum is not None:
         lines.append(f"checksum: {info.checksum}")
     return "\n".join(lines)
@@ -84,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
             src_format=args.src_format,
             backing_chain_limit=args.backing_chain_limit,
             confine_to=args.confine_to,
+            src_passphrase=read_passphrase(args.src_passphrase_file),
         )
-    except (ValueError, datamover.DataMoverError) as e:
+    except (OSError, ValueError, datamover.DataMoverError) as e:
         print(f"spcs info: error: {e}", file=sys.stderr)
         return 1
     if args.json:
