@@ -530,7 +530,7 @@ class Bench:
         )
         lifecycle.AttachZone(lifecycle_pb2.AttachZoneRequest(pool_uuid=self.pool, zone_id="zone-1"))
         hosts = hosts_pb2_grpc.HostListenerStub(self.channel)
-        for host in ("host-1", "host-2"):
+        for host in (f"host-{n}" for n in range(1, self.stack.hosts + 1)):
             reply = hosts.HostConnect(
                 hosts_pb2.HostConnectRequest(host_id=host, pool_uuid=self.pool)
             )

@@ -44,6 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="output options, qemu-img style: cluster_size=N,compression_type=zlib|zstd,"
         "encrypt.format=luks (encrypted qcow2),iter-time=MS (PBKDF2 time per key slot)",
     )
+    _add_passphrase_options(parser)
+    _add_copy_options(parser)
+
+
+def _add_passphrase_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--passphrase-file",
         metavar="FILE",
@@ -54,6 +59,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="passphrase of an encrypted source (-f luks, or a LUKS-encrypted qcow2)",
     )
+
+
+def _add_copy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", dest="progress", action="store_true", help="show a progress bar")
     parser.add_argument(
         "--target-is-zero",
