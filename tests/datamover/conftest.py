@@ -8,7 +8,7 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -98,3 +98,25 @@ def write_pattern(path: Path, size: int, seed: int, holes: bool = True) -> None:
 @pytest.fixture
 def pattern() -> Callable[..., None]:
     return write_pattern
+
+
+@pytest.fixture
+def loop_over() -> Iterator[Callable[[Path], Path]]:
+    """Attaches a loop device over a file (what a StorPool volume is on a host); every device
+    is detached at the end of the test. Skips without root or losetup."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        pytest.skip("needs root and losetup")
+    devices: list[str] = []
+
+    def attach(backing: Path) -> Path:
+        r = subprocess.run(
+            ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True
+        )
+        if r.returncode != 0:
+            pytest.skip(f"no loop device: {r.stderr.strip()}")
+        devices.append(r.stdout.strip())
+        return Path(devices[-1])
+
+    yield attach
+    for dev in devices:
+        subprocess.run(["losetup", "-d", dev], check=False)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -152,21 +149,10 @@ def test_direct_modes(src: Path, tmp_path: Path, direct: bool) -> None:
 
 
 @pytest.fixture
-def loop_device(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("losetup") is None:
-        pytest.skip("needs root and losetup")
+def loop_device(tmp_path: Path, loop_over: Callable[[Path], Path]) -> Path:
     backing = tmp_path / "loop-backing"
     _garbage(backing, 12 * MiB)
-    r = subprocess.run(
-        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True
-    )
-    if r.returncode != 0:
-        pytest.skip(f"no loop device: {r.stderr.strip()}")
-    dev = Path(r.stdout.strip())
-    try:
-        yield dev
-    finally:
-        subprocess.run(["losetup", "-d", str(dev)], check=False)
+    return loop_over(backing)
 
 
 @pytest.mark.root

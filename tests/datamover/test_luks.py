@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -85,22 +85,10 @@ _FAST = ("--pbkdf-force-iterations", "1000", "--key-file", "-")
 
 
 @pytest.fixture
-def loop_device(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("losetup") is None:
-        pytest.skip("needs root and losetup")
+def loop_device(tmp_path: Path, loop_over: Callable[[Path], Path]) -> Path:
     backing = tmp_path / "loop-backing"
-    with backing.open("wb") as f:
-        f.write(b"\xee" * (16 * MiB))
-    r = subprocess.run(
-        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True
-    )
-    if r.returncode != 0:
-        pytest.skip(f"no loop device: {r.stderr.strip()}")
-    dev = Path(r.stdout.strip())
-    try:
-        yield dev
-    finally:
-        subprocess.run(["losetup", "-d", str(dev)], check=False)
+    backing.write_bytes(b"\xee" * (16 * MiB))
+    return loop_over(backing)
 
 
 # ------------------------------------------------------------------ raw LUKS output

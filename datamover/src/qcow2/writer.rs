@@ -294,6 +294,13 @@ impl Qcow2Writer {
     /// unallocated.
     fn write_plain(&self, first: u64, buf: &[u8], len: usize) -> Result<Tally> {
         let cs = self.cluster_size as usize;
+        self.data_runs(buf, len, |i, j| self.write_clusters(first + i as u64, &buf[i * cs..j * cs]))
+    }
+
+    /// Calls `write(i, j)` for each run `i..j` of non-zero clusters of a chunk, and tallies
+    /// them as written and the zero clusters (up to `len`) as skipped.
+    fn data_runs(&self, buf: &[u8], len: usize, mut write: impl FnMut(usize, usize) -> Result<()>) -> Result<Tally> {
+        let cs = self.cluster_size as usize;
         let n = buf.len() / cs;
         let mut tally = Tally::default();
         let mut i = 0;
@@ -307,7 +314,7 @@ impl Qcow2Writer {
             while j < n && !sys::is_zero(&buf[j * cs..(j + 1) * cs]) {
                 j += 1;
             }
-            self.write_clusters(first + i as u64, &buf[i * cs..j * cs])?;
+            write(i, j)?;
             tally.written += ((j - i) * cs) as u64;
             i = j;
         }
@@ -320,31 +327,16 @@ impl Qcow2Writer {
     /// buffer: `buf` stays plaintext for the digest.
     fn write_encrypted(&self, key: &Key, first: u64, buf: &[u8], len: usize, scratch: &mut Scratch) -> Result<Tally> {
         let cs = self.cluster_size as usize;
-        let n = buf.len() / cs;
         if scratch.sealed.as_ref().is_none_or(|b| b.len() < buf.len()) {
             scratch.sealed = Some(AlignedBuf::new(buf.len()));
         }
         let sealed = scratch.sealed.as_mut().expect("just made");
-        let mut tally = Tally::default();
-        let mut i = 0;
-        while i < n {
-            if sys::is_zero(&buf[i * cs..(i + 1) * cs]) {
-                tally.skipped += (((i + 1) * cs).min(len) - i * cs) as u64;
-                i += 1;
-                continue;
-            }
-            let mut j = i + 1;
-            while j < n && !sys::is_zero(&buf[j * cs..(j + 1) * cs]) {
-                j += 1;
-            }
+        self.data_runs(buf, len, |i, j| {
             let host = self.alloc_clusters(first + i as u64, (j - i) as u64)?;
             let out = &mut sealed[..(j - i) * cs];
             key.encrypt_to(&buf[i * cs..j * cs], out, host / 512);
-            self.write_at(host, out)?;
-            tally.written += ((j - i) * cs) as u64;
-            i = j;
-        }
-        Ok(tally)
+            self.write_at(host, out)
+        })
     }
 
     /// Compresses the non-zero clusters of a chunk and writes them packed back to back; a
