@@ -15,8 +15,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-import argcomplete
-
 # subcommand -> (module holding configure/run, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "management": ("spcs.management.cli", "run the management service (one per CloudStack region)"),
@@ -60,6 +58,8 @@ def build_parser(only: str | None = None, *, every: bool = False) -> argparse.Ar
 
 def main(argv: Sequence[str] | None = None) -> int:
     if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (argcomplete's protocol)
+        import argcomplete  # only here: its import is a quarter of a short command's start
+
         argcomplete.autocomplete(build_parser(every=True))
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = _peek_subcommand(args_list)
