@@ -69,6 +69,12 @@ pub fn cached_bytes(f: &File, offset: u64, len: u64) -> Option<u64> {
     Some(st.cache.saturating_mul(page_size()))
 }
 
+/// Makes `cached_bytes` answer None from now on, as on a kernel without cachestat (tests).
+#[cfg(test)]
+pub fn forget_cachestat() {
+    NO_CACHESTAT.store(true, Ordering::Relaxed);
+}
+
 fn page_size() -> u64 {
     static P: OnceLock<u64> = OnceLock::new();
     // SAFETY: sysconf has no memory effects.
