@@ -55,8 +55,8 @@ test *ARGS: setup
 test-fast *ARGS: setup
     "{{py}}" -m pytest -m fast {{ARGS}}
 
-# Benchmarks: data mover vs qemu-img, control plane vs direct StorPool calls, replicas, end-to-end copies and concurrent copies (root), emulator copy-on-write
-bench: bench-datamover bench-controlplane bench-replicas bench-endtoend bench-concurrency bench-emulator
+# Benchmarks: data mover vs qemu-img (files and block devices), control plane vs direct StorPool calls, replicas, end-to-end copies and concurrent copies (root), emulator copy-on-write
+bench: bench-datamover bench-devices bench-controlplane bench-replicas bench-endtoend bench-concurrency bench-emulator
 
 # Data mover vs qemu-img convert, same inputs, alternating runs (`--quick` for a short run)
 bench-datamover *ARGS: setup
@@ -73,6 +73,10 @@ bench-replicas *ARGS: setup
 # Copies through management + node vs spcs convert and qemu-img, on loop devices (root; `--quick`)
 bench-endtoend *ARGS: setup
     "{{py}}" bench/endtoend.py {{ARGS}}
+
+# The data mover reading and writing loop devices vs qemu-img's best flags (root; `--quick`)
+bench-devices *ARGS: setup
+    "{{py}}" bench/devices.py {{ARGS}}
 
 # 1, 2 and 4 copies at once on one host: aggregate throughput vs one copy (root; `--quick`)
 bench-concurrency *ARGS: setup
