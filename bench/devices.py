@@ -28,19 +28,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from endtoend import GiB, MiB, drop_caches, read_all, write_stripe
+from endtoend import GiB, Loops, MiB, drop_caches, read_all, write_stripe
 
 CASES = ("read", "write-qcow2", "write-raw")
 CACHES = ("cold", "warm")
 SPCS = [sys.executable, "-m", "spcs.cli", "convert"]
 QEMU_BEST = ["qemu-img", "convert", "-t", "none", "-m", "8", "-W"]
-
-
-def loop(path: Path, *, read_only: bool) -> str:
-    args = ["losetup", "--find", "--show", "--direct-io=on", *(["-r"] if read_only else [])]
-    return subprocess.run(
-        [*args, str(path)], capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def commands(case: str, cache: str, src: Path, dst: Path) -> dict[str, list[str]]:
@@ -59,17 +52,18 @@ def commands(case: str, cache: str, src: Path, dst: Path) -> dict[str, list[str]
 def one_run(work: Path, size: int, case: str, cache: str, tool: str) -> float:
     out = work / "out.qcow2"
     out.unlink(missing_ok=True)
+    loops = Loops()  # direct I/O, as the emulator attaches volumes
     if case == "read":
-        device, source = loop(work / "volume.raw", read_only=True), None
+        device, source = loops.attach(work / "volume.raw", read_only=True), None
     else:
         target = work / "target.raw"
         target.unlink(missing_ok=True)
         with target.open("wb") as f:
             f.truncate(size)  # a new StorPool volume: reads as zeros
-        device = loop(target, read_only=False)
+        device = loops.attach(target, read_only=False)
         source = work / ("stripe.qcow2" if case == "write-qcow2" else "stripe.raw")
     try:
-        src, dst = (Path(device), out) if source is None else (source, Path(device))
+        src, dst = (device, out) if source is None else (source, device)
         os.sync()
         time.sleep(0.3)
         if cache == "cold":
@@ -81,7 +75,7 @@ def one_run(work: Path, size: int, case: str, cache: str, tool: str) -> float:
         os.sync()
         return time.monotonic() - t
     finally:
-        subprocess.run(["losetup", "--detach", device], check=False)
+        loops.close()
 
 
 def measure(work: Path, size: int, runs: int) -> dict[tuple[str, str, str], list[float]]:

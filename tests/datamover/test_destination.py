@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from spcs import datamover
 
-from .conftest import MiB, qemu_img, requires_qemu, write_pattern
+from .conftest import MiB, assert_same, qemu_img, requires_qemu, write_pattern
 
 pytestmark = pytest.mark.fast
 
@@ -190,3 +191,26 @@ def test_block_device_too_small(src: Path, loop_device: Path, tmp_path: Path) ->
         datamover.convert(big, loop_device)
     with loop_device.open("rb") as f:
         assert f.read(MiB) == b"\xee" * MiB
+
+
+@pytest.mark.root
+@requires_qemu
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_block_device_as_source(
+    tmp_path: Path, loop_over: Callable[[Path], Path], cache: str
+) -> None:
+    """A device read cold goes O_DIRECT, a warm one from the page cache: same bytes either way."""
+    backing = tmp_path / "volume"
+    _garbage(backing, 12 * MiB)
+    dev = loop_over(backing)
+    with dev.open("rb") as held:  # the device's page cache lives while it is open
+        if cache == "warm":
+            while held.read(MiB):
+                pass
+        else:
+            os.sync()
+            Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        out = tmp_path / "out.qcow2"
+        stats = datamover.convert(dev, out, src_format="raw", dst_format="qcow2")
+    assert stats.bytes_read == 12 * MiB
+    assert_same(backing, out)
