@@ -210,7 +210,15 @@ def serving(
 # The suite's defaults, before a test's own arguments (so a test's arguments override them):
 # retry windows short enough that a test of an outage finishes in seconds.
 MANAGEMENT_ARGS = ("--storpool-retry-seconds", "5", "--node-retry-seconds", "3")
-NODE_ARGS = ("--storpool-retry-seconds", "5", "--detach-attempts", "2")
+# (LUKS key slots at 10 ms: the tests write many headers; the default is 2 s)
+NODE_ARGS = (
+    "--storpool-retry-seconds",
+    "5",
+    "--detach-attempts",
+    "2",
+    "--luks-iter-time-ms",
+    "10",
+)
 
 
 def storpool_api(emulator: Emulator) -> StorPoolApi:

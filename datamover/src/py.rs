@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes};
 
 use crate::codec::Codec;
 use crate::crypt::luks1::MAX_ITER_TIME_MS;
@@ -255,13 +256,22 @@ struct ConvertOptions {
     iter_time_ms: u32,
 }
 
-/// Checks a passphrase given from Python (never shown in a message).
-fn to_passphrase(name: &str, p: Option<&[u8]>) -> PyResult<Option<Passphrase>> {
-    match p {
-        Some([]) => Err(PyValueError::new_err(format!("{name} must not be empty"))),
-        Some(b) => Ok(Some(Passphrase::new(b))),
-        None => Ok(None),
+/// Checks a passphrase given from Python (never shown in a message). A `bytearray` is taken
+/// too, so a caller can wipe its only copy after the call (bytes objects cannot be wiped).
+fn to_passphrase(name: &str, p: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Passphrase>> {
+    let Some(obj) = p else { return Ok(None) };
+    let pass = if let Ok(b) = obj.cast::<PyBytes>() {
+        Passphrase::new(b.as_bytes())
+    } else if let Ok(a) = obj.cast::<PyByteArray>() {
+        // SAFETY: the GIL is held and nothing runs Python code while the bytes are copied.
+        Passphrase::new(unsafe { a.as_bytes() })
+    } else {
+        return Err(PyTypeError::new_err(format!("{name} must be bytes or bytearray")));
+    };
+    if pass.expose().is_empty() {
+        return Err(PyValueError::new_err(format!("{name} must not be empty")));
     }
+    Ok(Some(pass))
 }
 
 fn check_iter_time(ms: u32) -> PyResult<()> {
@@ -384,8 +394,8 @@ macro_rules! conversion_function {
             threads: Option<usize>,
             confine_to: Option<PathBuf>,
             encryption: Option<String>,
-            passphrase: Option<&[u8]>,
-            src_passphrase: Option<&[u8]>,
+            passphrase: Option<Bound<'_, PyAny>>,
+            src_passphrase: Option<Bound<'_, PyAny>>,
             iter_time_ms: u32,
         ) -> $ret {
             let $opts = ConvertOptions {
@@ -403,8 +413,8 @@ macro_rules! conversion_function {
                 threads,
                 confine_to,
                 encryption,
-                passphrase: to_passphrase("passphrase", passphrase)?,
-                src_passphrase: to_passphrase("src_passphrase", src_passphrase)?,
+                passphrase: to_passphrase("passphrase", passphrase.as_ref())?,
+                src_passphrase: to_passphrase("src_passphrase", src_passphrase.as_ref())?,
                 iter_time_ms,
             };
             $body
@@ -446,9 +456,9 @@ fn info(
     src_format: Option<String>,
     backing_chain_limit: u32,
     confine_to: Option<PathBuf>,
-    src_passphrase: Option<&[u8]>,
+    src_passphrase: Option<Bound<'_, PyAny>>,
 ) -> PyResult<ImageInfo> {
-    let pass = to_passphrase("src_passphrase", src_passphrase)?.map(Arc::new);
+    let pass = to_passphrase("src_passphrase", src_passphrase.as_ref())?.map(Arc::new);
     let checksum = parse_checksum(checksum)?;
     let format =
         src_format.as_deref().map(Format::parse).transpose().map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -478,9 +488,9 @@ fn info(
 /// payload, like `cryptsetup luksFormat --type luks1`. Returns the volume's UUID.
 #[pyfunction]
 #[pyo3(signature = (path, passphrase, *, iter_time_ms=2000))]
-fn luks_format(py: Python<'_>, path: PathBuf, passphrase: &[u8], iter_time_ms: u32) -> PyResult<String> {
+fn luks_format(py: Python<'_>, path: PathBuf, passphrase: Bound<'_, PyAny>, iter_time_ms: u32) -> PyResult<String> {
     check_iter_time(iter_time_ms)?;
-    let Some(p) = to_passphrase("passphrase", Some(passphrase))? else {
+    let Some(p) = to_passphrase("passphrase", Some(&passphrase))? else {
         return Err(PyValueError::new_err("passphrase must not be empty"));
     };
     let enc = Encrypt { passphrase: Arc::new(p), iter_time_ms };

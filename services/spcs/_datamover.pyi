@@ -112,8 +112,8 @@ def convert(
     threads: int | None = None,
     confine_to: _Path | None = None,
     encryption: _Encryption | None = None,
-    passphrase: bytes | None = None,
-    src_passphrase: bytes | None = None,
+    passphrase: bytes | bytearray | None = None,
+    src_passphrase: bytes | bytearray | None = None,
     iter_time_ms: int = 2000,
 ) -> ConvertStats: ...
 def start_convert(
@@ -132,8 +132,8 @@ def start_convert(
     threads: int | None = None,
     confine_to: _Path | None = None,
     encryption: _Encryption | None = None,
-    passphrase: bytes | None = None,
-    src_passphrase: bytes | None = None,
+    passphrase: bytes | bytearray | None = None,
+    src_passphrase: bytes | bytearray | None = None,
     iter_time_ms: int = 2000,
 ) -> Job: ...
 def info(
@@ -143,8 +143,8 @@ def info(
     src_format: _Format | None = None,
     backing_chain_limit: int = 16,
     confine_to: _Path | None = None,
-    src_passphrase: bytes | None = None,
+    src_passphrase: bytes | bytearray | None = None,
 ) -> ImageInfo: ...
-def luks_format(path: _Path, passphrase: bytes, *, iter_time_ms: int = 2000) -> str:
+def luks_format(path: _Path, passphrase: bytes | bytearray, *, iter_time_ms: int = 2000) -> str:
     """Writes a LUKS1 header (aes-xts-plain64, 512-bit key, sha256; payload at 2 MiB) on an
     existing file or block device, leaving the payload unwritten; returns the UUID."""

@@ -169,6 +169,7 @@ SERVICE_BAD: dict[str, dict[str, list[Bad]]] = {
         "device_wait_seconds": NUMBER_OF_SECONDS,
         "detach_attempts": [bad("0"), bad("x"), bad("2.5")],
         "max_copies": [bad("0"), bad("-1"), bad("x")],
+        "luks_iter_time_ms": [bad("0"), bad("x"), bad("60001")],
     },
 }
 

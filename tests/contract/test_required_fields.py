@@ -567,6 +567,28 @@ NODE = [
         answers=NOT_FOUND,
     ),
     Case(
+        "AgentCommands/FormatVolume",
+        lambda w: node_pb2.FormatVolumeRequest(
+            volume_path=MISSING_PATH,
+            encryption=node_pb2.Encryption(
+                format=types_pb2.ENCRYPTION_FORMAT_LUKS, passphrase=b"secret"
+            ),
+        ),
+        answers=NOT_FOUND,
+    ),
+    Case(
+        "AgentCommands/EncryptVolume",
+        lambda w: node_pb2.EncryptVolumeRequest(
+            operation_id=new_id("op"),
+            source=node_pb2.DiskRef(path=MISSING_PATH),
+            destination_path=MISSING_PATH,
+            encryption=node_pb2.Encryption(
+                format=types_pb2.ENCRYPTION_FORMAT_LUKS, passphrase=b"secret"
+            ),
+        ),
+        answers=NOT_FOUND,
+    ),
+    Case(
         "AgentCommands/ResizeNotify",
         lambda w: node_pb2.ResizeNotifyRequest(
             vm_name="i-2-3-VM", path=MISSING_PATH, new_size_bytes=MIB

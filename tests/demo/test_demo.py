@@ -49,7 +49,7 @@ def test_demo_command_end_to_end(tmp_path: Path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     steps = [line for line in result.stdout.splitlines() if re.match(r"^\s*\d+\. ", line)]
-    assert len(steps) == 20
+    assert len(steps) == 21
     assert all(" ok: " in line or "sha256" in line for line in steps)
     assert "all steps passed" in result.stdout
     assert "Traceback" not in result.stderr

@@ -29,6 +29,7 @@ certificates from deploy/tls/make-certs.sh, which is what the page tells the rea
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shlex
@@ -501,6 +502,10 @@ def _variable(walk: Walk, m: re.Match[str]) -> None:
         assert walk.sh(f"sed -n 's/^SP_AUTH_TOKEN=//p' {conf[1]}").strip() == value
     elif "jq -r" in m["value"] and ".path" in m["value"]:
         assert re.fullmatch(r"/dev/storpool-byid/emu\.a\.\d+", value), value
+    elif "| base64" in m["value"]:
+        # a passphrase, as grpcurl's JSON takes bytes
+        plain = re.fullmatch(r"\$\(printf %s '([^']+)' \| base64\)", m["value"])
+        assert plain is not None and base64.b64decode(value) == plain[1].encode(), value
     else:
         raise AssertionError(f"teach the test what ${m['name']} holds: {m[0]}")
 

@@ -130,6 +130,8 @@ HOLDS: Mapping[str, Mapping[str, Mode]] = {
     "BackupSnapshot": _COPY,
     "CopyVolumeToSecondary": _COPY,
     "BackupTemplate": _COPY,
+    "FormatVolume": {"destination": X},
+    "EncryptVolume": _COPY,
 }
 
 

@@ -28,10 +28,9 @@ from google.protobuf import text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from spcs.common import errors, logs, metrics, upstream_time
+from spcs.common import errors, logs, metrics, secrets, upstream_time
 from spcs.common.errors import InvalidArgument, SpcsError, status_code
 from spcs.common.logs import REQUEST_ID
-from spcs.v1 import types_pb2
 
 if TYPE_CHECKING:
     from google._upb._message import Descriptor as _UpbDescriptor
@@ -123,14 +122,10 @@ def request_key(request: object) -> str:
 
 
 def _redact(message: Message) -> None:
-    for field, value in message.ListFields():
-        if field.GetOptions().Extensions[types_pb2.secret]:
-            message.ClearField(field.name)
-            if field.type == field.TYPE_STRING and not field.is_repeated:
-                setattr(message, field.name, "<redacted>")
-        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
-            for item in value if field.is_repeated else (value,):
-                _redact(item)
+    for holder, field in list(secrets.secret_fields(message)):
+        holder.ClearField(field.name)
+        if field.type == field.TYPE_STRING and not field.is_repeated:
+            setattr(holder, field.name, "<redacted>")
 
 
 def redacted_text(message: object) -> str:

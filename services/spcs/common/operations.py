@@ -30,7 +30,7 @@ from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from spcs.common import errors, metrics, validate
+from spcs.common import errors, metrics, secrets, validate
 from spcs.common.errors import SpcsError
 from spcs.common.holds import Hold
 from spcs.common.locks import KeyedLocks, Locks
@@ -61,7 +61,8 @@ def fingerprint(*messages: Message) -> str:
     """Stable digest of a request's arguments (operation id excluded by the caller)."""
     digest = hashlib.sha256()
     for message in messages:
-        digest.update(message.SerializeToString(deterministic=True))
+        # a passphrase is never stored, not even hashed
+        digest.update(secrets.without_secrets(message).SerializeToString(deterministic=True))
         digest.update(b"\0")
     return digest.hexdigest()
 

@@ -38,6 +38,8 @@ from spcs.v1 import (
 GIB = 1 << 30
 MIB = 1 << 20
 CHUNK = 4 * MIB
+LUKS_HEADER = 2 * MIB  # where a LUKS volume's payload starts
+PASSPHRASE = b"demo passphrase"  # the encrypted volume's (CloudStack would hand its own)
 DELAY_DELETE = "storpool.delete.after.interval"  # the pool detail, as the Java plugin names it
 
 
@@ -246,6 +248,7 @@ class Story:
         self._add_pool()
         root1 = self._root_from_template(template, template_sha, first=True)
         root2 = self._root_from_template(template, template_sha, first=False)
+        encrypted = self._encrypted_root(template, template_sha)
         data, data_sha = self._data_volume()
         snapshot = self._snapshot(data)
         backup = self._backup(snapshot, data_sha)
@@ -257,9 +260,8 @@ class Story:
         extracted = self._download_volume(data, data_sha)
         undeleted, backup = self._delay_delete(restored, data_sha)
         self._copy_to_zone2(snapshot, data_sha)
-        self._delete_everything(
-            [root1, root2, data, undeleted], [snapshot, backup], made, template, extracted
-        )
+        volumes = [root1, root2, encrypted, data, undeleted]
+        self._delete_everything(volumes, [snapshot, backup], made, template, extracted)
         self._delete_pool()
 
     def _make_template(self) -> tuple[types_pb2.Template, str]:
@@ -379,6 +381,48 @@ class Story:
             else "second ROOT from it (instant clone, no copy)"
         )
         self.run_step(what, deploy)
+        return holder["v"]
+
+    def _encrypted_root(self, template: types_pb2.Template, sha: str) -> types_pb2.Volume:
+        """A LUKS ROOT volume: the cached template written encrypted (no clone); its payload,
+        decrypted with the passphrase, is the template, and the device holds only ciphertext."""
+        holder: dict[str, types_pb2.Volume] = {}
+
+        def deploy(step: Step) -> None:
+            result = self.copy(
+                types_pb2.DataObject(template=template),
+                types_pb2.DataObject(
+                    volume=types_pb2.Volume(
+                        uuid="demo-root-luks",
+                        name="ROOT-LUKS",
+                        size_bytes=GIB,
+                        type=types_pb2.VOLUME_TYPE_ROOT,
+                        store=self.primary(),
+                        encryption_format=types_pb2.ENCRYPTION_FORMAT_LUKS,
+                        passphrase=PASSPHRASE,
+                    )
+                ),
+                step,
+            )
+            volume = holder["v"] = result.result.volume
+            self._grant(volume, 1)
+            device = self.device(volume.path, 1)
+            plain = self.stack.workdir / "root-luks.raw"
+            with step.checking():
+                datamover.convert(
+                    device, plain, src_format="luks", src_passphrase=PASSPHRASE, dst_format="raw"
+                )
+                decrypted = digest(plain, self.template_size)
+                plain.unlink()
+                with device.open("rb") as handle:
+                    handle.seek(LUKS_HEADER)  # where the template's first bytes would be
+                    stored = handle.read(4096)
+            self._revoke(volume, 1)
+            if stored == pattern(0, 4096):
+                raise DemoFailure(f"{step.what}: the device holds the template in plain text")
+            self.expect(step, "decrypted sha256 = template's", decrypted, sha)
+
+        self.run_step("encrypted ROOT from it (LUKS, written encrypted)", deploy)
         return holder["v"]
 
     def _grant(self, volume: types_pb2.Volume, host: int) -> None:

@@ -28,7 +28,9 @@ from google.protobuf.message import Message
 from spcs.common import errors, holds, validate
 from spcs.common.contract import Contract
 from spcs.common.operations import JobContext, OperationRegistry, fingerprint
-from spcs.management import objects
+from spcs.common.secrets import Passphrase
+from spcs.management import encryption, objects
+from spcs.management.encryption import CopyKeys
 from spcs.management.nodecalls import NodeCalls, node_operation_id
 from spcs.management.owned import Owned, owning
 from spcs.management.pools import Pools
@@ -37,7 +39,7 @@ from spcs.management.state import PoolRecord
 from spcs.management.templates import TemplateCache
 from spcs.management.volumes import Volumes, volume_key
 from spcs.storpool import names
-from spcs.storpool.records import StorPoolSnapshot
+from spcs.storpool.records import StorPoolSnapshot, StorPoolVolume
 from spcs.v1 import driver_pb2, node_pb2, strategies_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -125,9 +127,12 @@ class Backup:
     format: types_pb2.ImageFormat.ValueType
     compression: types_pb2.Compression.ValueType
     host_id: str = ""
+    # an encrypted snapshot is backed up encrypted, with the volume's passphrase
+    encrypted: bool = False
+    key: Passphrase | None = None
 
 
-Handler = Callable[[JobContext, driver_pb2.CopyDataRequest], Copied]
+Handler = Callable[[JobContext, driver_pb2.CopyDataRequest, CopyKeys], Copied]
 # The object a DataObject holds.
 Part = types_pb2.Volume | types_pb2.Snapshot | types_pb2.Template
 _Request = TypeVar("_Request", bound=Message)
@@ -243,12 +248,14 @@ class Copies:
             rule.needs.check(request)
         handler = self.handlers[copy]
         destination = self._destination_key(request)
+        # the passphrases leave the request: its fingerprint and the job keep none of them
+        keys = CopyKeys.take(request)
         return self._start(
             request,
             KIND,
             f"{copy} {destination}",
             holds.holds(copy, source=self._source_key(request.source), destination=destination),
-            lambda ctx: _copy_result(copy, handler(ctx, request)),
+            lambda ctx: _copy_result(copy, keys.wiped_after(lambda: handler(ctx, request, keys))),
             copy,
         )
 
@@ -258,6 +265,7 @@ class Copies:
         """SnapshotStrategy.BackupSnapshot: the snapshot-to-secondary copy with a file path."""
         validate.identifier(request.snapshot.uuid or "x", "snapshot.uuid")
         pool = self.pools.get(request.pool.pool_uuid)
+        key = encryption.take_key(request.snapshot, "snapshot")
         snap = objects.require_snapshot(self.pools.api(pool), request.snapshot)
         backup = Backup(
             pool=pool,
@@ -267,6 +275,8 @@ class Copies:
             file_path=request.destination_path,
             format=request.format or types_pb2.IMAGE_FORMAT_QCOW2,
             compression=request.compression,
+            encrypted=encryption.encrypted(request.snapshot, snap),
+            key=key,
         )
         return self._start(
             request,
@@ -277,7 +287,10 @@ class Copies:
                 source=holds.storpool_object(snap.global_id),
                 destination=holds.secondary_file(backup.url, backup.file_path),
             ),
-            lambda ctx: _copy_result("snapshot-to-secondary", self.backup_snapshot(ctx, backup)),
+            lambda ctx: _copy_result(
+                "snapshot-to-secondary",
+                CopyKeys(key).wiped_after(lambda: self.backup_snapshot(ctx, backup)),
+            ),
             "snapshot-to-secondary",
         )
 
@@ -343,7 +356,9 @@ class Copies:
 
     # ---- secondary → StorPool -------------------------------------------------------------
 
-    def _template_to_primary(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
+    def _template_to_primary(
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, keys: CopyKeys
+    ) -> Copied:
         source, destination = request.source.template, request.destination.template
         pool = self.pools.usable(destination.store.primary.pool_uuid)
         snap, count, host = self.templates.ensure(ctx, pool, source, request.options.host_id)
@@ -359,7 +374,9 @@ class Copies:
         )
         return Copied(types_pb2.DataObject(template=template), count, host)
 
-    def _template_to_volume(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
+    def _template_to_volume(
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, keys: CopyKeys
+    ) -> Copied:
         source, volume = request.source.template, request.destination.volume
         pool = self.pools.usable(volume.store.primary.pool_uuid)
         count, host = 0, ""
@@ -376,6 +393,11 @@ class Copies:
             ctx.hold(
                 holds.holds("template-to-volume", source=holds.storpool_object(snap.global_id))
             )
+        if encryption.encrypted(volume):
+            # an encrypted ROOT volume: the template's data written encrypted (no clone)
+            key = encryption.require(keys.any, "destination.volume", f"volume {volume.uuid}")
+            made = self._encrypt_into_new_volume(ctx, pool, request, snap, key)
+            return Copied(made.result, made.bytes_written + count, made.host_id or host)
         ctx.stage("cloning")
         clone = self.volumes.clone(pool, volume, snap)
         return Copied(
@@ -384,14 +406,71 @@ class Copies:
             host,
         )
 
-    def _file_into_new_volume(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
+    def _encrypt_into_new_volume(
+        self,
+        ctx: JobContext,
+        pool: PoolRecord,
+        request: driver_pb2.CopyDataRequest,
+        snap: StorPoolSnapshot,
+        key: Passphrase,
+    ) -> Copied:
+        """A new LUKS volume holding a plain snapshot's data (the node writes the header and
+        every byte of the payload); the volume this copy made goes when the copy fails."""
+        volume = request.destination.volume
+        api = self.pools.api(pool)
+        size = encryption.storpool_size(max(volume.size_bytes, snap.size))
+        made, _ = self.volumes.create_for_copy(pool, volume, size, ctx.operation_id, encrypted=True)
+        filling = bool(made.tags.get(names.FILLING_TAG))
+        owned = Owned(made, f"volume {made.ref}", lambda: api.volume_delete(made.ref), filling)
+        with owning(owned) as target:
+            result, host = self.nodes.run_job(
+                ctx,
+                pool,
+                request.options.host_id,
+                lambda s: s.EncryptVolume,
+                node_pb2.EncryptVolumeRequest(
+                    operation_id=node_operation_id(ctx, "encrypt", target.global_id),
+                    source=node_pb2.DiskRef(
+                        path=names.byid_path(snap.global_id), kind=node_pb2.DISK_KIND_SNAPSHOT
+                    ),
+                    destination_path=names.byid_path(target.global_id),
+                    encryption=encryption.for_node(key),
+                ),
+                node_pb2.DownloadResult(),
+                "encrypting into the volume",
+            )
+        if filling:
+            api.volume_update(target.ref, tags={names.FILLING_TAG: ""})
+        return Copied(
+            types_pb2.DataObject(
+                volume=objects.volume_message(api.volume(target.ref), pool.uuid, volume.uuid)
+            ),
+            result.bytes_written,
+            host,
+        )
+
+    def _file_into_new_volume(
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, keys: CopyKeys
+    ) -> Copied:
         """A snapshot backup or a volume file on secondary storage, into a new volume."""
         _, source = _part(request.source)
         volume = request.destination.volume
         pool = self.pools.usable(volume.store.primary.pool_uuid)
         api = self.pools.api(pool)
         size = (max(source.size_bytes, volume.size_bytes, 512) + 511) // 512 * 512
-        made, created = self.volumes.create_for_copy(pool, volume, size, ctx.operation_id)
+        # an encrypted source stays encrypted (the node re-encrypts it with the passphrase;
+        # it also finds encrypted images nobody said were, and then says so)
+        luks = encryption.encrypted(volume) or (
+            isinstance(source, types_pb2.Volume | types_pb2.Snapshot)
+            and encryption.encrypted(source)
+        )
+        key = keys.any
+        if luks:
+            key = encryption.require(key, "destination.volume", f"volume {volume.uuid}")
+            size = encryption.storpool_size(size)
+        made, created = self.volumes.create_for_copy(
+            pool, volume, size, ctx.operation_id, encrypted=luks
+        )
         # a half-written volume this copy made must not look like the result; a volume the
         # caller had is left to the caller
         filling = bool(made.tags.get(names.FILLING_TAG))
@@ -410,12 +489,17 @@ class Copies:
                     destination_path=names.byid_path(target.global_id),
                     resize_to_virtual_size=True,
                     target_is_zero=created,
+                    source_passphrase=bytes(key.value) if key is not None else b"",
+                    encryption=encryption.for_node(key) if luks and key is not None else None,
                 ),
                 node_pb2.DownloadResult(),
                 "copying into StorPool",
             )
-        if filling:
-            api.volume_update(target.ref, tags={names.FILLING_TAG: ""})
+        tags = {names.FILLING_TAG: ""} if filling else {}
+        if result.encryption_format == encryption.LUKS:
+            tags.update(encryption.TAGS)
+        if tags:
+            api.volume_update(target.ref, tags=tags)
         return Copied(
             types_pb2.DataObject(
                 volume=objects.volume_message(api.volume(target.ref), pool.uuid, volume.uuid)
@@ -426,19 +510,28 @@ class Copies:
 
     # ---- within StorPool ------------------------------------------------------------------
 
-    def _snapshot_to_volume(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
+    def _snapshot_to_volume(
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, keys: CopyKeys
+    ) -> Copied:
         source, volume = request.source.snapshot, request.destination.volume
         source_pool = self.pools.get(source.store.primary.pool_uuid)
         pool = self.pools.usable(volume.store.primary.pool_uuid)
         self.volumes.check_same_cluster(source_pool, pool)
         snap = objects.require_snapshot(self.pools.api(source_pool), source)
+        if encryption.encrypted(volume) and not encryption.encrypted(source, snap):
+            # an encrypted volume from a plain snapshot: written encrypted; a clone of an
+            # encrypted snapshot is encrypted already (its header comes along)
+            key = encryption.require(keys.any, "destination.volume", f"volume {volume.uuid}")
+            return self._encrypt_into_new_volume(ctx, pool, request, snap, key)
         ctx.stage("cloning")
         clone = self.volumes.clone(pool, volume, snap)
         return Copied(
             types_pb2.DataObject(volume=objects.volume_message(clone, pool.uuid, volume.uuid))
         )
 
-    def _volume_to_pool(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
+    def _volume_to_pool(
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, keys: CopyKeys
+    ) -> Copied:
         source, destination = request.source.volume, request.destination.volume
         src_pool = self.pools.get(source.store.primary.pool_uuid)
         dst_pool = self.pools.usable(destination.store.primary.pool_uuid)
@@ -469,6 +562,7 @@ class Copies:
                 destination_path=backup.file_path,
                 format=backup.format,
                 compression=backup.compression,
+                encryption=self._export_encryption(backup.encrypted, backup.key, snap.ref),
             ),
             node_pb2.BackupResult(),
             "backing up the snapshot",
@@ -481,11 +575,22 @@ class Copies:
             size_bytes=result.virtual_size_bytes,
             physical_size_bytes=result.physical_size_bytes,
             global_id=snap.global_id,
+            encryption_format=result.encryption_format,
         )
         return Copied(types_pb2.DataObject(snapshot=snapshot), result.bytes_written, host)
 
+    @staticmethod
+    def _export_encryption(
+        encrypted: bool, key: Passphrase | None, what: str
+    ) -> node_pb2.Encryption | None:
+        """An encrypted object is written to secondary storage encrypted, as the Java agent
+        does (a LUKS-encrypted QCOW2 with the volume's passphrase)."""
+        if not encrypted:
+            return None
+        return encryption.for_node(encryption.require(key, "source", f"{what}"))
+
     def _snapshot_to_secondary(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, keys: CopyKeys
     ) -> Copied:
         source, destination = request.source.snapshot, request.destination.snapshot
         pool = self.pools.get(source.store.primary.pool_uuid)
@@ -504,6 +609,8 @@ class Copies:
             format=self._output_format(request),
             compression=request.options.compression,
             host_id=request.options.host_id,
+            encrypted=encryption.encrypted(source, snap),
+            key=keys.any,
         )
         return self.backup_snapshot(ctx, backup)
 
@@ -551,20 +658,31 @@ class Copies:
         return Copied(types_pb2.DataObject(template=written), result.bytes_written, host)
 
     def _template_from_primary(
-        self, ctx: JobContext, request: driver_pb2.CopyDataRequest
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, keys: CopyKeys
     ) -> Copied:
         """A template on secondary from a volume or snapshot; it stays cached on the pool."""
         kind, source = _part(request.source)
         template = request.destination.template
         pool = self.pools.get(source.store.primary.pool_uuid)
         api = self.pools.api(pool)
+        found = (
+            objects.require_volume(api, request.source.volume)
+            if kind == "volume"
+            else objects.require_snapshot(api, request.source.snapshot)
+        )
+        if encryption.encrypted(
+            request.source.volume if kind == "volume" else request.source.snapshot, found
+        ):
+            raise errors.FailedPrecondition(
+                f"{kind} {found.ref} is encrypted (LUKS): spcs makes no template of it, since "
+                "a template is shared and has no passphrase; make the template from an "
+                "unencrypted copy"
+            )
         ctx.stage("caching the template on the pool")
-        if kind == "volume":
-            volume = objects.require_volume(api, request.source.volume)
-            cache, created = self.templates.cache_from_volume(pool, volume, template.uuid)
+        if isinstance(found, StorPoolVolume):
+            cache, created = self.templates.cache_from_volume(pool, found, template.uuid)
         else:
-            snap = objects.require_snapshot(api, request.source.snapshot)
-            cache, created = self.templates.cache_from_snapshot(ctx, pool, snap, template.uuid)
+            cache, created = self.templates.cache_from_snapshot(ctx, pool, found, template.uuid)
         # a cache snapshot this copy made for a template that did not get written must not
         # linger; one that was there before stays
         drop = types_pb2.Template(uuid=template.uuid)
@@ -572,7 +690,9 @@ class Copies:
         with owning(owned):
             return self._template_backup(ctx, request, pool, cache)
 
-    def _volume_to_secondary(self, ctx: JobContext, request: driver_pb2.CopyDataRequest) -> Copied:
+    def _volume_to_secondary(
+        self, ctx: JobContext, request: driver_pb2.CopyDataRequest, keys: CopyKeys
+    ) -> Copied:
         source, destination = request.source.volume, request.destination.volume
         uuid = destination.uuid or source.uuid
         pool = self.pools.get(source.store.primary.pool_uuid)
@@ -601,6 +721,9 @@ class Copies:
                     destination_dir=destination.path,
                     format=self._output_format(request),
                     compression=request.options.compression,
+                    encryption=self._export_encryption(
+                        encryption.encrypted(source, volume), keys.any, volume.ref
+                    ),
                 ),
                 node_pb2.BackupResult(),
                 "copying to secondary",
@@ -611,5 +734,6 @@ class Copies:
             store=destination.store,
             format=result.format,
             size_bytes=result.virtual_size_bytes,
+            encryption_format=result.encryption_format,
         )
         return Copied(types_pb2.DataObject(volume=exported), result.bytes_written, host)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from spcs.common import errors
+from spcs.management import encryption
 from spcs.storpool import names
 from spcs.storpool.client import StorPoolClient
 from spcs.storpool.records import StorPoolObject, StorPoolSnapshot, StorPoolVolume
@@ -91,15 +92,22 @@ def require_snapshot(
     return found
 
 
+def _encryption_of(obj: StorPoolObject) -> types_pb2.EncryptionFormat.ValueType:
+    if names.is_encrypted(obj.tags):
+        return encryption.LUKS
+    return types_pb2.ENCRYPTION_FORMAT_UNSPECIFIED
+
+
 def volume_message(
     obj: StorPoolVolume, pool_uuid: str, uuid: str = "", used: int = 0
 ) -> types_pb2.Volume:
     return types_pb2.Volume(
         uuid=uuid or obj.tags.get("uuid", ""),
         path=names.byid_path(obj.global_id),
-        size_bytes=obj.size,
+        size_bytes=encryption.guest_size(obj),
         store=types_pb2.DataStore(primary=types_pb2.PrimaryStore(pool_uuid=pool_uuid)),
         format=types_pb2.IMAGE_FORMAT_RAW,
+        encryption_format=_encryption_of(obj),
         vm_uuid=obj.tags.get("cvm", ""),
         max_iops=obj.iops or 0,
         sp_template=obj.template,
@@ -115,7 +123,8 @@ def snapshot_message(obj: StorPoolSnapshot, pool_uuid: str, uuid: str = "") -> t
         uuid=uuid or obj.tags.get("uuid", ""),
         path=names.byid_path(obj.global_id),
         vm_uuid=obj.tags.get("cvm", ""),
-        size_bytes=obj.size,
+        size_bytes=encryption.guest_size(obj),
+        encryption_format=_encryption_of(obj),
         global_id=obj.global_id,
         format=types_pb2.IMAGE_FORMAT_RAW,
         store=types_pb2.DataStore(primary=types_pb2.PrimaryStore(pool_uuid=pool_uuid)),

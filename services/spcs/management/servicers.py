@@ -52,6 +52,10 @@ CAPABILITIES = {
     "CAN_REVERT_VOLUME_TO_SNAPSHOT": "true",
     "CAN_CREATE_TEMPLATE_FROM_SNAPSHOT": "true",
     "CAN_COPY_SNAPSHOT_BETWEEN_ZONES_AND_SAME_POOL_TYPE": "true",
+    # LUKS volumes (Volume.encryption_format, the passphrase per call), as StorPool's
+    # StoragePoolType supportsEncryption in CloudStack
+    "VOLUME_ENCRYPTION": "true",
+    "ENCRYPTION_FORMATS": "LUKS",
 }
 
 
@@ -223,7 +227,7 @@ class DriverServicer(driver_pb2_grpc.PrimaryDataStoreDriverServicer):
     def CreateVolume(
         self, request: driver_pb2.CreateVolumeRequest, context: grpc.ServicerContext
     ) -> types_pb2.Volume:
-        return self._volumes.create(request.pool.pool_uuid, request.volume)
+        return self._volumes.create(request.pool.pool_uuid, request.volume, request.host_id)
 
     @rpc(
         ids=_POOL,

@@ -10,7 +10,8 @@ import logging
 
 from spcs.common import errors, holds
 from spcs.common.locks import Locks
-from spcs.management import objects
+from spcs.common.secrets import LUKS_HEADER_BYTES
+from spcs.management import encryption, objects
 from spcs.management.pools import Pools
 from spcs.management.state import PoolRecord
 from spcs.storpool import names
@@ -49,6 +50,11 @@ class Snapshots:
         tags = {"uuid": snapshot.uuid, "cs": names.CS_SNAPSHOT}
         if snapshot.vm_uuid:
             tags["cvm"] = names.tag_value(snapshot.vm_uuid, "vm_uuid")
+        encryption.check_format(snapshot, "snapshot")
+        snapshot.ClearField("passphrase")  # not needed to take it; never echoed
+        luks = encryption.encrypted(snapshot, volume)
+        if luks:
+            tags.update(encryption.TAGS)  # its backups and clones are encrypted too
         # the volume's lock too: no resize, revert or delete while its snapshot is cut
         with self.locks.hold(
             "TakeSnapshot",
@@ -72,6 +78,9 @@ class Snapshots:
         # The reply is what StorPool was told, the same for a replay (no read-back).
         reply = types_pb2.Snapshot()
         reply.CopyFrom(snapshot)
+        if luks:
+            size -= LUKS_HEADER_BYTES  # the guest's size, as for the volume
+            reply.encryption_format = encryption.LUKS
         reply.path, reply.global_id, reply.size_bytes = names.byid_path(gid), gid, size
         reply.store.primary.pool_uuid, reply.format = pool.uuid, types_pb2.IMAGE_FORMAT_RAW
         return reply

@@ -11,9 +11,10 @@ import contextlib
 import logging
 from typing import Any
 
-from spcs.common import errors, holds, validate
+from spcs.common import errors, holds, secrets, validate
 from spcs.common.locks import Locks
-from spcs.management import objects
+from spcs.common.secrets import Passphrase
+from spcs.management import encryption, objects
 from spcs.management.nodecalls import NodeCalls
 from spcs.management.pools import Pools
 from spcs.management.state import PoolRecord
@@ -97,41 +98,34 @@ class Volumes:
             )
         return existing
 
-    def create(self, pool_uuid: str, volume: types_pb2.Volume) -> types_pb2.Volume:
+    def create(
+        self, pool_uuid: str, volume: types_pb2.Volume, host_id: str = ""
+    ) -> types_pb2.Volume:
+        """A new empty volume; an encrypted one is created a LUKS header larger, tagged as
+        being filled, formatted by a node, then untagged (a replay formats it again while the
+        tag is there; a volume this call made and could not format is deleted)."""
         pool = self.pools.usable(pool_uuid)
         api = self.pools.api(pool)
         template, tags = self._tags(pool, volume)
+        key = encryption.take_key(volume, "volume")
+        luks = encryption.encrypted(volume)
+        size = volume.size_bytes
+        if luks:
+            encryption.require(key, "volume", f"volume {volume.uuid}")
+            size = encryption.storpool_size(size)
+            tags.update(encryption.TAGS)
+            tags[names.FILLING_TAG] = "format"
         name = names.volume_name(volume.uuid)
-        with self.locks.hold("CreateVolume", volume=volume_key(volume)):
-            try:
-                gid = api.volume_create(
-                    name=name,
-                    size=volume.size_bytes,
-                    template=template,
-                    tags=tags,
-                    **limits(volume),
-                )
-            except errors.AlreadyExists:
-                # a replay: the volume must be the one asked for (size, placement, limits)
-                obj = api.volume(name)
-                wanted = limits(volume)
-                have = (obj.size, obj.template, obj.iops, obj.bw)
-                asked = (volume.size_bytes, template, wanted.get("iops"), wanted.get("bw"))
-                if have != asked:
-                    raise errors.AlreadyExists(
-                        f"volume {volume.uuid} already exists as {obj.ref} with (size, template, "
-                        f"iops, bw) {have}, not {asked}; resize it or change its offering, or "
-                        "use another uuid"
-                    ) from None
-                gid = obj.global_id
-            else:
-                log.info(
-                    "volume %s is ~%s (%d bytes, template %s)",
-                    volume.uuid,
-                    gid,
-                    volume.size_bytes,
-                    template,
-                )
+        with secrets.held(key), self.locks.hold("CreateVolume", volume=volume_key(volume)):
+            gid, created, filling = self._create_or_replay(api, name, volume, size, template, tags)
+            if luks and filling and key is not None:
+                try:
+                    self._format(pool, gid, key, host_id)
+                except errors.SpcsError:
+                    if created:
+                        api.volume_delete(f"~{gid}")
+                    raise
+                api.volume_update(f"~{gid}", tags={names.FILLING_TAG: ""})
         # The reply is what StorPool was told, the same for a replay: no read-back, which is
         # one API round trip less per create.
         reply = types_pb2.Volume()
@@ -139,6 +133,57 @@ class Volumes:
         reply.path, reply.global_id, reply.sp_template = names.byid_path(gid), gid, template
         reply.store.primary.pool_uuid, reply.format = pool.uuid, types_pb2.IMAGE_FORMAT_RAW
         return reply
+
+    def _create_or_replay(
+        self,
+        api: StorPoolClient,
+        name: str,
+        volume: types_pb2.Volume,
+        size: int,
+        template: str,
+        tags: dict[str, str],
+    ) -> tuple[str, bool, bool]:
+        """(global id, created by this call, still being filled)."""
+        try:
+            gid = api.volume_create(
+                name=name, size=size, template=template, tags=tags, **limits(volume)
+            )
+        except errors.AlreadyExists:
+            # a replay: the volume must be the one asked for (size, placement, limits)
+            obj = api.volume(name)
+            wanted = limits(volume)
+            have = (obj.size, obj.template, obj.iops, obj.bw)
+            asked = (size, template, wanted.get("iops"), wanted.get("bw"))
+            if have != asked:
+                raise errors.AlreadyExists(
+                    f"volume {volume.uuid} already exists as {obj.ref} with (size, template, "
+                    f"iops, bw) {have}, not {asked}; resize it or change its offering, or "
+                    "use another uuid"
+                ) from None
+            return obj.global_id, False, bool(obj.tags.get(names.FILLING_TAG))
+        log.info("volume %s is ~%s (%d bytes, template %s)", volume.uuid, gid, size, template)
+        return gid, True, True
+
+    def _format(self, pool: PoolRecord, gid: str, key: Passphrase, host_id: str) -> None:
+        """Have a node write the LUKS header (the preferred host, else any that answers)."""
+        path = names.byid_path(gid)
+        request = node_pb2.FormatVolumeRequest(
+            volume_path=path, encryption=encryption.for_node(key)
+        )
+        failure: errors.SpcsError | None = None
+        try:
+            for node in self.nodes.candidates(pool, host_id):
+                try:
+                    self.nodes.command(
+                        node.host_id, f"format {path}", lambda s: s.FormatVolume, request
+                    )
+                    return
+                except (errors.Unavailable, errors.ResourceExhausted) as error:
+                    failure = error
+        finally:
+            request.encryption.ClearField("passphrase")
+        assert failure is not None  # candidates() is never empty
+        raise failure
 
     def clone(
         self, pool: PoolRecord, volume: types_pb2.Volume, parent: StorPoolSnapshot
@@ -149,6 +194,10 @@ class Volumes:
         api = self.pools.api(pool)
         template, tags = self._tags(pool, volume)
         size = max(volume.size_bytes, parent.size)
+        if names.is_encrypted(parent.tags):
+            # the clone holds the parent's LUKS header: the guest's size is past it
+            size = max(encryption.storpool_size(volume.size_bytes), parent.size)
+            tags.update(encryption.TAGS)
         name = names.volume_name(volume.uuid)
         try:
             gid = api.volume_create(
@@ -164,7 +213,13 @@ class Volumes:
             return self._created(api, name, volume, size, parent.name)
 
     def create_for_copy(
-        self, pool: PoolRecord, volume: types_pb2.Volume, size: int, operation_id: str
+        self,
+        pool: PoolRecord,
+        volume: types_pb2.Volume,
+        size: int,
+        operation_id: str,
+        *,
+        encrypted: bool = False,
     ) -> tuple[StorPoolVolume, bool]:
         """An empty volume that a node will fill (volume from secondary storage), tagged as
         being filled by `operation_id`; (volume, whether this call created it). A volume of
@@ -173,6 +228,8 @@ class Volumes:
         api = self.pools.api(pool)
         template, tags = self._tags(pool, volume)
         tags[names.FILLING_TAG] = operation_id
+        if encrypted:
+            tags.update(encryption.TAGS)
         name = names.volume_name(volume.uuid)
         try:
             gid = api.volume_create(
@@ -194,7 +251,8 @@ class Volumes:
             return False, self._backup_of(api, pool, volume)
         with self.locks.hold("DeleteVolume", volume=holds.storpool_object(obj.global_id)):
             backup = None
-            if pool.delete_after:
+            # as the Java plugin: no delay-delete backup of an encrypted volume
+            if pool.delete_after and not encryption.encrypted(volume, obj):
                 backup = self._delay_delete_backup(api, pool, obj, volume)
             deleted = api.volume_delete(obj.ref)
         log.info(
@@ -255,15 +313,18 @@ class Volumes:
         volume = request.volume
         obj = objects.require_volume(api, volume)
         with self.locks.hold("ResizeVolume", volume=holds.storpool_object(obj.global_id)):
+            # sizes are the guest's; an encrypted volume keeps its LUKS header before them
+            luks = encryption.encrypted(volume, obj)
+            header = encryption.storpool_size(0) if luks else 0
             new = request.new_size_bytes
-            if new < obj.size and not request.shrink_ok:
+            if new < obj.size - header and not request.shrink_ok:
                 raise errors.OutOfRange(
-                    f"volume {obj.ref} is {obj.size} bytes; shrinking it to {new} loses the data "
-                    "past the new end and needs shrink_ok"
+                    f"volume {obj.ref} is {obj.size - header} bytes; shrinking it to {new} loses "
+                    "the data past the new end and needs shrink_ok"
                 )
             changes: dict[str, Any] = {
-                "size": new,
-                "shrinkOk": True if new < obj.size else None,
+                "size": new + header,
+                "shrinkOk": True if new + header < obj.size else None,
                 "iops": volume.max_iops or UNLIMITED,
             }
             if volume.qos_class or volume.sp_template:
@@ -271,7 +332,7 @@ class Volumes:
                 changes["template"] = template
                 changes["tags"] = extra or None
             api.volume_update(obj.ref, **changes)
-            if request.host_id and new != obj.size:
+            if request.host_id and new + header != obj.size:
                 self._notify_or_roll_back(api, obj, request)
             return objects.volume_message(api.volume(obj.ref), pool.uuid, volume.uuid)
 

@@ -79,7 +79,7 @@ def build_domain(settings: NodeSettings, api: StorPoolClient) -> NodeDomain:
     )
     stores = SecondaryStorage(settings.mount_root, settings.secondary_stores)
     journal = WriteJournal(db)
-    commands = AgentCommands(adaptor, stores, registry, journal)
+    commands = AgentCommands(adaptor, stores, registry, journal, settings.luks_iter_time_ms)
     # SP_CLUSTER_ID, else asked of StorPool
     cluster_id = ClusterId(settings.storpool.cluster_id, api.for_probes())
     return NodeDomain(api, db, locks, registry, adaptor, stores, journal, commands, cluster_id)

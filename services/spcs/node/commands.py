@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,8 +24,9 @@ from google.longrunning import operations_pb2
 from google.protobuf.message import Message
 
 from spcs import datamover
-from spcs.common import errors, holds
+from spcs.common import errors, holds, secrets
 from spcs.common.operations import JobContext, OperationRegistry, Runner, fingerprint
+from spcs.common.secrets import LUKS_HEADER_BYTES, Passphrase
 from spcs.node import mover, template_properties
 from spcs.node.adaptor import Adaptor
 from spcs.node.partials import WriteJournal, partials_of
@@ -45,6 +47,8 @@ COMPRESSIONS: dict[types_pb2.Compression.ValueType, datamover.Compression] = {
 }
 IMAGE_SUFFIXES = (".qcow2", ".raw", ".img")
 SECTOR = 512
+LUKS_MAGIC = b"LUKS\xba\xbe"
+DEFAULT_ITER_TIME_MS = 2000  # PBKDF2 time per LUKS key slot, as cryptsetup and qemu
 
 # The requests of the commands that run as jobs.
 JobRequest = (
@@ -53,6 +57,7 @@ JobRequest = (
     | node_pb2.NodeBackupSnapshotRequest
     | node_pb2.CopyVolumeToSecondaryRequest
     | node_pb2.BackupTemplateRequest
+    | node_pb2.EncryptVolumeRequest
 )
 _Request = TypeVar("_Request", bound=Message)
 
@@ -89,6 +94,45 @@ def remove_stale_partials(target: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def take_key(encryption: node_pb2.Encryption, field: str) -> Passphrase | None:
+    """The passphrase of an `Encryption` (moved out of the request); None when it is unset."""
+    if not encryption.format and not encryption.passphrase:
+        return None
+    if encryption.format != types_pb2.ENCRYPTION_FORMAT_LUKS:
+        raise errors.InvalidArgument(f"{field}.format must be ENCRYPTION_FORMAT_LUKS")
+    key = secrets.take(encryption, "passphrase")
+    if key is None:
+        raise errors.InvalidArgument(f"{field}.passphrase is required with LUKS encryption")
+    return key
+
+
+def is_luks(path: Path) -> bool:
+    """Whether the file starts with a LUKS header (a raw file is read as LUKS only then)."""
+    with path.open("rb") as handle:
+        return handle.read(len(LUKS_MAGIC)) == LUKS_MAGIC
+
+
+def _settled(keys: mover.Keys, info: datamover.ImageInfo, what: str) -> mover.Keys:
+    """The keys of a copy into a volume once the image is known: a plain image needs none
+    to read; an encrypted one needs its passphrase and stays encrypted on the volume."""
+    if info.encryption and keys.source is None:
+        raise errors.FailedPrecondition(
+            f"{what}: the image is encrypted ({info.encryption}); pass its passphrase "
+            "(source_passphrase)"
+        )
+    if not info.encryption:
+        return replace(keys, source=None)
+    if keys.target is None:
+        return replace(keys, target=keys.source)  # never decrypted on the way in
+    return keys
+
+
+def _encryption_enum(encrypted: bool) -> types_pb2.EncryptionFormat.ValueType:
+    if encrypted:
+        return types_pb2.ENCRYPTION_FORMAT_LUKS
+    return types_pb2.ENCRYPTION_FORMAT_UNSPECIFIED
+
+
 def file_md5(path: Path) -> str:
     """The checksum CloudStack records for template files (plain hex = MD5)."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -115,11 +159,13 @@ class AgentCommands:
         stores: SecondaryStorage,
         registry: OperationRegistry,
         journal: WriteJournal,
+        iter_time_ms: int = DEFAULT_ITER_TIME_MS,
     ) -> None:
         self.adaptor = adaptor
         self.stores = stores
         self.registry = registry
         self.journal = journal
+        self.iter_time_ms = iter_time_ms
         self._uses_guard = threading.Lock()
         self._uses: dict[str, _Use] = {}
 
@@ -210,6 +256,7 @@ class AgentCommands:
                     request.target_is_zero,
                     # a template's volume becomes exactly the image's size (it may shrink)
                     resize="exact" if request.resize_to_virtual_size else "",
+                    keys=mover.Keys(),
                 )
 
         return self._start(
@@ -222,14 +269,27 @@ class AgentCommands:
         volume = self.adaptor.lookup(
             request.destination_path, node_pb2.DISK_KIND_VOLUME, "destination_path"
         )
+        source_key = secrets.take(request, "source_passphrase")
+        target_key = take_key(request.encryption, "encryption")
 
         def run(ctx: JobContext) -> node_pb2.DownloadResult:
-            with self.stores.open(request.source.url) as store:
+            with (
+                secrets.held(source_key, target_key),
+                self.stores.open(request.source.url) as store,
+            ):
                 image = store.resolve(request.source_path, "source_path")
                 if not image.is_file():
                     raise errors.NotFound(
                         f"{request.source_path} does not exist in {request.source.url}"
                     )
+                keys = mover.Keys(
+                    source_key,
+                    target_key,
+                    source_luks=source_key is not None
+                    and request.source_format != types_pb2.IMAGE_FORMAT_QCOW2
+                    and is_luks(image),
+                    iter_time_ms=self.iter_time_ms,
+                )
                 return self._download(
                     ctx,
                     store,
@@ -239,6 +299,7 @@ class AgentCommands:
                     request.target_is_zero,
                     # a volume keeps its (offering) size when the image is smaller
                     resize="grow" if request.resize_to_virtual_size else "",
+                    keys=keys,
                 )
 
         return self._start(
@@ -281,15 +342,22 @@ class AgentCommands:
         volume: StorPoolObject,
         target_is_zero: bool,
         resize: str,
+        keys: mover.Keys,
     ) -> node_pb2.DownloadResult:
         """Copy an image into a volume; `resize` is "" (the volume must fit), "grow" or
-        "exact" (set to the image's virtual size). Backing files must be in the same store."""
+        "exact" (set to the image's virtual size; a LUKS header more when `keys.target`
+        encrypts it). Backing files must be in the same store."""
         what = f"copy {image.name} into {volume.ref}"
         ctx.stage("inspecting image")
         confine = store.root.resolve()
-        info = mover.image_info(image, what, confine_to=confine)
+        info = mover.image_info(
+            image, what, confine_to=confine, src_format="luks" if keys.source_luks else None
+        )
+        keys = _settled(keys, info, what)
         fmt = FORMATS.get(source_format) or info.format
         needed = _round_up(info.virtual_size)
+        if keys.target is not None:
+            needed += LUKS_HEADER_BYTES
         size = volume.size
         if size < needed and not resize:
             raise errors.OutOfRange(
@@ -310,12 +378,14 @@ class AgentCommands:
                 dst_format="raw",
                 target_is_zero=target_is_zero,
                 confine_to=confine,
+                keys=keys,
             )
         return node_pb2.DownloadResult(
             destination_path=names.byid_path(volume.global_id),
             virtual_size_bytes=info.virtual_size,
             bytes_written=stats.bytes_written,
             volume_size_bytes=size,
+            encryption_format=_encryption_enum(keys.target is not None),
         )
 
     # ---- StorPool → secondary ------------------------------------------------------------
@@ -330,10 +400,13 @@ class AgentCommands:
         )
         fmt = output_format(request.format)
         algorithm = compression(fmt, request.compression)
+        keys = self._export_keys(request.encryption, algorithm)
 
         def run(ctx: JobContext) -> node_pb2.BackupResult:
-            with self.stores.open(request.destination.url) as store:
-                return self._export(ctx, snapshot, store, request.destination_path, fmt, algorithm)
+            with secrets.held(keys.source), self.stores.open(request.destination.url) as store:
+                return self._export(
+                    ctx, snapshot, store, request.destination_path, fmt, algorithm, keys
+                )
 
         return self._start(
             request,
@@ -352,11 +425,12 @@ class AgentCommands:
         source = self.adaptor.lookup(request.source.path, request.source.kind, "source.path")
         fmt = output_format(request.format)
         algorithm = compression(fmt, request.compression)
+        keys = self._export_keys(request.encryption, algorithm)
         relative = f"{request.destination_dir.rstrip('/')}/{request.volume_uuid}.{fmt}"
 
         def run(ctx: JobContext) -> node_pb2.BackupResult:
-            with self.stores.open(request.destination.url) as store:
-                return self._export(ctx, source, store, relative, fmt, algorithm)
+            with secrets.held(keys.source), self.stores.open(request.destination.url) as store:
+                return self._export(ctx, source, store, relative, fmt, algorithm, keys)
 
         return self._start(
             request,
@@ -366,6 +440,21 @@ class AgentCommands:
             source=self._device(source),
             destination=holds.secondary_file(request.destination.url, relative),
         )
+
+    def _export_keys(
+        self, encryption: node_pb2.Encryption, algorithm: datamover.Compression | None
+    ) -> mover.Keys:
+        """An encrypted source stays encrypted on secondary storage, with its passphrase."""
+        key = take_key(encryption, "encryption")
+        if key is None:
+            return mover.Keys()
+        if algorithm is not None:
+            key.wipe()
+            raise errors.InvalidArgument(
+                "an encrypted backup cannot be compressed (QCOW2 encryption and compression "
+                "exclude each other); ask for COMPRESSION_NONE"
+            )
+        return mover.Keys(key, key, source_luks=True, iter_time_ms=self.iter_time_ms)
 
     def _target(self, store: Store, relative: str) -> Path:
         """The destination file inside the store, its directory created."""
@@ -385,10 +474,11 @@ class AgentCommands:
         relative: str,
         fmt: datamover.Format,
         algorithm: datamover.Compression | None,
+        keys: mover.Keys,
     ) -> node_pb2.BackupResult:
         target = self._target(store, relative)
         with self.journal.writing(ctx.operation_id, store.url, relative, target):
-            return self._export_to(ctx, source, store, relative, target, fmt, algorithm)
+            return self._export_to(ctx, source, store, relative, target, fmt, algorithm, keys)
 
     def _export_to(
         self,
@@ -399,8 +489,10 @@ class AgentCommands:
         target: Path,
         fmt: datamover.Format,
         algorithm: datamover.Compression | None,
+        keys: mover.Keys | None = None,
     ) -> node_pb2.BackupResult:
         remove_stale_partials(target)
+        keys = keys or mover.Keys()
         with self._attached(ctx, source, read_only=True) as device:
             stats = mover.copy(
                 ctx,
@@ -411,6 +503,7 @@ class AgentCommands:
                 dst_format=fmt,
                 compression=algorithm,
                 overwrite=True,
+                keys=keys,
             )
         return node_pb2.BackupResult(
             path=relative,
@@ -418,6 +511,7 @@ class AgentCommands:
             virtual_size_bytes=stats.virtual_size,
             physical_size_bytes=target.stat().st_size,
             bytes_written=stats.bytes_written,
+            encryption_format=_encryption_enum(keys.target is not None),
         )
 
     def backup_template(self, request: node_pb2.BackupTemplateRequest) -> operations_pb2.Operation:
@@ -469,6 +563,104 @@ class AgentCommands:
             run,
             source=self._device(source),
             destination=holds.secondary_file(request.destination.url, relative),
+        )
+
+    # ---- encryption (StorPoolSetVolumeEncryptionCommand) ------------------------------------
+
+    def format_volume(self, request: node_pb2.FormatVolumeRequest) -> node_pb2.FormatVolumeResponse:
+        """Write a LUKS header on a volume (a new DATA volume: its payload is not touched).
+        Runs as a job of this node (its holds, its slot, attach and detach), waits for it and
+        forgets it."""
+        key = take_key(request.encryption, "encryption")
+        with secrets.held(key):
+            if key is None:
+                raise errors.InvalidArgument("encryption is required: LUKS and the passphrase")
+            volume = self.adaptor.lookup(
+                request.volume_path, node_pb2.DISK_KIND_VOLUME, "volume_path"
+            )
+            if volume.size <= LUKS_HEADER_BYTES:
+                raise errors.OutOfRange(
+                    f"volume {volume.ref} is {volume.size} bytes: a LUKS volume needs more than "
+                    f"its {LUKS_HEADER_BYTES}-byte header; grow it first"
+                )
+
+            def run(ctx: JobContext) -> node_pb2.FormatVolumeResponse:
+                with self._attached(ctx, volume, read_only=False) as device:
+                    ctx.stage("writing the LUKS header")
+                    try:
+                        luks_uuid = datamover.luks_format(
+                            str(device), key.value, iter_time_ms=self.iter_time_ms
+                        )
+                    except datamover.DataMoverError as error:
+                        raise mover.translate(error, f"format {volume.ref} as LUKS") from None
+                return node_pb2.FormatVolumeResponse(
+                    volume_path=names.byid_path(volume.global_id),
+                    luks_uuid=luks_uuid,
+                    payload_offset_bytes=LUKS_HEADER_BYTES,
+                )
+
+            # every call formats anew (its own job): a retry must not meet an older answer
+            job_id = f"format-{volume.global_id}-{uuid.uuid4().hex[:12]}"
+            op = self.registry.start(
+                job_id,
+                kind="spcs.v1.AgentCommands/FormatVolume",
+                fingerprint=job_id,
+                target=volume.ref,
+                runner=run,
+                holds=holds.holds("FormatVolume", destination=self._device(volume)),
+            )
+            done = self.registry.wait(op.name, None)
+            if done.done:
+                self.registry.delete(op.name)  # the answer is this call's: no record stays
+        if done.HasField("error"):
+            raise errors.from_status(
+                errors.code_of(done.error.code), done.error.message, errors.reason_of(done.error)
+            )
+        result = node_pb2.FormatVolumeResponse()
+        done.response.Unpack(result)
+        return result
+
+    def encrypt_volume(self, request: node_pb2.EncryptVolumeRequest) -> operations_pb2.Operation:
+        """A plain StorPool snapshot (a cached template) written encrypted into a volume."""
+        key = take_key(request.encryption, "encryption")
+        if key is None:
+            raise errors.InvalidArgument("encryption is required: LUKS and the passphrase")
+        source = self.adaptor.lookup(request.source.path, request.source.kind, "source.path")
+        volume = self.adaptor.lookup(
+            request.destination_path, node_pb2.DISK_KIND_VOLUME, "destination_path"
+        )
+        keys = mover.Keys(target=key, iter_time_ms=self.iter_time_ms)
+
+        def run(ctx: JobContext) -> node_pb2.DownloadResult:
+            with (
+                secrets.held(key),
+                self._attached(ctx, source, read_only=True) as src,
+                self._attached(ctx, volume, read_only=False) as dst,
+            ):
+                stats = mover.copy(
+                    ctx,
+                    src,
+                    dst,
+                    what=f"encrypt {source.ref} into {volume.ref}",
+                    src_format="raw",
+                    dst_format="raw",
+                    keys=keys,
+                )
+            return node_pb2.DownloadResult(
+                destination_path=names.byid_path(volume.global_id),
+                virtual_size_bytes=stats.virtual_size,
+                bytes_written=stats.bytes_written,
+                volume_size_bytes=volume.size,
+                encryption_format=types_pb2.ENCRYPTION_FORMAT_LUKS,
+            )
+
+        return self._start(
+            request,
+            "EncryptVolume",
+            volume.ref,
+            run,
+            source=self._device(source),
+            destination=self._device(volume),
         )
 
 

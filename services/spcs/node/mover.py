@@ -9,19 +9,37 @@ mover wrote (it names the file and offset) and what the caller can do.
 from __future__ import annotations
 
 import errno as errno_codes
+from dataclasses import dataclass
 from pathlib import Path
 
 from spcs import datamover
 from spcs.common import errors
 from spcs.common.operations import JobContext
+from spcs.common.secrets import Passphrase
 
 POLL_SECONDS = 0.2  # how often a running copy's progress reaches its operation
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The passphrases of a copy: `source` unlocks an encrypted source (a raw LUKS volume when
+    `source_luks`, else a LUKS-encrypted QCOW2); `target` encrypts the output (raw output
+    becomes a LUKS volume, QCOW2 output a LUKS-encrypted QCOW2)."""
+
+    source: Passphrase | None = None
+    target: Passphrase | None = None
+    source_luks: bool = False
+    iter_time_ms: int = 2000
 
 
 def translate(error: datamover.DataMoverError, what: str) -> errors.SpcsError:
     """The domain error for a data-mover failure while doing `what`."""
     detail = str(error)
     partial = " (the target holds partial data; rerun the copy)" if error.target_partial else ""
+    if isinstance(error, datamover.BadPassphrase):
+        return errors.InvalidArgument(
+            f"{what}: {detail}; pass the passphrase the volume was encrypted with"
+        )
     if isinstance(error, datamover.Cancelled):
         return errors.Cancelled(f"{what} was cancelled{partial}")
     if isinstance(error, datamover.NoSpace) or error.errno in (
@@ -46,10 +64,16 @@ def translate(error: datamover.DataMoverError, what: str) -> errors.SpcsError:
     return errors.Internal(f"{what}: {detail}{partial}")
 
 
-def image_info(path: Path, what: str, *, confine_to: Path | None = None) -> datamover.ImageInfo:
+def image_info(
+    path: Path,
+    what: str,
+    *,
+    confine_to: Path | None = None,
+    src_format: datamover.Format | None = None,
+) -> datamover.ImageInfo:
     """Describe `path`; with `confine_to`, its whole backing chain must lie in that directory."""
     try:
-        return datamover.info(str(path), confine_to=confine_to)
+        return datamover.info(str(path), confine_to=confine_to, src_format=src_format)
     except datamover.DataMoverError as error:
         raise translate(error, what) from None
     except ValueError as error:
@@ -68,6 +92,7 @@ def copy(
     target_is_zero: bool = False,
     overwrite: bool = False,
     confine_to: Path | None = None,
+    keys: Keys | None = None,
 ) -> datamover.ConvertStats:
     """Copy with the data mover, reporting progress to `ctx`; cancel with the operation.
 
@@ -77,16 +102,24 @@ def copy(
     """
     ctx.check_cancelled()
     ctx.stage("copying")
+    keys = keys or Keys()
+    if keys.source is not None and keys.source_luks:
+        src_format = "luks"
+    encrypted = keys.target is not None
     try:
         job = datamover.start_convert(
             str(src),
             str(dst),
             src_format=src_format,
-            dst_format=dst_format,
+            dst_format="luks" if encrypted and dst_format == "raw" else dst_format,
             compression=compression,
             target_is_zero=target_is_zero,
             overwrite=overwrite,
             confine_to=confine_to,
+            encryption="luks" if encrypted and dst_format == "qcow2" else None,
+            passphrase=keys.target.value if keys.target is not None else None,
+            src_passphrase=keys.source.value if keys.source is not None else None,
+            iter_time_ms=keys.iter_time_ms,
         )
     except datamover.DataMoverError as error:
         raise translate(error, what) from None

@@ -121,6 +121,30 @@ class AgentCommandsServicer(node_pb2_grpc.AgentCommandsServicer):
     ) -> operations_pb2.Operation:
         return self._commands.download_volume(request)
 
+    @rpc(
+        required=("volume_path", "encryption.format", "encryption.passphrase"),
+        holds="FormatVolume",
+    )
+    def FormatVolume(
+        self, request: node_pb2.FormatVolumeRequest, context: grpc.ServicerContext
+    ) -> node_pb2.FormatVolumeResponse:
+        return self._commands.format_volume(request)
+
+    @rpc(
+        key=_OP,
+        required=(
+            "source.path",
+            "destination_path",
+            "encryption.format",
+            "encryption.passphrase",
+        ),
+        holds="EncryptVolume",
+    )
+    def EncryptVolume(
+        self, request: node_pb2.EncryptVolumeRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        return self._commands.encrypt_volume(request)
+
     @rpc(required=("vm_name", "path", "new_size_bytes"))
     def ResizeNotify(
         self, request: node_pb2.ResizeNotifyRequest, context: grpc.ServicerContext

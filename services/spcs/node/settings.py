@@ -26,12 +26,20 @@ from spcs.node.targets import Target, check_targets, parse_management
 from spcs.storpool import conf as storpool_conf
 
 DEFAULT_LISTEN = "127.0.0.1:9711"
+MAX_ITER_TIME_MS = 60_000  # the data mover's limit (datamover/src/crypt/luks1.rs)
 
 
 def _host_id(value: str) -> str:
     if not value or not UUID_LIKE.match(value):
         raise ValueError(f"{value!r} is not a valid host id (A-Z a-z 0-9 . _ : -)")
     return value
+
+
+def _iter_time(value: str) -> int:
+    number = positive_int(value)
+    if number > MAX_ITER_TIME_MS:
+        raise ValueError(f"{number} ms is more than {MAX_ITER_TIME_MS} ms")
+    return number
 
 
 def _address(value: str) -> str:
@@ -130,6 +138,14 @@ OPTIONS: tuple[Option, ...] = (
         parse=positive_int,
         metavar="N",
     ),
+    Option(
+        "luks_iter_time_ms",
+        "PBKDF2 time per LUKS key slot of the encrypted volumes this node writes, in ms "
+        "(cryptsetup's --iter-time; at most 60000)",
+        default="2000",
+        parse=_iter_time,
+        metavar="MS",
+    ),
     *SERVER_OPTIONS,
 )
 
@@ -150,6 +166,7 @@ class NodeSettings:
     device_wait_seconds: float
     detach_attempts: int
     max_copies: int
+    luks_iter_time_ms: int
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NodeSettings:
@@ -183,6 +200,7 @@ class NodeSettings:
             device_wait_seconds=values["device_wait_seconds"],
             detach_attempts=values["detach_attempts"],
             max_copies=values["max_copies"],
+            luks_iter_time_ms=values["luks_iter_time_ms"],
         )
 
     def advertised_address(self, port: int) -> str:

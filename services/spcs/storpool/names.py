@@ -43,6 +43,15 @@ FILLING_TAG = "spcs-filling"
 # On a temporary object a job makes for itself (a download volume, a point-in-time snapshot):
 # the job's operation id, so a sweep removes it only once that operation runs nowhere.
 OPERATION_TAG = "spcs-op"
+# On a LUKS-encrypted volume and the snapshots spcs takes of it: "luks". Clones and copies of
+# them carry it too; objects the Java plugin encrypted lack it (the caller says so).
+ENCRYPTION_TAG = "spcs-enc"
+LUKS = "luks"
+
+
+def is_encrypted(tags: Mapping[str, str]) -> bool:
+    return tags.get(ENCRYPTION_TAG) == LUKS
+
 
 _PREFIX = "cs"
 

@@ -91,23 +91,31 @@ class CreateVolumeRequest(_message.Message):
 
     POOL_FIELD_NUMBER: _builtins.int
     VOLUME_FIELD_NUMBER: _builtins.int
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    """OPTIONAL. Encrypted volumes: the host whose node writes the header; empty = any healthy
+    node connected to the pool.
+    """
     @_builtins.property
     def pool(self) -> _types_pb2.PrimaryStore:
         """REQUIRED."""
 
     @_builtins.property
     def volume(self) -> _types_pb2.Volume:
-        """REQUIRED: uuid, size_bytes. OPTIONAL: everything else of Volume that is not OUTPUT."""
+        """REQUIRED: uuid, size_bytes. OPTIONAL: everything else of Volume that is not OUTPUT
+        (encryption_format LUKS needs the passphrase).
+        """
 
     def __init__(
         self,
         *,
         pool: _types_pb2.PrimaryStore | None = ...,
         volume: _types_pb2.Volume | None = ...,
+        host_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool", "volume", b"volume"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool", b"pool", "volume", b"volume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "pool", b"pool", "volume", b"volume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -141,6 +141,9 @@ class PrimaryDataStoreDriverServicer:
     def CreateVolume(self, request, context):
         """createAsync(VOLUME): DATA volume or ROOT from ISO (an empty volume). Idempotent by
         volume.uuid: a replay returns the same volume; a replay with another size → ALREADY_EXISTS.
+        An encrypted volume (encryption_format LUKS, with its passphrase) is created 2 MiB larger
+        and a node writes its LUKS header (cryptsetup luksFormat); until that is done the volume
+        is tagged as being filled and a replay formats it again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

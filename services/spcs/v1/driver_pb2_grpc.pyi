@@ -43,6 +43,9 @@ class PrimaryDataStoreDriverStub:
     CreateVolume: _grpc.UnaryUnaryMultiCallable[_driver_pb2.CreateVolumeRequest, _types_pb2.Volume]
     """createAsync(VOLUME): DATA volume or ROOT from ISO (an empty volume). Idempotent by
     volume.uuid: a replay returns the same volume; a replay with another size → ALREADY_EXISTS.
+    An encrypted volume (encryption_format LUKS, with its passphrase) is created 2 MiB larger
+    and a node writes its LUKS header (cryptsetup luksFormat); until that is done the volume
+    is tagged as being filled and a replay formats it again.
     """
     DeleteData: _grpc.UnaryUnaryMultiCallable[_driver_pb2.DeleteDataRequest, _driver_pb2.DeleteDataResponse]
     """deleteAsync: volume (force-detached everywhere first), snapshot or cached template on
@@ -100,6 +103,9 @@ class PrimaryDataStoreDriverAsyncStub(PrimaryDataStoreDriverStub):
     CreateVolume: _aio.UnaryUnaryMultiCallable[_driver_pb2.CreateVolumeRequest, _types_pb2.Volume]  # type: ignore[assignment]
     """createAsync(VOLUME): DATA volume or ROOT from ISO (an empty volume). Idempotent by
     volume.uuid: a replay returns the same volume; a replay with another size → ALREADY_EXISTS.
+    An encrypted volume (encryption_format LUKS, with its passphrase) is created 2 MiB larger
+    and a node writes its LUKS header (cryptsetup luksFormat); until that is done the volume
+    is tagged as being filled and a replay formats it again.
     """
     DeleteData: _aio.UnaryUnaryMultiCallable[_driver_pb2.DeleteDataRequest, _driver_pb2.DeleteDataResponse]  # type: ignore[assignment]
     """deleteAsync: volume (force-detached everywhere first), snapshot or cached template on
@@ -166,6 +172,9 @@ class PrimaryDataStoreDriverServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_types_pb2.Volume, _abc.Awaitable[_types_pb2.Volume]]:
         """createAsync(VOLUME): DATA volume or ROOT from ISO (an empty volume). Idempotent by
         volume.uuid: a replay returns the same volume; a replay with another size → ALREADY_EXISTS.
+        An encrypted volume (encryption_format LUKS, with its passphrase) is created 2 MiB larger
+        and a node writes its LUKS header (cryptsetup luksFormat); until that is done the volume
+        is tagged as being filled and a replay formats it again.
         """
 
     @_abc_1.abstractmethod

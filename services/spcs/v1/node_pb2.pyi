@@ -485,6 +485,7 @@ class DownloadResult(_message.Message):
     VIRTUAL_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     BYTES_WRITTEN_FIELD_NUMBER: _builtins.int
     VOLUME_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_FORMAT_FIELD_NUMBER: _builtins.int
     destination_path: _builtins.str
     """The volume written: /dev/storpool-byid/<globalId>."""
     virtual_size_bytes: _builtins.int
@@ -493,6 +494,8 @@ class DownloadResult(_message.Message):
     """Bytes the data mover wrote (zero regions skipped on a zeroed volume are not counted)."""
     volume_size_bytes: _builtins.int
     """Volume size after the copy."""
+    encryption_format: _types_pb2.EncryptionFormat.ValueType
+    """LUKS when the volume was written encrypted."""
     def __init__(
         self,
         *,
@@ -500,10 +503,11 @@ class DownloadResult(_message.Message):
         virtual_size_bytes: _builtins.int = ...,
         bytes_written: _builtins.int = ...,
         volume_size_bytes: _builtins.int = ...,
+        encryption_format: _types_pb2.EncryptionFormat.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_written", b"bytes_written", "destination_path", b"destination_path", "virtual_size_bytes", b"virtual_size_bytes", "volume_size_bytes", b"volume_size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_written", b"bytes_written", "destination_path", b"destination_path", "encryption_format", b"encryption_format", "virtual_size_bytes", b"virtual_size_bytes", "volume_size_bytes", b"volume_size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -519,6 +523,7 @@ class NodeBackupSnapshotRequest(_message.Message):
     DESTINATION_PATH_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     COMPRESSION_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_FIELD_NUMBER: _builtins.int
     operation_id: _builtins.str
     """REQUIRED."""
     snapshot_path: _builtins.str
@@ -533,6 +538,13 @@ class NodeBackupSnapshotRequest(_message.Message):
     def destination(self) -> _types_pb2.SecondaryStore:
         """REQUIRED."""
 
+    @_builtins.property
+    def encryption(self) -> Global___Encryption:
+        """OPTIONAL. The snapshot holds a LUKS volume: it is read with the passphrase and the file
+        is written encrypted with it (QCOW2 with encrypt.format=luks, or a raw LUKS file);
+        compression cannot be combined with it.
+        """
+
     def __init__(
         self,
         *,
@@ -542,14 +554,41 @@ class NodeBackupSnapshotRequest(_message.Message):
         destination_path: _builtins.str = ...,
         format: _types_pb2.ImageFormat.ValueType = ...,
         compression: _types_pb2.Compression.ValueType = ...,
+        encryption: Global___Encryption | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "encryption", b"encryption"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compression", b"compression", "destination", b"destination", "destination_path", b"destination_path", "format", b"format", "operation_id", b"operation_id", "snapshot_path", b"snapshot_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compression", b"compression", "destination", b"destination", "destination_path", b"destination_path", "encryption", b"encryption", "format", b"format", "operation_id", b"operation_id", "snapshot_path", b"snapshot_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NodeBackupSnapshotRequest: _TypeAlias = NodeBackupSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class Encryption(_message.Message):
+    """A LUKS volume's encryption, on a request that reads or writes its data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    PASSPHRASE_FIELD_NUMBER: _builtins.int
+    format: _types_pb2.EncryptionFormat.ValueType
+    """REQUIRED. LUKS."""
+    passphrase: _builtins.bytes
+    """REQUIRED. The passphrase. Never logged, stored or echoed."""
+    def __init__(
+        self,
+        *,
+        format: _types_pb2.EncryptionFormat.ValueType = ...,
+        passphrase: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "passphrase", b"passphrase"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Encryption: _TypeAlias = Encryption  # noqa: Y015
 
 @_typing.final
 class BackupResult(_message.Message):
@@ -562,6 +601,7 @@ class BackupResult(_message.Message):
     VIRTUAL_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     PHYSICAL_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     BYTES_WRITTEN_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_FORMAT_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """File path relative to the store root."""
     format: _types_pb2.ImageFormat.ValueType
@@ -572,6 +612,8 @@ class BackupResult(_message.Message):
     """Size of the file on secondary storage."""
     bytes_written: _builtins.int
     """Bytes the data mover wrote (image metadata included)."""
+    encryption_format: _types_pb2.EncryptionFormat.ValueType
+    """LUKS when the file is encrypted."""
     def __init__(
         self,
         *,
@@ -580,10 +622,11 @@ class BackupResult(_message.Message):
         virtual_size_bytes: _builtins.int = ...,
         physical_size_bytes: _builtins.int = ...,
         bytes_written: _builtins.int = ...,
+        encryption_format: _types_pb2.EncryptionFormat.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_written", b"bytes_written", "format", b"format", "path", b"path", "physical_size_bytes", b"physical_size_bytes", "virtual_size_bytes", b"virtual_size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_written", b"bytes_written", "encryption_format", b"encryption_format", "format", b"format", "path", b"path", "physical_size_bytes", b"physical_size_bytes", "virtual_size_bytes", b"virtual_size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -694,6 +737,7 @@ class CopyVolumeToSecondaryRequest(_message.Message):
     DESTINATION_DIR_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     COMPRESSION_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_FIELD_NUMBER: _builtins.int
     operation_id: _builtins.str
     """REQUIRED."""
     volume_uuid: _builtins.str
@@ -714,6 +758,10 @@ class CopyVolumeToSecondaryRequest(_message.Message):
     def destination(self) -> _types_pb2.SecondaryStore:
         """REQUIRED."""
 
+    @_builtins.property
+    def encryption(self) -> Global___Encryption:
+        """OPTIONAL. The source is a LUKS volume: written encrypted, as BackupSnapshot does."""
+
     def __init__(
         self,
         *,
@@ -724,10 +772,11 @@ class CopyVolumeToSecondaryRequest(_message.Message):
         destination_dir: _builtins.str = ...,
         format: _types_pb2.ImageFormat.ValueType = ...,
         compression: _types_pb2.Compression.ValueType = ...,
+        encryption: Global___Encryption | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "encryption", b"encryption", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compression", b"compression", "destination", b"destination", "destination_dir", b"destination_dir", "format", b"format", "operation_id", b"operation_id", "source", b"source", "volume_uuid", b"volume_uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compression", b"compression", "destination", b"destination", "destination_dir", b"destination_dir", "encryption", b"encryption", "format", b"format", "operation_id", b"operation_id", "source", b"source", "volume_uuid", b"volume_uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -744,6 +793,8 @@ class DownloadVolumeRequest(_message.Message):
     DESTINATION_PATH_FIELD_NUMBER: _builtins.int
     RESIZE_TO_VIRTUAL_SIZE_FIELD_NUMBER: _builtins.int
     TARGET_IS_ZERO_FIELD_NUMBER: _builtins.int
+    SOURCE_PASSPHRASE_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_FIELD_NUMBER: _builtins.int
     operation_id: _builtins.str
     """REQUIRED."""
     source_path: _builtins.str
@@ -758,9 +809,21 @@ class DownloadVolumeRequest(_message.Message):
     """Grow the volume when the image is larger (a larger volume keeps its size)."""
     target_is_zero: _builtins.bool
     """The volume was just created and reads as zeros: zero regions are skipped, not written."""
+    source_passphrase: _builtins.bytes
+    """OPTIONAL. Unlocks an encrypted source image (a LUKS-encrypted QCOW2 or, with
+    source_format unspecified and this set, a raw LUKS file); an encrypted image without it
+    is FAILED_PRECONDITION.
+    """
     @_builtins.property
     def source(self) -> _types_pb2.SecondaryStore:
         """REQUIRED."""
+
+    @_builtins.property
+    def encryption(self) -> Global___Encryption:
+        """OPTIONAL. Write the volume as a LUKS volume (header, then the payload from 2 MiB; the
+        volume must hold the image's virtual size + 2 MiB, or is grown to it with
+        resize_to_virtual_size).
+        """
 
     def __init__(
         self,
@@ -772,14 +835,106 @@ class DownloadVolumeRequest(_message.Message):
         destination_path: _builtins.str = ...,
         resize_to_virtual_size: _builtins.bool = ...,
         target_is_zero: _builtins.bool = ...,
+        source_passphrase: _builtins.bytes = ...,
+        encryption: Global___Encryption | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["encryption", b"encryption", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_path", b"destination_path", "operation_id", b"operation_id", "resize_to_virtual_size", b"resize_to_virtual_size", "source", b"source", "source_format", b"source_format", "source_path", b"source_path", "target_is_zero", b"target_is_zero"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_path", b"destination_path", "encryption", b"encryption", "operation_id", b"operation_id", "resize_to_virtual_size", b"resize_to_virtual_size", "source", b"source", "source_format", b"source_format", "source_passphrase", b"source_passphrase", "source_path", b"source_path", "target_is_zero", b"target_is_zero"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadVolumeRequest: _TypeAlias = DownloadVolumeRequest  # noqa: Y015
+
+@_typing.final
+class FormatVolumeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_PATH_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_FIELD_NUMBER: _builtins.int
+    volume_path: _builtins.str
+    """REQUIRED. The volume (`/dev/storpool-byid/<globalId>`), at least 2 MiB + 512 bytes."""
+    @_builtins.property
+    def encryption(self) -> Global___Encryption:
+        """REQUIRED: format LUKS and the passphrase."""
+
+    def __init__(
+        self,
+        *,
+        volume_path: _builtins.str = ...,
+        encryption: Global___Encryption | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["encryption", b"encryption"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encryption", b"encryption", "volume_path", b"volume_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FormatVolumeRequest: _TypeAlias = FormatVolumeRequest  # noqa: Y015
+
+@_typing.final
+class FormatVolumeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_PATH_FIELD_NUMBER: _builtins.int
+    LUKS_UUID_FIELD_NUMBER: _builtins.int
+    PAYLOAD_OFFSET_BYTES_FIELD_NUMBER: _builtins.int
+    volume_path: _builtins.str
+    """The volume: /dev/storpool-byid/<globalId>."""
+    luks_uuid: _builtins.str
+    """The UUID of the new LUKS header (what `cryptsetup luksUUID` prints)."""
+    payload_offset_bytes: _builtins.int
+    """Where the payload starts (2 MiB); the guest sees the volume's size minus this."""
+    def __init__(
+        self,
+        *,
+        volume_path: _builtins.str = ...,
+        luks_uuid: _builtins.str = ...,
+        payload_offset_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["luks_uuid", b"luks_uuid", "payload_offset_bytes", b"payload_offset_bytes", "volume_path", b"volume_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FormatVolumeResponse: _TypeAlias = FormatVolumeResponse  # noqa: Y015
+
+@_typing.final
+class EncryptVolumeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    DESTINATION_PATH_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_FIELD_NUMBER: _builtins.int
+    operation_id: _builtins.str
+    """REQUIRED."""
+    destination_path: _builtins.str
+    """REQUIRED. The volume to write; it must hold the source's size + 2 MiB."""
+    @_builtins.property
+    def source(self) -> Global___DiskRef:
+        """REQUIRED. The plain source: a StorPool snapshot (a cached template) or volume, read-only."""
+
+    @_builtins.property
+    def encryption(self) -> Global___Encryption:
+        """REQUIRED: format LUKS and the passphrase."""
+
+    def __init__(
+        self,
+        *,
+        operation_id: _builtins.str = ...,
+        source: Global___DiskRef | None = ...,
+        destination_path: _builtins.str = ...,
+        encryption: Global___Encryption | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["encryption", b"encryption", "source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_path", b"destination_path", "encryption", b"encryption", "operation_id", b"operation_id", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EncryptVolumeRequest: _TypeAlias = EncryptVolumeRequest  # noqa: Y015
 
 @_typing.final
 class ResizeNotifyRequest(_message.Message):

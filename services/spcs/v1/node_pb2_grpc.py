@@ -364,6 +364,16 @@ class AgentCommandsStub:
                 request_serializer=spcs_dot_v1_dot_node__pb2.ResizeNotifyRequest.SerializeToString,
                 response_deserializer=spcs_dot_v1_dot_node__pb2.ResizeNotifyResponse.FromString,
                 _registered_method=True)
+        self.FormatVolume = channel.unary_unary(
+                '/spcs.v1.AgentCommands/FormatVolume',
+                request_serializer=spcs_dot_v1_dot_node__pb2.FormatVolumeRequest.SerializeToString,
+                response_deserializer=spcs_dot_v1_dot_node__pb2.FormatVolumeResponse.FromString,
+                _registered_method=True)
+        self.EncryptVolume = channel.unary_unary(
+                '/spcs.v1.AgentCommands/EncryptVolume',
+                request_serializer=spcs_dot_v1_dot_node__pb2.EncryptVolumeRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
         self.ModifyStoragePool = channel.unary_unary(
                 '/spcs.v1.AgentCommands/ModifyStoragePool',
                 request_serializer=spcs_dot_v1_dot_node__pb2.ModifyStoragePoolRequest.SerializeToString,
@@ -427,6 +437,24 @@ class AgentCommandsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FormatVolume(self, request, context):
+        """StorPoolSetVolumeEncryptionCommand for a DATA volume: write a LUKS header (cryptsetup
+        luksFormat) on a volume, which is attached for it and detached after. Unary; it takes
+        about the key-slot time (`--luks-iter-time`, 2 s by default) plus the attach.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EncryptVolume(self, request, context):
+        """StorPoolSetVolumeEncryptionCommand for a ROOT volume: a StorPool snapshot (a cached
+        template) written encrypted into a volume (a LUKS header, then every byte of the payload).
+        Long-running (response DownloadResult).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ModifyStoragePool(self, request, context):
         """StorPoolModifyStoragePoolCommand: probe StorPool on this host for a pool.
         """
@@ -476,6 +504,16 @@ def add_AgentCommandsServicer_to_server(servicer, server):
                     servicer.ResizeNotify,
                     request_deserializer=spcs_dot_v1_dot_node__pb2.ResizeNotifyRequest.FromString,
                     response_serializer=spcs_dot_v1_dot_node__pb2.ResizeNotifyResponse.SerializeToString,
+            ),
+            'FormatVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.FormatVolume,
+                    request_deserializer=spcs_dot_v1_dot_node__pb2.FormatVolumeRequest.FromString,
+                    response_serializer=spcs_dot_v1_dot_node__pb2.FormatVolumeResponse.SerializeToString,
+            ),
+            'EncryptVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.EncryptVolume,
+                    request_deserializer=spcs_dot_v1_dot_node__pb2.EncryptVolumeRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'ModifyStoragePool': grpc.unary_unary_rpc_method_handler(
                     servicer.ModifyStoragePool,
@@ -650,6 +688,60 @@ class AgentCommands:
             '/spcs.v1.AgentCommands/ResizeNotify',
             spcs_dot_v1_dot_node__pb2.ResizeNotifyRequest.SerializeToString,
             spcs_dot_v1_dot_node__pb2.ResizeNotifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FormatVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.AgentCommands/FormatVolume',
+            spcs_dot_v1_dot_node__pb2.FormatVolumeRequest.SerializeToString,
+            spcs_dot_v1_dot_node__pb2.FormatVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EncryptVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.AgentCommands/EncryptVolume',
+            spcs_dot_v1_dot_node__pb2.EncryptVolumeRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

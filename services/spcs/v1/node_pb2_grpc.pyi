@@ -173,6 +173,16 @@ class AgentCommandsStub:
     """StorPoolResizeVolumeCommand: tell the running VM its disk changed size (libvirt
     blockResize). FAILED_PRECONDITION "libvirt not available" when the host has no libvirt.
     """
+    FormatVolume: _grpc.UnaryUnaryMultiCallable[_node_pb2.FormatVolumeRequest, _node_pb2.FormatVolumeResponse]
+    """StorPoolSetVolumeEncryptionCommand for a DATA volume: write a LUKS header (cryptsetup
+    luksFormat) on a volume, which is attached for it and detached after. Unary; it takes
+    about the key-slot time (`--luks-iter-time`, 2 s by default) plus the attach.
+    """
+    EncryptVolume: _grpc.UnaryUnaryMultiCallable[_node_pb2.EncryptVolumeRequest, _operations_pb2.Operation]
+    """StorPoolSetVolumeEncryptionCommand for a ROOT volume: a StorPool snapshot (a cached
+    template) written encrypted into a volume (a LUKS header, then every byte of the payload).
+    Long-running (response DownloadResult).
+    """
     ModifyStoragePool: _grpc.UnaryUnaryMultiCallable[_node_pb2.ModifyStoragePoolRequest, _node_pb2.ModifyStoragePoolResponse]
     """StorPoolModifyStoragePoolCommand: probe StorPool on this host for a pool."""
     CheckHeartbeat: _grpc.UnaryUnaryMultiCallable[_node_pb2.CheckHeartbeatRequest, _node_pb2.CheckHeartbeatResponse]
@@ -208,6 +218,16 @@ class AgentCommandsAsyncStub(AgentCommandsStub):
     ResizeNotify: _aio.UnaryUnaryMultiCallable[_node_pb2.ResizeNotifyRequest, _node_pb2.ResizeNotifyResponse]  # type: ignore[assignment]
     """StorPoolResizeVolumeCommand: tell the running VM its disk changed size (libvirt
     blockResize). FAILED_PRECONDITION "libvirt not available" when the host has no libvirt.
+    """
+    FormatVolume: _aio.UnaryUnaryMultiCallable[_node_pb2.FormatVolumeRequest, _node_pb2.FormatVolumeResponse]  # type: ignore[assignment]
+    """StorPoolSetVolumeEncryptionCommand for a DATA volume: write a LUKS header (cryptsetup
+    luksFormat) on a volume, which is attached for it and detached after. Unary; it takes
+    about the key-slot time (`--luks-iter-time`, 2 s by default) plus the attach.
+    """
+    EncryptVolume: _aio.UnaryUnaryMultiCallable[_node_pb2.EncryptVolumeRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """StorPoolSetVolumeEncryptionCommand for a ROOT volume: a StorPool snapshot (a cached
+    template) written encrypted into a volume (a LUKS header, then every byte of the payload).
+    Long-running (response DownloadResult).
     """
     ModifyStoragePool: _aio.UnaryUnaryMultiCallable[_node_pb2.ModifyStoragePoolRequest, _node_pb2.ModifyStoragePoolResponse]  # type: ignore[assignment]
     """StorPoolModifyStoragePoolCommand: probe StorPool on this host for a pool."""
@@ -277,6 +297,28 @@ class AgentCommandsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_node_pb2.ResizeNotifyResponse, _abc.Awaitable[_node_pb2.ResizeNotifyResponse]]:
         """StorPoolResizeVolumeCommand: tell the running VM its disk changed size (libvirt
         blockResize). FAILED_PRECONDITION "libvirt not available" when the host has no libvirt.
+        """
+
+    @_abc_1.abstractmethod
+    def FormatVolume(
+        self,
+        request: _node_pb2.FormatVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.FormatVolumeResponse, _abc.Awaitable[_node_pb2.FormatVolumeResponse]]:
+        """StorPoolSetVolumeEncryptionCommand for a DATA volume: write a LUKS header (cryptsetup
+        luksFormat) on a volume, which is attached for it and detached after. Unary; it takes
+        about the key-slot time (`--luks-iter-time`, 2 s by default) plus the attach.
+        """
+
+    @_abc_1.abstractmethod
+    def EncryptVolume(
+        self,
+        request: _node_pb2.EncryptVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """StorPoolSetVolumeEncryptionCommand for a ROOT volume: a StorPool snapshot (a cached
+        template) written encrypted into a volume (a LUKS header, then every byte of the payload).
+        Long-running (response DownloadResult).
         """
 
     @_abc_1.abstractmethod

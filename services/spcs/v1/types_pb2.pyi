@@ -93,6 +93,32 @@ VOLUME_TYPE_ROOT: VolumeType.ValueType  # 1
 VOLUME_TYPE_DATA: VolumeType.ValueType  # 2
 Global___VolumeType: _TypeAlias = VolumeType  # noqa: Y015
 
+class _EncryptionFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EncryptionFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EncryptionFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENCRYPTION_FORMAT_UNSPECIFIED: _EncryptionFormat.ValueType  # 0
+    """Not encrypted (or, in a request about an existing object, "as StorPool's tags say")."""
+    ENCRYPTION_FORMAT_LUKS: _EncryptionFormat.ValueType  # 1
+    """LUKS1 (aes-xts-plain64, 512-bit key, sha256), what CloudStack's KVM agent, cryptsetup and
+    qemu's `luks` driver open: on primary a raw LUKS volume (header, payload from 2 MiB), on
+    secondary a LUKS-encrypted QCOW2 image (`encrypt.format=luks`) or a raw LUKS file.
+    """
+
+class EncryptionFormat(_EncryptionFormat, metaclass=_EncryptionFormatEnumTypeWrapper):
+    """Encryption of a volume's data (CloudStack `encryptFormat`)."""
+
+ENCRYPTION_FORMAT_UNSPECIFIED: EncryptionFormat.ValueType  # 0
+"""Not encrypted (or, in a request about an existing object, "as StorPool's tags say")."""
+ENCRYPTION_FORMAT_LUKS: EncryptionFormat.ValueType  # 1
+"""LUKS1 (aes-xts-plain64, 512-bit key, sha256), what CloudStack's KVM agent, cryptsetup and
+qemu's `luks` driver open: on primary a raw LUKS volume (header, payload from 2 MiB), on
+secondary a LUKS-encrypted QCOW2 image (`encrypt.format=luks`) or a raw LUKS file.
+"""
+Global___EncryptionFormat: _TypeAlias = EncryptionFormat  # noqa: Y015
+
 class _AccessMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -239,6 +265,8 @@ class Volume(_message.Message):
     VC_POLICY_FIELD_NUMBER: _builtins.int
     GLOBAL_ID_FIELD_NUMBER: _builtins.int
     USED_BYTES_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_FORMAT_FIELD_NUMBER: _builtins.int
+    PASSPHRASE_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     """REQUIRED. CloudStack volume UUID: the idempotency key of CreateVolume and the StorPool `uuid` tag."""
     name: _builtins.str
@@ -277,6 +305,15 @@ class Volume(_message.Message):
     """OUTPUT. StorPool global id of the volume."""
     used_bytes: _builtins.int
     """OUTPUT. Bytes the volume occupies in StorPool (0 when not reported)."""
+    encryption_format: Global___EncryptionFormat.ValueType
+    """LUKS: the volume is (to be made) encrypted. Where an RPC creates the volume it is created
+    size_bytes + 2 MiB (the LUKS header) and formatted or written encrypted; size_bytes stays
+    the size the guest sees. OUTPUT on volumes spcs describes (StorPool tag `spcs-enc`).
+    """
+    passphrase: _builtins.bytes
+    """The volume's passphrase (CloudStack hands one to the agent), REQUIRED with LUKS where an
+    RPC writes or reads the volume's data. Never logged, stored or echoed; cleared after use.
+    """
     @_builtins.property
     def store(self) -> Global___DataStore:
         """Where the volume is. REQUIRED where an RPC says so."""
@@ -300,10 +337,12 @@ class Volume(_message.Message):
         vc_policy: _builtins.str = ...,
         global_id: _builtins.str = ...,
         used_bytes: _builtins.int = ...,
+        encryption_format: Global___EncryptionFormat.ValueType = ...,
+        passphrase: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_device_id", b"_device_id", "device_id", b"device_id", "store", b"store"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_device_id", b"_device_id", "device_id", b"device_id", "format", b"format", "global_id", b"global_id", "max_bandwidth_bytes_per_second", b"max_bandwidth_bytes_per_second", "max_iops", b"max_iops", "name", b"name", "path", b"path", "qos_class", b"qos_class", "size_bytes", b"size_bytes", "sp_template", b"sp_template", "store", b"store", "type", b"type", "used_bytes", b"used_bytes", "uuid", b"uuid", "vc_policy", b"vc_policy", "vm_uuid", b"vm_uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_device_id", b"_device_id", "device_id", b"device_id", "encryption_format", b"encryption_format", "format", b"format", "global_id", b"global_id", "max_bandwidth_bytes_per_second", b"max_bandwidth_bytes_per_second", "max_iops", b"max_iops", "name", b"name", "passphrase", b"passphrase", "path", b"path", "qos_class", b"qos_class", "size_bytes", b"size_bytes", "sp_template", b"sp_template", "store", b"store", "type", b"type", "used_bytes", b"used_bytes", "uuid", b"uuid", "vc_policy", b"vc_policy", "vm_uuid", b"vm_uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__device_id: _TypeAlias = _typing.Literal["device_id"]  # noqa: Y015
     _WhichOneofArgType__device_id: _TypeAlias = _typing.Literal["_device_id", b"_device_id"]  # noqa: Y015
@@ -328,6 +367,8 @@ class Snapshot(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     PHYSICAL_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     GLOBAL_ID_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_FORMAT_FIELD_NUMBER: _builtins.int
+    PASSPHRASE_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     """REQUIRED. CloudStack snapshot UUID: the idempotency key of TakeSnapshot and the `uuid` tag."""
     name: _builtins.str
@@ -350,6 +391,14 @@ class Snapshot(_message.Message):
     """Secondary: bytes of the file (OUTPUT)."""
     global_id: _builtins.str
     """OUTPUT. StorPool global id (primary copy)."""
+    encryption_format: Global___EncryptionFormat.ValueType
+    """LUKS when the snapshot's volume is encrypted: set by spcs on snapshots it takes (tag
+    `spcs-enc`), or given by the caller for older snapshots. A backup of it is encrypted too.
+    """
+    passphrase: _builtins.bytes
+    """The volume's passphrase: REQUIRED to back up, export or restore an encrypted snapshot.
+    Never logged, stored or echoed.
+    """
     @_builtins.property
     def store(self) -> Global___DataStore:
         """Where this copy of the snapshot is."""
@@ -368,10 +417,12 @@ class Snapshot(_message.Message):
         size_bytes: _builtins.int = ...,
         physical_size_bytes: _builtins.int = ...,
         global_id: _builtins.str = ...,
+        encryption_format: Global___EncryptionFormat.ValueType = ...,
+        passphrase: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["store", b"store"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "global_id", b"global_id", "name", b"name", "path", b"path", "physical_size_bytes", b"physical_size_bytes", "size_bytes", b"size_bytes", "store", b"store", "uuid", b"uuid", "vm_uuid", b"vm_uuid", "volume_path", b"volume_path", "volume_uuid", b"volume_uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encryption_format", b"encryption_format", "format", b"format", "global_id", b"global_id", "name", b"name", "passphrase", b"passphrase", "path", b"path", "physical_size_bytes", b"physical_size_bytes", "size_bytes", b"size_bytes", "store", b"store", "uuid", b"uuid", "vm_uuid", b"vm_uuid", "volume_path", b"volume_path", "volume_uuid", b"volume_uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
