@@ -94,8 +94,12 @@ fn fetch(req: &DownloadRequest, url: &Url, client: &Client, ctl: &Control, abort
     ctl.total.store(remote.len, Ordering::Relaxed);
     let mut head = vec![0u8; remote.len.min(HEAD) as usize];
     let mut input = Input::new(stream, remote.len);
-    let n = input.read(&mut head, 0, &|| ctl.cancel.load(Ordering::Relaxed))?;
-    head.truncate(n);
+    // In pieces, so that progress moves on a slow link.
+    for (i, piece) in head.chunks_mut(256 << 10).enumerate() {
+        let at = (i * (256 << 10)) as u64;
+        input.read(piece, at, &|| ctl.cancel.load(Ordering::Relaxed))?;
+        ctl.done.store(at + piece.len() as u64, Ordering::Relaxed);
+    }
     input.set_head(head);
     let format = match req.src_format {
         Some(f) => f,
@@ -131,6 +135,10 @@ fn fetch(req: &DownloadRequest, url: &Url, client: &Client, ctl: &Control, abort
         tallies: &tallies,
         abort,
     };
+    if !run.zero_holes {
+        // Left as they are: the target reads as zeros there already.
+        tallies.skipped.fetch_add(plan.zeros.iter().map(|z| z.1).sum(), Ordering::Relaxed);
+    }
     let digest = match engine::run(&run, &mut input) {
         Ok(d) => d,
         Err(e) => return Err(dest.abandon(e)),
