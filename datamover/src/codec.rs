@@ -88,6 +88,28 @@ impl Decompressor {
     }
 }
 
+impl Decompressor {
+    /// Bytes `skip..skip + out.len()` of a compressed cluster of `cluster` bytes; a part of a
+    /// cluster goes through `whole` (resized to the cluster).
+    pub fn decompress_part(
+        &mut self,
+        codec: Codec,
+        input: &[u8],
+        cluster: u64,
+        skip: u64,
+        out: &mut [u8],
+        whole: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        if skip == 0 && out.len() as u64 == cluster {
+            return self.decompress(codec, input, out);
+        }
+        whole.resize(cluster as usize, 0);
+        self.decompress(codec, input, whole)?;
+        out.copy_from_slice(&whole[skip as usize..skip as usize + out.len()]);
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 pub struct Compressor {
     deflate: Option<Compress>,

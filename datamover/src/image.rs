@@ -102,6 +102,19 @@ impl ImageFile {
     }
 }
 
+/// Positional reads of an image file, like `sys::pread_full` (fewer bytes only at the end):
+/// a local file, or a remote one read with HTTP range requests. Layers read their metadata
+/// through it, so a format does not care where its file lives.
+pub trait ReadAt: Send {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        sys::pread_full(self, buf, offset)
+    }
+}
+
 /// What the top image says about itself (for `info`).
 #[derive(Debug, Clone, Default)]
 pub struct Description {

@@ -27,6 +27,14 @@ pub struct Progress {
 impl Job {
     /// Starts `req` on a new thread.
     pub fn start(req: Request) -> std::io::Result<Arc<Job>> {
+        Job::spawn("spcs-convert", move |ctl| convert(&req, ctl))
+    }
+
+    /// Runs `work` on a new thread named `name`, with the job's progress and cancel flag.
+    pub fn spawn(
+        name: &str,
+        work: impl FnOnce(&Control) -> Result<Stats> + Send + 'static,
+    ) -> std::io::Result<Arc<Job>> {
         let job = Arc::new(Job {
             ctl: Control::default(),
             started: Instant::now(),
@@ -34,8 +42,8 @@ impl Job {
             cv: Condvar::new(),
         });
         let j = job.clone();
-        std::thread::Builder::new().name("spcs-convert".into()).spawn(move || {
-            let r = catch_unwind(AssertUnwindSafe(|| convert(&req, &j.ctl)))
+        std::thread::Builder::new().name(name.into()).spawn(move || {
+            let r = catch_unwind(AssertUnwindSafe(|| work(&j.ctl)))
                 .unwrap_or_else(|_| Err(Error::new(Kind::Internal, "the copy panicked (a bug in the data mover)")));
             *j.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
             j.cv.notify_all();

@@ -4,7 +4,9 @@
 pub mod codec;
 pub mod crypt;
 pub mod digest;
+pub mod download;
 pub mod error;
+pub mod http;
 pub mod image;
 pub mod info;
 pub mod job;

@@ -80,7 +80,7 @@ enum Task {
 }
 
 /// Reusable aligned buffers; `get` waits for one, giving up when the copy stops.
-struct Pool {
+pub struct Pool {
     bufs: Mutex<Vec<AlignedBuf>>,
     cv: Condvar,
 }
@@ -90,11 +90,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pool {
-    fn new(count: usize, size: usize) -> Pool {
+    pub fn new(count: usize, size: usize) -> Pool {
         Pool { bufs: Mutex::new((0..count).map(|_| AlignedBuf::new(size)).collect()), cv: Condvar::new() }
     }
 
-    fn get(&self, stop: &dyn Fn() -> bool) -> Option<AlignedBuf> {
+    pub fn get(&self, stop: &dyn Fn() -> bool) -> Option<AlignedBuf> {
         let mut g = lock(&self.bufs);
         loop {
             if stop() {
@@ -107,7 +107,7 @@ impl Pool {
         }
     }
 
-    fn put(&self, b: AlignedBuf) {
+    pub fn put(&self, b: AlignedBuf) {
         lock(&self.bufs).push(b);
         self.cv.notify_one();
     }
@@ -274,18 +274,7 @@ impl Engine<'_> {
                     let got = sys::pread_full(&img.file, &mut ctx.stored, host)
                         .map_err(|e| Error::source_io(&img.path, "read failed", Some(host), &e))?;
                     self.counters.read.fetch_add(got as u64, Ordering::Relaxed);
-                    let input = &ctx.stored[..got];
-                    let whole = skip == 0 && n as u64 == cluster;
-                    let r = if whole {
-                        ctx.decomp.decompress(codec, input, dst)
-                    } else {
-                        ctx.cluster.resize(cluster as usize, 0);
-                        let r = ctx.decomp.decompress(codec, input, &mut ctx.cluster);
-                        if r.is_ok() {
-                            dst.copy_from_slice(&ctx.cluster[skip as usize..skip as usize + n]);
-                        }
-                        r
-                    };
+                    let r = ctx.decomp.decompress_part(codec, &ctx.stored[..got], cluster, skip, dst, &mut ctx.cluster);
                     r.map_err(|m| Error::format(&img.path, format!("compressed cluster: {m}")).offset(host))?;
                 }
                 Piece::Encrypted { file, host, sector, ref key, .. } => {

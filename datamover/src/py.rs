@@ -14,7 +14,9 @@ use crate::codec::Codec;
 use crate::crypt::luks1::MAX_ITER_TIME_MS;
 use crate::crypt::{Encrypt, Passphrase};
 use crate::digest::DigestKind;
+use crate::download::{download as fetch, DownloadRequest};
 use crate::error::{Error, Kind};
+use crate::http::{trusted_roots, HttpOptions, Url};
 use crate::image::Format;
 use crate::info as inspect;
 use crate::job;
@@ -180,6 +182,17 @@ impl Job {
                 return Ok(false);
             }
         }
+    }
+
+    /// Waits for the end; an interrupt (Ctrl-C) cancels the copy and waits for its cleanup.
+    fn finish(&self, py: Python<'_>) -> PyResult<ConvertStats> {
+        if let Err(interrupt) = self.wait_inner(py, None) {
+            self.inner.cancel();
+            let inner = self.inner.clone();
+            py.detach(move || inner.wait(None));
+            return Err(interrupt);
+        }
+        self.outcome(py)?.ok_or_else(|| DataMoverError::new_err("copy finished without a result"))
     }
 
     fn outcome(&self, py: Python<'_>) -> PyResult<Option<ConvertStats>> {
@@ -434,13 +447,153 @@ conversion_function! {
     /// Copies/converts `src` to `dst` and returns the stats. Ctrl-C cancels the copy cleanly.
     fn convert(py, options) -> PyResult<ConvertStats> {
         let job = options.start()?;
-        if let Err(interrupt) = job.wait_inner(py, None) {
-            job.inner.cancel();
-            let inner = job.inner.clone();
-            py.detach(move || inner.wait(None));
-            return Err(interrupt);
+        job.finish(py)
+    }
+}
+
+/// The keyword arguments of `download` and `start_download`.
+struct DownloadOptions {
+    url: String,
+    dst: PathBuf,
+    src_format: Option<String>,
+    checksum: Option<(String, String)>,
+    ca_file: Option<PathBuf>,
+    max_redirects: u32,
+    max_bytes: Option<u64>,
+    stall_timeout: f64,
+    target_is_zero: bool,
+    overwrite: bool,
+    threads: Option<usize>,
+}
+
+/// The most redirects a download may be told to follow.
+const MAX_REDIRECTS: u32 = 20;
+
+/// Checks `(algorithm, hex digest)`; the digest is compared in lowercase.
+fn parse_file_checksum(checksum: Option<(String, String)>) -> PyResult<Option<(DigestKind, String)>> {
+    let Some((algo, hex)) = checksum else { return Ok(None) };
+    let kind = DigestKind::parse_file(&algo).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown checksum algorithm {algo:?} (expected \"md5\", \"sha1\", \"sha256\" or \"sha512\")"
+        ))
+    })?;
+    let hex = hex.trim().to_ascii_lowercase();
+    if hex.len() != kind.hex_len() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(PyValueError::new_err(format!(
+            "a {algo} checksum is {} hex digits, not {:?}",
+            kind.hex_len(),
+            hex
+        )));
+    }
+    Ok(Some((kind, hex)))
+}
+
+impl DownloadOptions {
+    /// Checks the options; a bad value is a `ValueError` of the call, not of `wait()`.
+    fn request(self) -> PyResult<DownloadRequest> {
+        let verr = |e: Error| PyValueError::new_err(e.to_string());
+        Url::parse(&self.url).map_err(verr)?;
+        let src_format = match self.src_format.as_deref() {
+            None => None,
+            Some("raw") => Some(Format::Raw),
+            Some("qcow2") => Some(Format::Qcow2),
+            Some(f) => {
+                return Err(PyValueError::new_err(format!(
+                    "src_format {f:?} cannot be downloaded (expected \"raw\" or \"qcow2\")"
+                )))
+            }
+        };
+        if !(self.stall_timeout.is_finite() && self.stall_timeout > 0.0 && self.stall_timeout <= 86400.0) {
+            return Err(PyValueError::new_err("stall_timeout must be more than 0 and at most 86400 seconds"));
         }
-        job.outcome(py)?.ok_or_else(|| DataMoverError::new_err("copy finished without a result"))
+        if self.max_redirects > MAX_REDIRECTS {
+            return Err(PyValueError::new_err(format!("max_redirects must be at most {MAX_REDIRECTS}")));
+        }
+        if self.threads == Some(0) {
+            return Err(PyValueError::new_err("threads must be at least 1"));
+        }
+        if let Some(ca) = &self.ca_file {
+            trusted_roots(Some(ca)).map_err(verr)?;
+        }
+        Ok(DownloadRequest {
+            url: self.url,
+            dst: self.dst,
+            src_format,
+            checksum: parse_file_checksum(self.checksum)?,
+            http: HttpOptions {
+                ca_file: self.ca_file,
+                max_redirects: self.max_redirects,
+                max_bytes: self.max_bytes,
+                stall_timeout: Duration::from_secs_f64(self.stall_timeout),
+            },
+            target_is_zero: self.target_is_zero,
+            overwrite: self.overwrite,
+            threads: self.threads.unwrap_or_else(default_threads),
+        })
+    }
+
+    fn start(self) -> PyResult<Job> {
+        let req = self.request()?;
+        let inner = job::Job::spawn("spcs-download", move |ctl| fetch(&req, ctl))
+            .map_err(|e| DataMoverError::new_err(format!("cannot start the download thread: {e}")))?;
+        Ok(Job { inner })
+    }
+}
+
+/// Declares a Python function taking the download keywords, seen by its body as the
+/// `DownloadOptions` named by the second identifier.
+macro_rules! download_function {
+    ($(#[$attr:meta])* fn $name:ident($py:ident, $opts:ident) -> $ret:ty $body:block) => {
+        $(#[$attr])*
+        #[pyfunction]
+        #[pyo3(signature = (url, dst, *, src_format=None, checksum=None, ca_file=None, max_redirects=5,
+                            max_bytes=None, stall_timeout=30.0, target_is_zero=false, overwrite=false,
+                            threads=None))]
+        #[allow(clippy::too_many_arguments)]
+        fn $name(
+            $py: Python<'_>,
+            url: String,
+            dst: PathBuf,
+            src_format: Option<String>,
+            checksum: Option<(String, String)>,
+            ca_file: Option<PathBuf>,
+            max_redirects: u32,
+            max_bytes: Option<u64>,
+            stall_timeout: f64,
+            target_is_zero: bool,
+            overwrite: bool,
+            threads: Option<usize>,
+        ) -> $ret {
+            let $opts = DownloadOptions {
+                url,
+                dst,
+                src_format,
+                checksum,
+                ca_file,
+                max_redirects,
+                max_bytes,
+                stall_timeout,
+                target_is_zero,
+                overwrite,
+                threads,
+            };
+            $body
+        }
+    };
+}
+
+download_function! {
+    /// Starts downloading `url` into `dst` (always raw) and returns its `Job`.
+    fn start_download(_py, options) -> PyResult<Job> {
+        options.start()
+    }
+}
+
+download_function! {
+    /// Downloads `url` into `dst` (always raw) and returns the stats. Ctrl-C cancels it.
+    fn download(py, options) -> PyResult<ConvertStats> {
+        let job = options.start()?;
+        job.finish(py)
     }
 }
 
@@ -507,6 +660,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Job>()?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(start_convert, m)?)?;
+    m.add_function(wrap_pyfunction!(download, m)?)?;
+    m.add_function(wrap_pyfunction!(start_download, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;
     m.add_function(wrap_pyfunction!(luks_format, m)?)?;
     m.add("DataMoverError", py.get_type::<DataMoverError>())?;

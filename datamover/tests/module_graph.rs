@@ -232,6 +232,18 @@ fn formats_depend_on_the_shared_vocabulary_not_on_each_other() {
     for format in ["luks", "luks::writer"] {
         allowed(format, &["crypt", "crypt::luks1", "error", "image", "sys", "luks"]);
     }
+    // The HTTP client knows no image format, and only downloads (and the bindings) use it.
+    let http = ["http", "http::client", "http::stream", "http::url"];
+    for m in http {
+        allowed(m, &[&["error", "image"][..], &http[..]].concat());
+    }
+    for (m, deps) in &g {
+        let uses_http = deps.iter().any(|d| http.contains(&d.as_str()));
+        let may = http.contains(&m.as_str()) || m == "download" || m.starts_with("download::") || m == "py";
+        assert!(!uses_http || may, "{m} must not depend on the HTTP client");
+    }
+    // A download has no backing chain: it maps one layer, never opens a source.
+    assert!(!g["download"].iter().any(|d| d.starts_with("source")), "download uses {:?}", g["download"]);
     // The engine moves pieces into a target; packing is the formats' business.
     assert!(!g["pipeline"].iter().any(|d| d.starts_with("qcow2")), "pipeline uses {:?}", g["pipeline"]);
 }

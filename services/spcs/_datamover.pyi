@@ -10,6 +10,7 @@ _Format = Literal["raw", "qcow2", "luks"]
 _Compression = Literal["zlib", "zstd"]
 _Checksum = Literal["sha256", "blake3"]
 _Encryption = Literal["luks"]
+_FileChecksum = Literal["md5", "sha1", "sha256", "sha512"]
 
 class DataMoverError(Exception):
     path: str | None
@@ -136,6 +137,38 @@ def start_convert(
     src_passphrase: bytes | bytearray | None = None,
     iter_time_ms: int = 2000,
 ) -> Job: ...
+def download(
+    url: str,
+    dst: _Path,
+    *,
+    src_format: Literal["raw", "qcow2"] | None = None,
+    checksum: tuple[_FileChecksum, str] | None = None,
+    ca_file: _Path | None = None,
+    max_redirects: int = 5,
+    max_bytes: int | None = None,
+    stall_timeout: float = 30.0,
+    target_is_zero: bool = False,
+    overwrite: bool = False,
+    threads: int | None = None,
+) -> ConvertStats:
+    """Streams the image at `url` into `dst` as raw; see `spcs.datamover` for the rules."""
+
+def start_download(
+    url: str,
+    dst: _Path,
+    *,
+    src_format: Literal["raw", "qcow2"] | None = None,
+    checksum: tuple[_FileChecksum, str] | None = None,
+    ca_file: _Path | None = None,
+    max_redirects: int = 5,
+    max_bytes: int | None = None,
+    stall_timeout: float = 30.0,
+    target_is_zero: bool = False,
+    overwrite: bool = False,
+    threads: int | None = None,
+) -> Job:
+    """`download` in the background."""
+
 def info(
     path: _Path,
     *,

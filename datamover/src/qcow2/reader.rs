@@ -3,20 +3,19 @@
 //! Only the planner thread walks metadata, sequentially, so one cached L2 table per image is
 //! enough; memory stays at one cluster per image whatever the disk size.
 
-use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Descriptor, Header, Subcluster, OFFSET_MASK};
 use crate::codec::Codec;
 use crate::crypt::Key;
 use crate::error::{Error, Result};
-use crate::image::{map_backing, push_piece, HoleMap, ImageFile, Layer, Piece};
-use crate::sys;
+use crate::image::{map_backing, push_piece, HoleMap, ImageFile, Layer, Piece, ReadAt};
 
 pub struct Qcow2Layer {
     index: usize,
     path: PathBuf,
-    file: File,
+    /// Where the L1 and L2 tables are read from.
+    meta: Box<dyn ReadAt>,
     file_len: u64,
     cluster_bits: u32,
     cluster_size: u64,
@@ -30,7 +29,8 @@ pub struct Qcow2Layer {
     l2_index: Option<usize>,
     l2: Vec<u64>,
     backing: Option<Box<dyn Layer>>,
-    holes: HoleMap,
+    /// The qcow2 file's own holes (None: a file without any, such as a remote one).
+    holes: Option<HoleMap>,
     /// LUKS-encrypted image: its data key once unlocked (`set_key`).
     encrypted: bool,
     key: Option<Key>,
@@ -45,22 +45,37 @@ enum Status {
 
 impl Qcow2Layer {
     pub fn open(index: usize, img: &ImageFile, header: Header, backing: Option<Box<dyn Layer>>) -> Result<Qcow2Layer> {
-        let path = img.path.clone();
+        let file =
+            img.file.try_clone().map_err(|e| Error::source_io(&img.path, "cannot duplicate descriptor", None, &e))?;
+        let holes = HoleMap::new(img)?;
+        Qcow2Layer::open_with(index, &img.path, img.len, Box::new(file), Some(holes), header, backing)
+    }
+
+    /// `open` for a file read through `meta`, of `file_len` bytes, named `path`.
+    pub fn open_with(
+        index: usize,
+        path: &Path,
+        file_len: u64,
+        mut meta: Box<dyn ReadAt>,
+        holes: Option<HoleMap>,
+        header: Header,
+        backing: Option<Box<dyn Layer>>,
+    ) -> Result<Qcow2Layer> {
+        let path = path.to_path_buf();
         let mut raw = vec![0u8; (header.l1_size * 8) as usize];
-        let n = sys::pread_full(&img.file, &mut raw, header.l1_offset)
+        let n = meta
+            .read_at(&mut raw, header.l1_offset)
             .map_err(|e| Error::source_io(&path, "cannot read L1 table", Some(header.l1_offset), &e))?;
         if n != raw.len() {
             return Err(Error::format(&path, "L1 table is truncated").offset(header.l1_offset));
         }
         let l1 = raw.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8]))).collect();
-        let file =
-            img.file.try_clone().map_err(|e| Error::source_io(&path, "cannot duplicate descriptor", None, &e))?;
         let extended = header.extended_l2();
         let encrypted = header.crypto.is_some();
         Ok(Qcow2Layer {
             index,
-            file,
-            file_len: img.len,
+            meta,
+            file_len,
             cluster_bits: header.cluster_bits,
             cluster_size: header.cluster_size(),
             l2_entries: header.cluster_size() / if extended { 16 } else { 8 },
@@ -72,7 +87,7 @@ impl Qcow2Layer {
             l2_index: None,
             l2: Vec::new(),
             backing,
-            holes: HoleMap::new(img)?,
+            holes,
             path,
             encrypted,
             key: None,
@@ -107,7 +122,9 @@ impl Qcow2Layer {
                 ));
             }
             let mut raw = vec![0u8; self.cluster_size as usize];
-            let n = sys::pread_full(&self.file, &mut raw, l2_offset)
+            let n = self
+                .meta
+                .read_at(&mut raw, l2_offset)
                 .map_err(|e| Error::source_io(&self.path, "cannot read L2 table", Some(l2_offset), &e))?;
             if n != raw.len() {
                 return Err(Error::format(&self.path, "L2 table is truncated").offset(l2_offset));
@@ -128,7 +145,13 @@ impl Qcow2Layer {
             ));
         }
         if !self.encrypted {
-            return self.holes.pieces(self.index, host, len, true, out);
+            match &mut self.holes {
+                Some(h) => return h.pieces(self.index, host, len, true, out),
+                None => {
+                    push_piece(out, Piece::Data { file: self.index, host, len, pad: true });
+                    return Ok(());
+                }
+            }
         }
         // Ciphertext: even a hole of the file decrypts to something (as in QEMU), and the
         // tweak is the host sector (qemu's crypt_physical_offset for LUKS).
@@ -265,6 +288,7 @@ mod tests {
     use crate::error::Kind;
     use crate::qcow2::testing::{image, put64};
     use crate::qcow2::{INCOMPAT_EXTL2, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
+    use std::fs::File;
 
     /// An image written to a temporary file, removed on drop.
     struct TempImage(PathBuf);

@@ -48,6 +48,37 @@ container is copied raw unless named), probed for qcow2. `luks_format` writes on
 (``cryptsetup luksFormat``). A passphrase that opens no key slot raises `BadPassphrase` (a
 `FormatError`) naming the image; passphrases never appear in messages or reprs.
 
+Direct download (CloudStack's direct-download templates): `download` / `start_download`
+stream an image from an ``http://`` or ``https://`` URL into ``dst`` as raw, with the same
+destination rules, `Job` and `ConvertStats`, and no copy of the file on the host::
+
+    stats = datamover.download("https://tpl.example/t.qcow2", "/dev/storpool-byid/abc",
+                               checksum=("sha256", "9f86d0..."))
+
+A raw file is one GET written as it arrives. A qcow2 image (probed by its magic unless
+``src_format`` says) has its header and tables read first, from the start of the body and
+with range requests beyond it, then the body is read once in file order, each data cluster
+(plain, zlib or zstd) written to its virtual offset; zero and unallocated clusters are
+zeroed on an existing target unless ``target_is_zero``. A qcow2 image with a backing file,
+an external data file or encryption is refused (`FormatError`). ``checksum=(algorithm,
+hex)`` (md5, sha1, sha256, sha512) is of the file as served, computed in the same pass;
+``stats.checksum`` is the digest found. A mismatch is a `FormatError` naming the URL, the
+expected and the actual digest: a new destination is removed, an existing one is
+``target_partial``. Progress counts bytes of the file received (``total_bytes`` is its
+Content-Length, which the server must send).
+
+HTTP: certificates are verified against the host's trust store, or against the PEM bundle
+``ca_file`` *instead of* it (as ``curl --cacert``); at most ``max_redirects`` redirects; a
+Content-Length above ``max_bytes`` is refused before anything is written; no byte for
+``stall_timeout`` seconds (connecting, waiting, or mid-body) is an error. A connection that
+drops mid-body is resumed with a range request (up to 5 times, with a short backoff, the
+digest continuing); a server that then ignores the range or whose file changed (ETag or
+Last-Modified) fails the download. HTTP errors (404, 403, other 4xx, 5xx), refused or
+failed TLS (``certificate verification failed``), too many redirects and short bodies are
+`SourceError`s naming the URL and the status; credentials in the URL (``user:pass@``, sent
+as basic authentication to that URL only) and query strings never appear in messages.
+Cancel stops a download within about a second, even while a read waits on the network.
+
 Every error is a `DataMoverError` subclass with ``path``, ``offset``, ``errno`` and
 ``target_partial`` attributes (``target_partial`` is true when an in-place target was
 written to before the failure). Invalid arguments raise `ValueError`.
@@ -73,9 +104,11 @@ from spcs._datamover import (
     TargetTooSmall,
     __version__,
     convert,
+    download,
     info,
     luks_format,
     start_convert,
+    start_download,
 )
 
 #: An image format read and written (``src_format``, ``dst_format``, `ImageInfo.format`).
@@ -84,6 +117,8 @@ Format = Literal["raw", "qcow2", "luks"]
 Compression = Literal["zlib", "zstd"]
 #: A digest of the virtual disk (``checksum``).
 Checksum = Literal["sha256", "blake3"]
+#: A checksum algorithm of a downloaded file (``checksum=(algorithm, hex)`` of `download`).
+FileChecksum = Literal["md5", "sha1", "sha256", "sha512"]
 #: An encryption of qcow2 output (``encryption``), and what `ImageInfo.encryption` reports.
 Encryption = Literal["luks"]
 
@@ -91,12 +126,15 @@ Encryption = Literal["luks"]
 COMPRESSIONS: tuple[Compression, ...] = ("zlib", "zstd")
 #: Accepted values of ``checksum``.
 CHECKSUMS: tuple[Checksum, ...] = ("sha256", "blake3")
+#: Accepted algorithms of a download's ``checksum``.
+FILE_CHECKSUMS: tuple[FileChecksum, ...] = ("md5", "sha1", "sha256", "sha512")
 #: Image formats read and written.
 FORMATS: tuple[Format, ...] = ("raw", "qcow2", "luks")
 
 __all__ = [
     "CHECKSUMS",
     "COMPRESSIONS",
+    "FILE_CHECKSUMS",
     "FORMATS",
     "BadPassphrase",
     "Cancelled",
@@ -105,6 +143,7 @@ __all__ = [
     "ConvertStats",
     "DataMoverError",
     "Encryption",
+    "FileChecksum",
     "Format",
     "FormatError",
     "ImageInfo",
@@ -117,7 +156,9 @@ __all__ = [
     "TargetTooSmall",
     "__version__",
     "convert",
+    "download",
     "info",
     "luks_format",
     "start_convert",
+    "start_download",
 ]
