@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::crypt::{Encryption, Passphrase};
 use crate::digest::DigestKind;
 use crate::error::{Error, Result};
-use crate::image::Format;
+use crate::image::{Description, Format};
 use crate::pipeline::{convert, default_threads, Control, Request};
 use crate::source::open_source;
 use crate::target::TargetOptions;
@@ -27,6 +27,26 @@ pub struct Info {
     pub checksum: Option<String>,
     /// Read from the header alone: no passphrase needed.
     pub encryption: Option<Encryption>,
+}
+
+impl Info {
+    /// The description of an image (no digest).
+    pub fn described(format: Format, virtual_size: u64, actual_size: u64, d: Description) -> Info {
+        Info {
+            format,
+            virtual_size,
+            actual_size,
+            cluster_size: d.cluster_size,
+            compression: d.compression.map(|c| c.name()),
+            backing_file: d.backing_file,
+            backing_format: d.backing_format,
+            compat: d.compat,
+            extended_l2: d.extended_l2,
+            dirty: d.dirty,
+            checksum: None,
+            encryption: d.encryption,
+        }
+    }
 }
 
 pub fn info(
@@ -55,21 +75,7 @@ pub fn info_with(
     let top = &source.files[0];
     let meta = top.file.metadata().map_err(|e| Error::source_io(path, "cannot stat", None, &e))?;
     let actual_size = if top.is_block { top.len } else { meta.blocks() * 512 };
-    let d = source.description.clone();
-    let mut out = Info {
-        format: source.format,
-        virtual_size: source.virtual_size,
-        actual_size,
-        cluster_size: d.cluster_size,
-        compression: d.compression.map(|c| c.name()),
-        backing_file: d.backing_file,
-        backing_format: d.backing_format,
-        compat: d.compat,
-        extended_l2: d.extended_l2,
-        dirty: d.dirty,
-        checksum: None,
-        encryption: d.encryption,
-    };
+    let mut out = Info::described(source.format, source.virtual_size, actual_size, source.description.clone());
     drop(source);
     if checksum.is_some() {
         let req = Request {

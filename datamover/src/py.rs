@@ -14,7 +14,7 @@ use crate::codec::Codec;
 use crate::crypt::luks1::MAX_ITER_TIME_MS;
 use crate::crypt::{Encrypt, Passphrase};
 use crate::digest::DigestKind;
-use crate::download::{download as fetch, DownloadRequest};
+use crate::download::{download as fetch, url_info as describe_url, DownloadRequest};
 use crate::error::{Error, Kind};
 use crate::http::{trusted_roots, HttpOptions, Url};
 use crate::image::Format;
@@ -130,7 +130,7 @@ impl Progress {
     }
 }
 
-/// What `info()` found.
+/// What `info()` or `url_info()` found.
 #[pyclass(frozen, get_all, module = "spcs.datamover")]
 pub struct ImageInfo {
     format: String,
@@ -155,6 +155,26 @@ impl ImageInfo {
             "ImageInfo(format={:?}, virtual_size={}, actual_size={}, cluster_size={:?}, compression={:?}, backing_file={:?}, encryption={:?}, checksum={:?})",
             self.format, self.virtual_size, self.actual_size, self.cluster_size, self.compression, self.backing_file, self.encryption, self.checksum
         )
+    }
+}
+
+impl From<inspect::Info> for ImageInfo {
+    fn from(i: inspect::Info) -> Self {
+        ImageInfo {
+            format: i.format.name().to_string(),
+            virtual_size: i.virtual_size,
+            actual_size: i.actual_size,
+            cluster_size: i.cluster_size,
+            compression: i.compression.map(str::to_string),
+            backing_file: i.backing_file,
+            backing_format: i.backing_format,
+            compat: i.compat,
+            extended_l2: i.extended_l2,
+            dirty: i.dirty,
+            checksum: i.checksum,
+            encryption: i.encryption.as_ref().map(|e| e.format.to_string()),
+            payload_offset: i.encryption.and_then(|e| e.payload_offset),
+        }
     }
 }
 
@@ -488,44 +508,60 @@ fn parse_file_checksum(checksum: Option<(String, String)>) -> PyResult<Option<(D
     Ok(Some((kind, hex)))
 }
 
+/// Checks the URL and the HTTP keywords shared by `download` and `url_info`.
+fn http_options(
+    url: &str,
+    src_format: Option<&str>,
+    ca_file: Option<PathBuf>,
+    max_redirects: u32,
+    max_bytes: Option<u64>,
+    stall_timeout: f64,
+) -> PyResult<(Option<Format>, HttpOptions)> {
+    let verr = |e: Error| PyValueError::new_err(e.to_string());
+    Url::parse(url).map_err(verr)?;
+    let src_format = match src_format {
+        None => None,
+        Some("raw") => Some(Format::Raw),
+        Some("qcow2") => Some(Format::Qcow2),
+        Some(f) => {
+            return Err(PyValueError::new_err(format!(
+                "src_format {f:?} cannot be downloaded (expected \"raw\" or \"qcow2\")"
+            )))
+        }
+    };
+    if !(stall_timeout.is_finite() && stall_timeout > 0.0 && stall_timeout <= 86400.0) {
+        return Err(PyValueError::new_err("stall_timeout must be more than 0 and at most 86400 seconds"));
+    }
+    if max_redirects > MAX_REDIRECTS {
+        return Err(PyValueError::new_err(format!("max_redirects must be at most {MAX_REDIRECTS}")));
+    }
+    if let Some(ca) = &ca_file {
+        trusted_roots(Some(ca)).map_err(verr)?;
+    }
+    let stall_timeout = Duration::from_secs_f64(stall_timeout);
+    Ok((src_format, HttpOptions { ca_file, max_redirects, max_bytes, stall_timeout }))
+}
+
 impl DownloadOptions {
     /// Checks the options; a bad value is a `ValueError` of the call, not of `wait()`.
     fn request(self) -> PyResult<DownloadRequest> {
-        let verr = |e: Error| PyValueError::new_err(e.to_string());
-        Url::parse(&self.url).map_err(verr)?;
-        let src_format = match self.src_format.as_deref() {
-            None => None,
-            Some("raw") => Some(Format::Raw),
-            Some("qcow2") => Some(Format::Qcow2),
-            Some(f) => {
-                return Err(PyValueError::new_err(format!(
-                    "src_format {f:?} cannot be downloaded (expected \"raw\" or \"qcow2\")"
-                )))
-            }
-        };
-        if !(self.stall_timeout.is_finite() && self.stall_timeout > 0.0 && self.stall_timeout <= 86400.0) {
-            return Err(PyValueError::new_err("stall_timeout must be more than 0 and at most 86400 seconds"));
-        }
-        if self.max_redirects > MAX_REDIRECTS {
-            return Err(PyValueError::new_err(format!("max_redirects must be at most {MAX_REDIRECTS}")));
-        }
+        let (src_format, http) = http_options(
+            &self.url,
+            self.src_format.as_deref(),
+            self.ca_file,
+            self.max_redirects,
+            self.max_bytes,
+            self.stall_timeout,
+        )?;
         if self.threads == Some(0) {
             return Err(PyValueError::new_err("threads must be at least 1"));
-        }
-        if let Some(ca) = &self.ca_file {
-            trusted_roots(Some(ca)).map_err(verr)?;
         }
         Ok(DownloadRequest {
             url: self.url,
             dst: self.dst,
             src_format,
             checksum: parse_file_checksum(self.checksum)?,
-            http: HttpOptions {
-                ca_file: self.ca_file,
-                max_redirects: self.max_redirects,
-                max_bytes: self.max_bytes,
-                stall_timeout: Duration::from_secs_f64(self.stall_timeout),
-            },
+            http,
             target_is_zero: self.target_is_zero,
             overwrite: self.overwrite,
             threads: self.threads.unwrap_or_else(default_threads),
@@ -618,22 +654,26 @@ fn info(
     let ctl = Control::default();
     let r = py
         .detach(|| inspect::info_with(&path, format, checksum, backing_chain_limit, confine_to.as_deref(), pass, &ctl));
-    let i = r.map_err(|e| to_pyerr(py, &e))?;
-    Ok(ImageInfo {
-        format: i.format.name().to_string(),
-        virtual_size: i.virtual_size,
-        actual_size: i.actual_size,
-        cluster_size: i.cluster_size,
-        compression: i.compression.map(str::to_string),
-        backing_file: i.backing_file,
-        backing_format: i.backing_format,
-        compat: i.compat,
-        extended_l2: i.extended_l2,
-        dirty: i.dirty,
-        checksum: i.checksum,
-        encryption: i.encryption.as_ref().map(|e| e.format.to_string()),
-        payload_offset: i.encryption.and_then(|e| e.payload_offset),
-    })
+    Ok(ImageInfo::from(r.map_err(|e| to_pyerr(py, &e))?))
+}
+
+/// Describes the image at `url` (its format and virtual size, to size a destination before
+/// `download`) from the first bytes of the file: a range request or two, never its body.
+/// The keywords and errors are `download`'s.
+#[pyfunction]
+#[pyo3(signature = (url, *, src_format=None, ca_file=None, max_redirects=5, max_bytes=None, stall_timeout=30.0))]
+fn url_info(
+    py: Python<'_>,
+    url: String,
+    src_format: Option<String>,
+    ca_file: Option<PathBuf>,
+    max_redirects: u32,
+    max_bytes: Option<u64>,
+    stall_timeout: f64,
+) -> PyResult<ImageInfo> {
+    let (format, http) = http_options(&url, src_format.as_deref(), ca_file, max_redirects, max_bytes, stall_timeout)?;
+    let r = py.detach(|| describe_url(&url, format, &http));
+    Ok(ImageInfo::from(r.map_err(|e| to_pyerr(py, &e))?))
 }
 
 /// Writes a LUKS1 header (aes-xts-plain64, 512-bit key, sha256, key slot 0 opened by
@@ -663,6 +703,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(download, m)?)?;
     m.add_function(wrap_pyfunction!(start_download, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;
+    m.add_function(wrap_pyfunction!(url_info, m)?)?;
     m.add_function(wrap_pyfunction!(luks_format, m)?)?;
     m.add("DataMoverError", py.get_type::<DataMoverError>())?;
     m.add("SourceError", py.get_type::<SourceError>())?;

@@ -169,6 +169,18 @@ def start_download(
 ) -> Job:
     """`download` in the background."""
 
+def url_info(
+    url: str,
+    *,
+    src_format: Literal["raw", "qcow2"] | None = None,
+    ca_file: _Path | None = None,
+    max_redirects: int = 5,
+    max_bytes: int | None = None,
+    stall_timeout: float = 30.0,
+) -> ImageInfo:
+    """Describes the image at `url` (format, virtual size, ...) from its first bytes, never its
+    body; `download`'s keywords and errors. See `spcs.datamover`."""
+
 def info(
     path: _Path,
     *,

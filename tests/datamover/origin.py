@@ -2,8 +2,9 @@
 
 `Origin` is Python's ThreadingHTTPServer with a handler that misbehaves on request: the first
 path segment says how (``/f/NAME`` serves a file with Range support, ``/drop/NAME`` drops the
-first connection halfway, ``/stall/NAME`` stops sending halfway, ...). `Nginx` is Debian's
-nginx started as a plain process on a loopback port, plain HTTP and TLS with a test CA.
+first connection halfway, ``/stall/NAME`` stops sending halfway, ...); it counts the bytes of
+bodies it sent. `Nginx` is Debian's nginx started as a plain process on a loopback port,
+plain HTTP and TLS with a test CA, logging the body bytes of each answer.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Origin(ThreadingHTTPServer):
         #: Ends the stalls (set at shutdown).
         self.release = threading.Event()
         self.dropped: set[str] = set()
+        #: Bytes of bodies written to clients, in all.
+        self.served = 0
+        self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -107,6 +111,8 @@ class Handler(BaseHTTPRequestHandler):
             while limit > 0:
                 chunk = f.read(min(PIECE, limit))
                 self.wfile.write(chunk)
+                with self.server.lock:
+                    self.server.served += len(chunk)
                 limit -= len(chunk)
                 if pace:
                     time.sleep(pace)
@@ -132,6 +138,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         self.send_body(p)
+
+    def no_range(self, rest: str) -> None:
+        """Serves the whole file (200) whatever Range asks."""
+        self.with_file(rest, lambda p: self.send_body(p, honour_range=False))
 
     def redirect(self, rest: str) -> None:
         hops, _, name = rest.partition("/")
@@ -196,6 +206,10 @@ class Handler(BaseHTTPRequestHandler):
 
         self.with_file(rest, go)
 
+    def mute(self, rest: str) -> None:
+        """Reads the request and answers nothing (until the server stops)."""
+        self.server.release.wait(60)
+
     def slow(self, rest: str) -> None:
         self.with_file(rest, lambda p: self.send_body(p, pace=0.02))
 
@@ -208,6 +222,7 @@ class Handler(BaseHTTPRequestHandler):
 
 MODES: dict[str, Callable[[Handler, str], None]] = {
     "f": Handler.serve,
+    "norange": Handler.no_range,
     "redirect": Handler.redirect,
     "loop": Handler.loop,
     "status": Handler.status,
@@ -217,6 +232,7 @@ MODES: dict[str, Callable[[Handler, str], None]] = {
     "short": Handler.short,
     "stall": Handler.stall,
     "slow": Handler.slow,
+    "mute": Handler.mute,
     "auth": Handler.auth,
 }
 
@@ -300,7 +316,8 @@ error_log {d}/error.log warn;
 pid {d}/nginx.pid;
 events {{ worker_connections 64; }}
 http {{
-    access_log off;
+    log_format sent '$body_bytes_sent';
+    access_log {d}/access.log sent;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -322,6 +339,7 @@ class Nginx:
     """nginx serving `root` over HTTP and HTTPS (a certificate for 127.0.0.1 from `ca`)."""
 
     def __init__(self, root: Path, d: Path) -> None:
+        self.dir = d
         self.ca, cert, key = make_ca_and_cert(d)
         self.http_port, self.https_port = free_port(), free_port()
         conf = d / "nginx.conf"
@@ -352,6 +370,11 @@ class Nginx:
     @property
     def https(self) -> str:
         return f"https://127.0.0.1:{self.https_port}"
+
+    def sent(self) -> list[int]:
+        """Bytes of the body of each answer so far (logged once nginx has sent it)."""
+        log = self.dir / "access.log"
+        return [int(n) for n in log.read_text().split()] if log.exists() else []
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +27,9 @@ IMAGES = ["raw", "qcow2", "zlib", "zstd"]
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`raw` (hex text, random bytes, zeros, holes) and qcow2 copies of it: plain, zlib, and
-    zstd with 4 KiB clusters (its L2 tables lie past the first 4 MiB: range requests)."""
+    """`raw` (hex text, random bytes, zeros, holes) and qcow2 copies of it: plain, zlib,
+    zstd with 4 KiB clusters (its L2 tables lie past the first 4 MiB: range requests) and
+    2 MiB clusters; qcow2 images with a backing file, encryption, an external data file."""
     d = tmp_path_factory.mktemp("images")
     raw = d / "raw"
     write_pattern(raw, SIZE, seed=11)
@@ -38,6 +41,12 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with (d / "random").open("wb") as f:
         f.write(os.urandom(40 * MiB))
     (d / "notqcow2").write_bytes(b"QFI\xfb" + b"\xff" * 8192)
+    # For url_info: a first cluster larger than its probe, and what a download refuses.
+    qemu_img("convert", "-O", "qcow2", "-o", "cluster_size=2M", raw, d / "bigcluster")
+    secret = ["--object", "secret,id=s0,data=pw"]
+    enc = "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10"
+    qemu_img("create", "-f", "qcow2", *secret, "-o", enc, d / "encrypted", "1M")
+    qemu_img("create", "-f", "qcow2", "-o", f"data_file={d / 'data.raw'}", d / "datafile", "1M")
     return d
 
 
@@ -310,3 +319,168 @@ def test_progress_and_wait(origin: Origin, images: Path, out: Path) -> None:
     assert stats is not None and job.done
     assert job.progress().done_bytes == 40 * MiB
     assert (out / "t").read_bytes() == (images / "random").read_bytes()
+
+
+# -- url_info ----------------------------------------------------------------------------
+
+#: The most of the file `url_info` asks for in its first request.
+PROBE = 64 << 10
+INFO_FIELDS = (
+    "format",
+    "virtual_size",
+    "cluster_size",
+    "compression",
+    "backing_file",
+    "backing_format",
+    "compat",
+    "extended_l2",
+    "dirty",
+    "checksum",
+    "encryption",
+    "payload_offset",
+)
+
+
+def assert_describes(i: datamover.ImageInfo, path: Path) -> None:
+    """`i` says what `qemu-img info` and `datamover.info` say of `path`; its actual_size is
+    the file's length (the Content-Length)."""
+    q = json.loads(qemu_img("info", "--output=json", path).stdout)
+    assert (i.format, i.virtual_size) == (q["format"], q["virtual-size"])
+    assert i.cluster_size == q.get("cluster-size")
+    if q["format"] == "qcow2":
+        data = q["format-specific"]["data"]
+        assert (i.compression, i.compat) == (data["compression-type"], data["compat"])
+    assert i.actual_size == path.stat().st_size
+    local = datamover.info(path)
+    assert {f: getattr(i, f) for f in INFO_FIELDS} == {f: getattr(local, f) for f in INFO_FIELDS}
+
+
+def raised(exc: type[Exception], call: Callable[[], object]) -> Exception:
+    with pytest.raises(exc) as e:
+        call()
+    return e.value
+
+
+def same_error_as_download(exc: type[Exception], url: str, out: Path, **kw: object) -> str:
+    """`url_info(url)` raises what `download(url)` raises, word for word; returns it."""
+    d = fails(exc, url, out, **kw)
+    i = raised(exc, lambda: datamover.url_info(url, **kw))  # type: ignore[arg-type]
+    assert str(i) == str(d)
+    assert (i.path, i.errno) == (d.path, d.errno)  # type: ignore[attr-defined]
+    return str(i)
+
+
+@pytest.mark.parametrize("image", ["raw", "qcow2", "zlib", "zstd", "bigcluster"])
+def test_url_info_reads_only_the_start(origin: Origin, images: Path, image: str) -> None:
+    path = images / image
+    assert_describes(datamover.url_info(f"{origin.url}/f/{image}"), path)
+    ranges = [r for _, r in origin.hits]
+    if image == "bigcluster":
+        # The rest of the 2 MiB first cluster, with a range request more.
+        assert ranges == [f"bytes=0-{PROBE - 1}", f"bytes={PROBE}-{2 * MiB - 1}"]
+        assert origin.served == 2 * MiB
+    else:
+        assert ranges == [f"bytes=0-{PROBE - 1}"]
+        assert origin.served == PROBE
+    assert origin.served < path.stat().st_size // 8
+
+
+def test_url_info_from_a_server_ignoring_ranges(origin: Origin, images: Path) -> None:
+    """A 200 to the range request: the first bytes are read, the connection dropped."""
+    bodies = 0
+    for image in ("random", "qcow2"):
+        assert_describes(datamover.url_info(f"{origin.url}/norange/{image}"), images / image)
+        bodies += (images / image).stat().st_size
+    # What the kernel took into socket buffers before the drop, never the bodies.
+    assert origin.served < bodies // 4
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("image", ["raw", "qcow2", "zlib"])
+def test_url_info_from_nginx(nginx: Nginx, images: Path, scheme: str, image: str) -> None:
+    base = nginx.https if scheme == "https" else nginx.http
+    before = len(nginx.sent())
+    assert_describes(datamover.url_info(f"{base}/{image}", ca_file=nginx.ca), images / image)
+    deadline = time.monotonic() + 5
+    while len(nginx.sent()) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert nginx.sent()[before:] == [PROBE], "one range request of the first 64 KiB"
+
+
+def test_url_info_src_format(origin: Origin, images: Path, out: Path) -> None:
+    i = datamover.url_info(f"{origin.url}/f/zlib", src_format="raw")
+    size = (images / "zlib").stat().st_size
+    assert (i.format, i.virtual_size, i.actual_size, i.cluster_size) == ("raw", size, size, None)
+    url = f"{origin.url}/f/raw"
+    assert "magic" in same_error_as_download(datamover.FormatError, url, out, src_format="qcow2")
+    with pytest.raises(ValueError):
+        datamover.url_info(f"{origin.url}/f/raw", src_format="luks")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [("overlay", "backing file"), ("encrypted", "encrypted"), ("datafile", "external data file")],
+)
+def test_url_info_refuses_what_download_refuses(
+    origin: Origin, out: Path, image: str, words: str
+) -> None:
+    e = same_error_as_download(datamover.FormatError, f"{origin.url}/f/{image}", out)
+    assert words in e, e
+
+
+@pytest.mark.parametrize("path", ["f/missing", "status/403", "status/500"])
+def test_url_info_http_errors(origin: Origin, out: Path, path: str) -> None:
+    url = f"{origin.url}/{path}"
+    e = same_error_as_download(datamover.SourceError, url, out)
+    assert path.rpartition("/")[2].replace("missing", "404") in e and url in e, e
+
+
+def test_url_info_credentials_and_redirects(origin: Origin, images: Path, out: Path) -> None:
+    base = origin.url.replace("http://", "http://user:s3cret@")
+    assert_describes(datamover.url_info(f"{base}/auth/qcow2"), images / "qcow2")
+    e = same_error_as_download(datamover.SourceError, f"{base}/auth/missing?token=s3cret", out)
+    assert "s3cret" not in e and "404" in e, e
+    assert_describes(datamover.url_info(f"{origin.url}/redirect/3/zlib"), images / "zlib")
+    e = same_error_as_download(
+        datamover.SourceError, f"{origin.url}/redirect/3/raw", out, max_redirects=2
+    )
+    assert "more than 2 redirects" in e, e
+
+
+def test_url_info_tls(nginx: Nginx, images: Path, out: Path, tmp_path: Path) -> None:
+    other_ca, _, _ = make_ca_and_cert(tmp_path, "other")
+    for kw in ({"ca_file": other_ca}, {}):
+        e = same_error_as_download(datamover.SourceError, f"{nginx.https}/zlib", out, **kw)
+        assert "certificate verification failed" in e, e
+
+
+def test_url_info_max_bytes(origin: Origin, images: Path, out: Path) -> None:
+    size = (images / "zlib").stat().st_size
+    url = f"{origin.url}/f/zlib"
+    e = same_error_as_download(datamover.SourceError, url, out, max_bytes=size - 1)
+    assert f"the file is {size} bytes, more than max_bytes ({size - 1})" in e, e
+    assert datamover.url_info(url, max_bytes=size).virtual_size == SIZE
+
+
+def test_url_info_stall_and_the_gil(origin: Origin) -> None:
+    """A server that never answers: stall_timeout, with Python free to run meanwhile."""
+    got: list[Exception] = []
+
+    def probe() -> None:
+        try:
+            datamover.url_info(f"{origin.url}/mute/raw", stall_timeout=1.0)
+        except datamover.SourceError as e:
+            got.append(e)
+
+    t = time.monotonic()
+    th = threading.Thread(target=probe)
+    th.start()
+    ticks = 0
+    while th.is_alive():
+        ticks += 1
+        time.sleep(0.01)
+    assert time.monotonic() - t < 5
+    assert len(got) == 1 and "stall_timeout" in str(got[0]), got
+    assert ticks > 30, "the GIL is released while url_info waits"
+    # Only the first bytes are read: a body that stalls halfway does not matter.
+    assert datamover.url_info(f"{origin.url}/stall/raw", stall_timeout=1.0).virtual_size == SIZE

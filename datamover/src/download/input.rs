@@ -57,7 +57,8 @@ impl Input {
     }
 }
 
-/// A qcow2 image's metadata reads: from the head when it holds them, else range requests.
+/// A qcow2 image's metadata reads: from the head as far as it holds them, range requests for
+/// the rest.
 pub struct HeadOrRange {
     head: Arc<Vec<u8>>,
     len: u64,
@@ -73,11 +74,13 @@ impl HeadOrRange {
 impl ReadAt for HeadOrRange {
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         let end = (offset + buf.len() as u64).min(self.len);
-        if end <= self.head.len() as u64 {
-            let n = end.saturating_sub(offset) as usize;
-            buf[..n].copy_from_slice(&self.head[offset as usize..offset as usize + n]);
+        let have = self.head.len() as u64;
+        // What the head holds of the read, then a range request for the rest (if any).
+        let n = end.min(have).saturating_sub(offset) as usize;
+        buf[..n].copy_from_slice(&self.head[offset.min(have) as usize..][..n]);
+        if offset + n as u64 >= end {
             return Ok(n);
         }
-        self.ranges.read_at(buf, offset)
+        Ok(n + self.ranges.read_at(&mut buf[n..], offset + n as u64)?)
     }
 }

@@ -3,6 +3,7 @@
 //! header and tables are read first (from the start of the body, range requests for the
 //! rest), then the body is read once in file order and each data cluster written to its
 //! virtual offset (`plan`, `engine`). The file's checksum is computed in the same pass.
+//! `url_info` describes the image at a URL from its first bytes, for sizing a destination.
 
 mod engine;
 mod input;
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 use crate::digest::DigestKind;
 use crate::error::{Error, Kind, Result};
 use crate::http::{self, Client, HttpOptions, RangeReader, Remote, Url};
-use crate::image::{Format, Layer, ReadAt};
+use crate::image::{Description, Format, Layer, ReadAt};
+use crate::info::Info;
 use crate::pipeline::{Control, Stats};
 use crate::qcow2::{self, reader::Qcow2Layer};
 use crate::target::{Destination, TargetOptions};
@@ -39,8 +41,19 @@ pub struct DownloadRequest {
     pub threads: usize,
 }
 
-/// Reads a qcow2 image's header and tables into a plan, refusing what a URL cannot have.
-fn qcow2_plan(remote: &Arc<Remote>, head: &Arc<Vec<u8>>, name: &Path) -> Result<Plan> {
+/// The format of the file whose first bytes are `head`: `src_format`, else probed.
+fn format_of(src_format: Option<Format>, head: &[u8]) -> Format {
+    match src_format {
+        Some(f) => f,
+        None if head.starts_with(&qcow2::MAGIC) => Format::Qcow2,
+        None => Format::Raw,
+    }
+}
+
+/// Parses a qcow2 image's header, from `head` (the start of the file) or with range
+/// requests, refusing what a URL cannot have (an external data file is refused by the
+/// parser itself). Returns the header and the reader of the image's metadata.
+fn qcow2_header(remote: &Arc<Remote>, head: &Arc<Vec<u8>>, name: &Path) -> Result<(qcow2::Header, HeadOrRange)> {
     let mut meta = HeadOrRange::new(head.clone(), remote.len, RangeReader(remote.clone()));
     let header = qcow2::Header::parse(name, remote.len, |buf, at| meta.read_at(buf, at))?;
     if let Some(b) = &header.backing_file {
@@ -52,8 +65,39 @@ fn qcow2_plan(remote: &Arc<Remote>, head: &Arc<Vec<u8>>, name: &Path) -> Result<
     if header.crypto.is_some() {
         return Err(Error::format(name, "the image is encrypted; encrypted images cannot be downloaded"));
     }
+    Ok((header, meta))
+}
+
+/// Reads a qcow2 image's header and tables into a plan.
+fn qcow2_plan(remote: &Arc<Remote>, head: &Arc<Vec<u8>>, name: &Path) -> Result<Plan> {
+    let (header, meta) = qcow2_header(remote, head, name)?;
     let mut layer = Qcow2Layer::open_with(0, name, remote.len, Box::new(meta), None, header, None)?;
     Plan::of_layer(&mut layer as &mut dyn Layer, remote.len)
+}
+
+/// What `url_info` reads of the start of the file: a qcow2 header with its extensions (the
+/// first cluster) for clusters up to 64 KiB, qemu-img's default; larger clusters take one
+/// range request more.
+pub const PROBE: u64 = 64 << 10;
+
+/// Describes the image at `url` as `info::info` describes a file, without reading its body:
+/// one GET of its first `PROBE` bytes (the length from Content-Range or Content-Length;
+/// probing and a qcow2 header come from them), a range request for the rest of the first
+/// cluster if larger. Refuses what `download` refuses, with the same errors.
+pub fn url_info(url: &str, src_format: Option<Format>, opts: &HttpOptions) -> Result<Info> {
+    let url = Url::parse(url)?;
+    let client = Client::new(&url, opts)?;
+    let name = PathBuf::from(&url.shown);
+    let (remote, head) = Remote::open_head(&client, &url, opts, PROBE)?;
+    let head = Arc::new(head);
+    let (format, virtual_size, description) = match format_of(src_format, &head) {
+        Format::Qcow2 => {
+            let (header, _) = qcow2_header(&remote, &head, &name)?;
+            (Format::Qcow2, header.size, header.describe())
+        }
+        f => (f, remote.len, Description::default()),
+    };
+    Ok(Info::described(format, virtual_size, remote.len, description))
 }
 
 /// Shuts the client down once the copy is stopped (cancel or failure), so that a read
@@ -101,12 +145,7 @@ fn fetch(req: &DownloadRequest, url: &Url, client: &Client, ctl: &Control, abort
         ctl.done.store(at + piece.len() as u64, Ordering::Relaxed);
     }
     input.set_head(head);
-    let format = match req.src_format {
-        Some(f) => f,
-        None if input.head().starts_with(&qcow2::MAGIC) => Format::Qcow2,
-        None => Format::Raw,
-    };
-    let plan = match format {
+    let plan = match format_of(req.src_format, input.head()) {
         Format::Qcow2 => qcow2_plan(&remote, input.head(), &name)?,
         _ => Plan::raw(remote.len),
     };

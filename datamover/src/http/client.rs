@@ -116,9 +116,9 @@ impl Client {
 }
 
 impl Remote {
-    /// GETs `url` and checks the answer; returns the file and the reader of its body.
-    pub fn open(client: &Client, url: &Url, opts: &HttpOptions) -> Result<(Arc<Remote>, BodyReader<'static>)> {
-        let mut remote = Remote {
+    /// The file at `url`, before its first answer.
+    fn unopened(client: &Client, url: &Url, opts: &HttpOptions) -> Remote {
+        Remote {
             agent: client.agent.clone(),
             location: url.request.clone(),
             auth: url.auth.clone(),
@@ -127,27 +127,69 @@ impl Remote {
             etag: None,
             last_modified: None,
             stall: opts.stall_timeout,
-        };
+        }
+    }
+
+    /// Takes what the first answer says of the file: where the redirects led, its length
+    /// (`len`, from Content-Length or Content-Range), which `max_bytes` bounds, and its
+    /// validators.
+    fn adopt(&mut self, resp: &Response<Body>, len: Option<u64>, opts: &HttpOptions) -> Result<()> {
+        let final_uri = resp.get_uri().to_string();
+        if final_uri != self.location {
+            // Credentials were for the URL given, not for where it redirects.
+            self.location = final_uri;
+            self.auth = None;
+        }
+        self.len = len.ok_or_else(|| {
+            self.err("the server sent no Content-Length: the size of the image must be known before writing")
+        })?;
+        if let Some(max) = opts.max_bytes.filter(|&m| self.len > m) {
+            return Err(self.err(format!("the file is {} bytes, more than max_bytes ({max})", self.len)));
+        }
+        self.etag = header(resp, "etag");
+        self.last_modified = header(resp, "last-modified");
+        Ok(())
+    }
+
+    /// GETs `url` and checks the answer; returns the file and the reader of its body.
+    pub fn open(client: &Client, url: &Url, opts: &HttpOptions) -> Result<(Arc<Remote>, BodyReader<'static>)> {
+        let mut remote = Remote::unopened(client, url, opts);
         let resp = remote.get(None, opts.max_redirects)?;
-        let status = resp.status().as_u16();
-        if status != 200 {
+        if resp.status().as_u16() != 200 {
             return Err(remote.status_error(&resp, opts.max_redirects));
         }
-        let final_uri = resp.get_uri().to_string();
-        if final_uri != remote.location {
-            // Credentials were for the URL given, not for where it redirects.
-            remote.location = final_uri;
-            remote.auth = None;
-        }
-        remote.len = resp.body().content_length().ok_or_else(|| {
-            remote.err("the server sent no Content-Length: the size of the image must be known before writing")
-        })?;
-        if let Some(max) = opts.max_bytes.filter(|&m| remote.len > m) {
-            return Err(remote.err(format!("the file is {} bytes, more than max_bytes ({max})", remote.len)));
-        }
-        remote.etag = header(&resp, "etag");
-        remote.last_modified = header(&resp, "last-modified");
+        remote.adopt(&resp, resp.body().content_length(), opts)?;
         Ok((Arc::new(remote), resp.into_body().into_reader()))
+    }
+
+    /// The file at `url` and its first `n` bytes (all of it if shorter), from one GET of
+    /// that range; the rest of the body is never asked for. A server that ignores the range
+    /// (200) sends the whole body, of which only the first `n` bytes are read before the
+    /// connection is dropped.
+    pub fn open_head(client: &Client, url: &Url, opts: &HttpOptions, n: u64) -> Result<(Arc<Remote>, Vec<u8>)> {
+        let mut remote = Remote::unopened(client, url, opts);
+        let resp = remote.get(Some((0, Some(n.max(1) - 1))), opts.max_redirects)?;
+        let range = header(&resp, "content-range").unwrap_or_default();
+        // The file's length after the `/` of a Content-Range (`*`: unknown).
+        let total = || range.rsplit_once('/').map(|(_, t)| t.trim().parse::<u64>().ok());
+        let len = match resp.status().as_u16() {
+            200 => resp.body().content_length(),
+            206 => match total() {
+                Some(len) if range.starts_with("bytes 0-") => len,
+                _ => {
+                    return Err(remote.err(format!(
+                        "the server answered a range of the file with Content-Range {range:?} (asked from 0)"
+                    )))
+                }
+            },
+            // Nothing to send from an empty file.
+            416 if total() == Some(Some(0)) => Some(0),
+            _ => return Err(remote.status_error(&resp, opts.max_redirects)),
+        };
+        remote.adopt(&resp, len, opts)?;
+        let mut head = vec![0u8; n.min(remote.len) as usize];
+        remote.fill(resp.into_body().into_reader(), &mut head, 0)?;
+        Ok((Arc::new(remote), head))
     }
 
     pub(super) fn err(&self, message: impl Into<String>) -> Error {
@@ -238,11 +280,17 @@ impl Remote {
         }
         let end = (offset + buf.len() as u64).min(self.len);
         let resp = self.get_range(offset, Some(end))?;
-        let mut reader = resp.into_body().into_reader();
         let want = (end - offset) as usize;
+        self.fill(resp.into_body().into_reader(), &mut buf[..want], offset)?;
+        Ok(want)
+    }
+
+    /// Fills `buf` from `reader`, the body of an answer starting at file offset `offset`.
+    fn fill(&self, mut reader: BodyReader<'static>, buf: &mut [u8], offset: u64) -> Result<()> {
+        let want = buf.len();
         let mut got = 0;
         while got < want {
-            match io::Read::read(&mut reader, &mut buf[got..want]) {
+            match io::Read::read(&mut reader, &mut buf[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -253,7 +301,7 @@ impl Remote {
         if got < want {
             return Err(self.err(format!("the server sent {got} of the {want} bytes asked at offset {offset}")));
         }
-        Ok(got)
+        Ok(())
     }
 }
 

@@ -79,6 +79,23 @@ failed TLS (``certificate verification failed``), too many redirects and short b
 as basic authentication to that URL only) and query strings never appear in messages.
 Cancel stops a download within about a second, even while a read waits on the network.
 
+Sizing a destination first: `url_info` describes the image at a URL as `info` describes a
+file, without reading its body, so that a volume can be created before `download` writes
+into it::
+
+    i = datamover.url_info("https://tpl.example/t.qcow2")
+    # i.format "qcow2", i.virtual_size, i.actual_size (the file's length), i.cluster_size, ...
+
+It asks for the first 64 KiB of the file with a range request (the file's length from the
+Content-Range; a server that ignores ranges answers 200 and the connection is dropped after
+those bytes). A raw file's virtual size is its length; a qcow2 image's comes from its header,
+read from those bytes (a range request more for the rest of a first cluster above 64 KiB).
+``src_format``, ``ca_file``, ``max_redirects``, ``max_bytes`` and ``stall_timeout`` are
+`download`'s, and so are its errors: HTTP and TLS failures are the same `SourceError`s, a
+length above ``max_bytes`` is refused, and a qcow2 image with a backing file, an external
+data file or encryption is the `FormatError` `download` would raise. ``checksum`` is None
+and ``encryption`` too. The GIL is released while it works.
+
 Every error is a `DataMoverError` subclass with ``path``, ``offset``, ``errno`` and
 ``target_partial`` attributes (``target_partial`` is true when an in-place target was
 written to before the failure). Invalid arguments raise `ValueError`.
@@ -109,6 +126,7 @@ from spcs._datamover import (
     luks_format,
     start_convert,
     start_download,
+    url_info,
 )
 
 #: An image format read and written (``src_format``, ``dst_format``, `ImageInfo.format`).
@@ -161,4 +179,5 @@ __all__ = [
     "luks_format",
     "start_convert",
     "start_download",
+    "url_info",
 ]
