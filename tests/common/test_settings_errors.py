@@ -170,6 +170,14 @@ SERVICE_BAD: dict[str, dict[str, list[Bad]]] = {
         "detach_attempts": [bad("0"), bad("x"), bad("2.5")],
         "max_copies": [bad("0"), bad("-1"), bad("x")],
         "luks_iter_time_ms": [bad("0"), bad("x"), bad("60001")],
+        "direct_download_url": [
+            bad("ftp://images.example.com/"),
+            bad("https://"),
+            bad("https://user:pw@images.example.com/"),
+            bad("https://images.example.com/?q=1"),
+        ],
+        "direct_download_ca_file": [bad("/nonexistent/ca.pem"), bad("/")],
+        "direct_download_max_bytes": [bad("0"), bad("x")],
     },
 }
 

@@ -52,6 +52,7 @@ from tests.contract.harness import (
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 UNKNOWN_POOL = "ct-no-such-pool"
 GHOST_HOST = "ct-no-such-host"
 
@@ -565,6 +566,16 @@ NODE = [
             destination_path=MISSING_PATH,
         ),
         answers=NOT_FOUND,
+    ),
+    Case(
+        "AgentCommands/DirectDownloadTemplate",
+        lambda w: node_pb2.DirectDownloadTemplateRequest(
+            operation_id=new_id("op"),
+            source=types_pb2.DirectDownloadSource(url="http://127.0.0.1:9/f/t.qcow2"),
+            destination_path=MISSING_PATH,
+        ),
+        # the contract stack's nodes allow no direct-download server
+        answers=PERMISSION_DENIED,
     ),
     Case(
         "AgentCommands/FormatVolume",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from spcs.demo.story import DemoFailure, Story
+from spcs.demo.webserver import TemplateServer
 from tests.stacks import stack
 from tests.support import REPO
 
@@ -49,7 +50,7 @@ def test_demo_command_end_to_end(tmp_path: Path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     steps = [line for line in result.stdout.splitlines() if re.match(r"^\s*\d+\. ", line)]
-    assert len(steps) == 21
+    assert len(steps) == 22
     assert all(" ok: " in line or "sha256" in line for line in steps)
     assert "all steps passed" in result.stdout
     assert "Traceback" not in result.stderr
@@ -78,10 +79,18 @@ class TamperingStory(Story):
 
 
 def test_demo_stops_on_a_checksum_mismatch(tmp_path: Path):
-    # the stack `spcs demo` runs: two hosts, the services on their own settings
-    with (
-        stack(tmp_path, test_defaults=False) as running,
-        pytest.raises(DemoFailure, match="sha256"),
-    ):
-        TamperingStory(running, template_size=1 << 30).run()
+    # the stack `spcs demo` runs: two hosts, the services on their own settings, and the
+    # direct-download web server its nodes allow
+    (tmp_path / "secondary").mkdir()
+    web = TemplateServer(tmp_path / "secondary").start()
+    try:
+        with (
+            stack(
+                tmp_path, test_defaults=False, node_args=["--direct-download-url", web.url]
+            ) as running,
+            pytest.raises(DemoFailure, match="sha256"),
+        ):
+            TamperingStory(running, template_size=1 << 30, web_url=web.url).run()
+    finally:
+        web.stop()
     assert all(code == 0 for code in running.last_exit_codes.values())

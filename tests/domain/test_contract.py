@@ -221,6 +221,9 @@ def _complete_copy(env: Env, key: tuple[str, str, str, str]) -> driver_pb2.CopyD
     def part(kind: str, where: str, uuid: str) -> types_pb2.DataObject:
         if where == "primary":
             return data_object(kind, env.primary(next(pools)), uuid=uuid, path=MISSING_PATH)
+        if where == "direct_download":
+            url = types_pb2.DirectDownloadSource(url="https://images.example.com/t.qcow2")
+            return data_object(kind, types_pb2.DataStore(direct_download=url), uuid=uuid)
         return data_object(kind, secondary(), uuid=uuid, path=f"{kind}s/2/3")
 
     return env.copy_request(part(s_kind, s_store, "src-1"), part(d_kind, d_store, "dst-1"))

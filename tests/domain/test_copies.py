@@ -272,10 +272,14 @@ def test_can_copy_answers_true_for_each_handled_combination(env: Env, key, kind:
     env.sp.calls.clear()
     s_kind, s_store, d_kind, d_store = key
     pools = iter((env.pool_uuid, other.uuid))
-    stores = {"secondary": secondary}
+    url = types_pb2.DirectDownloadSource(url="https://images.example.com/t.qcow2")
+    stores = {
+        "secondary": secondary,
+        "direct_download": lambda: types_pb2.DataStore(direct_download=url),
+    }
 
     def store(where: str) -> types_pb2.DataStore:
-        return stores[where]() if where == "secondary" else env.primary(next(pools))
+        return stores[where]() if where in stores else env.primary(next(pools))
 
     answer = _can_copy(
         env, data_object(s_kind, store(s_store)), data_object(d_kind, store(d_store))

@@ -130,6 +130,7 @@ HOLDS: Mapping[str, Mapping[str, Mode]] = {
     "BackupSnapshot": _COPY,
     "CopyVolumeToSecondary": _COPY,
     "BackupTemplate": _COPY,
+    "DirectDownloadTemplate": {"destination": X},
     "FormatVolume": {"destination": X},
     "EncryptVolume": _COPY,
 }

@@ -11,6 +11,7 @@ from pathlib import Path
 from spcs.common import logs
 from spcs.demo.stack import Stack
 from spcs.demo.story import GIB, DemoFailure, Story
+from spcs.demo.webserver import TemplateServer
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     print("spcs demo: StorPool primary storage for CloudStack, end to end on this machine")
     print(f"  state and logs in {workdir}")
-    stack = Stack(workdir, hosts=2, second_zone=True)
+    # the direct-download templates' web server; the nodes fetch only from it
+    (workdir / "secondary").mkdir(exist_ok=True)
+    web = TemplateServer(workdir / "secondary").start()
+    stack = Stack(workdir, hosts=2, second_zone=True, node_args=["--direct-download-url", web.url])
     failure: str | None = None
     try:
         stack.start()
@@ -46,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
             f"{stack.management.address}, nodes " + ", ".join(n.address for n in stack.nodes)
         )
         print(f"{'':>4}{'step':<50} {'time':>8}  {'written':>10}  {'rate':>12}  check")
-        Story(stack, template_size=args.template_gib * GIB).run()
+        Story(stack, template_size=args.template_gib * GIB, web_url=web.url).run()
     except DemoFailure as error:
         failure = str(error)
     except Exception as error:  # report, stop everything, exit non-zero
         failure = f"{type(error).__name__}: {error}"
     finally:
         stack.stop()
+        web.stop()
     codes = stack.last_exit_codes
     if failure is None and any(code != 0 for code in codes.values()):
         failure = f"a service did not stop cleanly: {codes}"

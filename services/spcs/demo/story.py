@@ -39,6 +39,7 @@ GIB = 1 << 30
 MIB = 1 << 20
 CHUNK = 4 * MIB
 LUKS_HEADER = 2 * MIB  # where a LUKS volume's payload starts
+DIRECT_TEMPLATE = "demo-template-url"  # a direct-download template (fetched from its URL)
 PASSPHRASE = b"demo passphrase"  # the encrypted volume's (CloudStack would hand its own)
 DELAY_DELETE = "storpool.delete.after.interval"  # the pool detail, as the Java plugin names it
 
@@ -102,6 +103,8 @@ class Story:
     steps: list[Step] = field(default_factory=list)
     channel: grpc.Channel | None = None
     pool: str = "pool-demo"
+    # the direct-download web server serving the secondary store's files ("" = skip that step)
+    web_url: str = ""
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -249,6 +252,7 @@ class Story:
         root1 = self._root_from_template(template, template_sha, first=True)
         root2 = self._root_from_template(template, template_sha, first=False)
         encrypted = self._encrypted_root(template, template_sha)
+        direct = self._direct_download_root(template_sha)
         data, data_sha = self._data_volume()
         snapshot = self._snapshot(data)
         backup = self._backup(snapshot, data_sha)
@@ -260,7 +264,7 @@ class Story:
         extracted = self._download_volume(data, data_sha)
         undeleted, backup = self._delay_delete(restored, data_sha)
         self._copy_to_zone2(snapshot, data_sha)
-        volumes = [root1, root2, encrypted, data, undeleted]
+        volumes = [root1, root2, encrypted, direct, data, undeleted]
         self._delete_everything(volumes, [snapshot, backup], made, template, extracted)
         self._delete_pool()
 
@@ -423,6 +427,51 @@ class Story:
             self.expect(step, "decrypted sha256 = template's", decrypted, sha)
 
         self.run_step("encrypted ROOT from it (LUKS, written encrypted)", deploy)
+        return holder["v"]
+
+    def _direct_download_root(self, sha: str) -> types_pb2.Volume:
+        """A ROOT volume from a direct-download template: a node streams the QCOW2 from the
+        web server into StorPool (no file on the host), checking its SHA-256 on the way."""
+        holder: dict[str, types_pb2.Volume] = {}
+        image = self.stack.secondary / "template" / "tmpl" / "2" / "201" / "demo.qcow2"
+
+        def deploy(step: Step) -> None:
+            with step.checking():
+                file_sha = hashlib.sha256(image.read_bytes()).hexdigest()
+            source = types_pb2.Template(
+                uuid=DIRECT_TEMPLATE,
+                format=types_pb2.IMAGE_FORMAT_QCOW2,
+                store=types_pb2.DataStore(
+                    direct_download=types_pb2.DirectDownloadSource(
+                        url=f"{self.web_url}template/tmpl/2/201/demo.qcow2",
+                        checksum="{SHA-256}" + file_sha,
+                    )
+                ),
+            )
+            result = self.copy(
+                types_pb2.DataObject(template=source),
+                types_pb2.DataObject(
+                    volume=types_pb2.Volume(
+                        uuid="demo-root-dd",
+                        name="ROOT-DD",
+                        size_bytes=GIB,
+                        type=types_pb2.VOLUME_TYPE_ROOT,
+                        store=self.primary(),
+                    )
+                ),
+                step,
+            )
+            volume = holder["v"] = result.result.volume
+            self._grant(volume, 2)
+            self.expect(
+                step,
+                "sha256 = template's",
+                self.sha(step, self.device(volume.path, 2), self.template_size),
+                sha,
+            )
+            self._revoke(volume, 2)
+
+        self.run_step("ROOT from a direct-download template (URL)", deploy)
         return holder["v"]
 
     def _grant(self, volume: types_pb2.Volume, host: int) -> None:
@@ -795,6 +844,7 @@ class Story:
             for cached in (
                 types_pb2.Template(uuid=template.uuid),
                 types_pb2.Template(uuid=made.uuid),
+                types_pb2.Template(uuid=DIRECT_TEMPLATE),
             ):
                 self.driver.DeleteData(
                     driver_pb2.DeleteDataRequest(

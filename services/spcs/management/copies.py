@@ -73,6 +73,20 @@ COPIES: dict[tuple[str, str, str, str], CopyRule] = {
     ("template", "secondary", "volume", "primary"): CopyRule(
         "template-to-volume", Contract(ids=("source.template.uuid", *_NEW_VOLUME))
     ),
+    # direct download: the template's URL instead of a secondary store
+    ("template", "direct_download", "template", "primary"): CopyRule(
+        "template-to-primary",
+        Contract(
+            ids=("source.template.uuid",), required=("source.template.store.direct_download.url",)
+        ),
+    ),
+    ("template", "direct_download", "volume", "primary"): CopyRule(
+        "template-to-volume",
+        Contract(
+            ids=("source.template.uuid", *_NEW_VOLUME),
+            required=("source.template.store.direct_download.url",),
+        ),
+    ),
     ("snapshot", "primary", "snapshot", "secondary"): CopyRule(
         "snapshot-to-secondary",
         Contract(
@@ -164,6 +178,8 @@ def _store(inner: Part) -> tuple[str, str]:
         return which, inner.store.primary.pool_uuid
     if which == "secondary":
         return which, inner.store.secondary.url
+    if which == "direct_download":
+        return which, inner.store.direct_download.url
     raise errors.InvalidArgument("every object of a copy needs its store (primary or secondary)")
 
 

@@ -78,10 +78,12 @@ class TemplateCache:
     def _download(
         self, ctx: JobContext, pool: PoolRecord, template: types_pb2.Template, host_id: str
     ) -> tuple[StorPoolSnapshot, int, str]:
-        if template.store.WhichOneof("store") != "secondary" or not template.path:
+        direct = template.store.WhichOneof("store") == "direct_download"
+        if not direct and (template.store.WhichOneof("store") != "secondary" or not template.path):
             raise errors.NotFound(
                 f"template {template.uuid} is not cached on pool {pool.name} and no secondary "
-                "store copy (store.secondary.url and path) was given to download it from"
+                "store copy (store.secondary.url and path) or URL (store.direct_download) was "
+                "given to download it from"
             )
         api = self.pools.api(pool)
         temporary = names.template_download_name(template.uuid, pool.uuid)
@@ -103,25 +105,8 @@ class TemplateCache:
             gid, f"volume {temporary}", lambda: api.volume_delete(temporary), scratch=True
         )
         with owning(download):
-            request = node_pb2.DownloadTemplateRequest(
-                operation_id=node_operation_id(ctx, "download-new" if fresh else "download", gid),
-                source=template.store.secondary,
-                source_path=template.path,
-                source_file_name=template.file_name,
-                source_format=template.format,
-                destination_path=names.byid_path(gid),
-                resize_to_virtual_size=True,
-                target_is_zero=fresh,
-            )
-            result, host = self.nodes.run_job(
-                ctx,
-                pool,
-                host_id,
-                lambda s: s.DownloadTemplate,
-                request,
-                node_pb2.DownloadResult(),
-                "downloading the template",
-            )
+            step = node_operation_id(ctx, "download-new" if fresh else "download", gid)
+            result, host = self._fill(ctx, pool, template, host_id, step, gid, fresh)
             ctx.stage("snapshotting the downloaded template")
             snapshot, _ = self._snapshot(api, temporary, template.uuid, pool)
         log.info(
@@ -133,6 +118,53 @@ class TemplateCache:
             host,
         )
         return snapshot, result.bytes_written, host
+
+    def _fill(
+        self,
+        ctx: JobContext,
+        pool: PoolRecord,
+        template: types_pb2.Template,
+        host_id: str,
+        step: str,
+        gid: str,
+        fresh: bool,
+    ) -> tuple[node_pb2.DownloadResult, str]:
+        """A node writes the template into the download volume: from secondary storage, or
+        straight from its URL (direct download)."""
+        if template.store.WhichOneof("store") == "direct_download":
+            return self.nodes.run_job(
+                ctx,
+                pool,
+                host_id,
+                lambda s: s.DirectDownloadTemplate,
+                node_pb2.DirectDownloadTemplateRequest(
+                    operation_id=step,
+                    source=template.store.direct_download,
+                    source_format=template.format,
+                    destination_path=names.byid_path(gid),
+                    target_is_zero=fresh,
+                ),
+                node_pb2.DownloadResult(),
+                "downloading the template from its URL",
+            )
+        return self.nodes.run_job(
+            ctx,
+            pool,
+            host_id,
+            lambda s: s.DownloadTemplate,
+            node_pb2.DownloadTemplateRequest(
+                operation_id=step,
+                source=template.store.secondary,
+                source_path=template.path,
+                source_file_name=template.file_name,
+                source_format=template.format,
+                destination_path=names.byid_path(gid),
+                resize_to_virtual_size=True,
+                target_is_zero=fresh,
+            ),
+            node_pb2.DownloadResult(),
+            "downloading the template",
+        )
 
     def _snapshot(
         self, api: StorPoolClient, source: str, template_uuid: str, pool: PoolRecord

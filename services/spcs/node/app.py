@@ -19,6 +19,7 @@ from spcs.common.tls import TlsFiles
 from spcs.node.adaptor import Adaptor
 from spcs.node.commands import AgentCommands
 from spcs.node.devices import Devices
+from spcs.node.mover import Fetch
 from spcs.node.partials import TABLE as WRITING_TABLE
 from spcs.node.partials import WriteJournal
 from spcs.node.registration import ClusterId, Registrar, request_for
@@ -79,7 +80,17 @@ def build_domain(settings: NodeSettings, api: StorPoolClient) -> NodeDomain:
     )
     stores = SecondaryStorage(settings.mount_root, settings.secondary_stores)
     journal = WriteJournal(db)
-    commands = AgentCommands(adaptor, stores, registry, journal, settings.luks_iter_time_ms)
+    commands = AgentCommands(
+        adaptor,
+        stores,
+        registry,
+        journal,
+        settings.luks_iter_time_ms,
+        settings.direct_download_urls,
+        Fetch(
+            ca_file=settings.direct_download_ca_file, max_bytes=settings.direct_download_max_bytes
+        ),
+    )
     # SP_CLUSTER_ID, else asked of StorPool
     cluster_id = ClusterId(settings.storpool.cluster_id, api.for_probes())
     return NodeDomain(api, db, locks, registry, adaptor, stores, journal, commands, cluster_id)

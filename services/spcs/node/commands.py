@@ -27,7 +27,7 @@ from spcs import datamover
 from spcs.common import errors, holds, secrets
 from spcs.common.operations import JobContext, OperationRegistry, Runner, fingerprint
 from spcs.common.secrets import LUKS_HEADER_BYTES, Passphrase
-from spcs.node import mover, template_properties
+from spcs.node import direct_download, mover, template_properties
 from spcs.node.adaptor import Adaptor
 from spcs.node.partials import WriteJournal, partials_of
 from spcs.node.secondary import SecondaryStorage, Store, check_relative
@@ -58,6 +58,7 @@ JobRequest = (
     | node_pb2.CopyVolumeToSecondaryRequest
     | node_pb2.BackupTemplateRequest
     | node_pb2.EncryptVolumeRequest
+    | node_pb2.DirectDownloadTemplateRequest
 )
 _Request = TypeVar("_Request", bound=Message)
 
@@ -160,12 +161,16 @@ class AgentCommands:
         registry: OperationRegistry,
         journal: WriteJournal,
         iter_time_ms: int = DEFAULT_ITER_TIME_MS,
+        allowed_urls: tuple[direct_download.AllowedUrl, ...] = (),
+        fetch: mover.Fetch | None = None,
     ) -> None:
         self.adaptor = adaptor
         self.stores = stores
         self.registry = registry
         self.journal = journal
         self.iter_time_ms = iter_time_ms
+        self.allowed_urls = allowed_urls
+        self.fetch = fetch or mover.Fetch()
         self._uses_guard = threading.Lock()
         self._uses: dict[str, _Use] = {}
 
@@ -304,6 +309,53 @@ class AgentCommands:
 
         return self._start(
             request, "DownloadVolume", volume.ref, run, destination=self._device(volume)
+        )
+
+    def direct_download_template(
+        self, request: node_pb2.DirectDownloadTemplateRequest
+    ) -> operations_pb2.Operation:
+        """An image at a URL into a volume set to its virtual size (createTemplateFrom-
+        DirectDownloadFile), streamed and checksummed in one pass."""
+        url = request.source.url
+        direct_download.check_allowed(url, self.allowed_urls)
+        checksum = direct_download.parse_checksum(request.source.checksum)
+        volume = self.adaptor.lookup(
+            request.destination_path, node_pb2.DISK_KIND_VOLUME, "destination_path"
+        )
+        src_format = FORMATS.get(request.source_format)
+
+        def run(ctx: JobContext) -> node_pb2.DownloadResult:
+            what = f"download the template into {volume.ref}"
+            ctx.stage("inspecting image")
+            info = mover.url_info(url, what, self.fetch)
+            needed = _round_up(info.virtual_size)
+            size = volume.size
+            if size != needed:
+                ctx.stage("resizing")
+                self.adaptor.set_size(volume, needed, shrink_ok=size > needed)
+            with self._attached(ctx, volume, read_only=False) as device:
+                stats = mover.download(
+                    ctx,
+                    url,
+                    device,
+                    what=what,
+                    src_format=src_format or info.format,
+                    checksum=checksum,
+                    fetch=self.fetch,
+                    target_is_zero=request.target_is_zero,
+                )
+            return node_pb2.DownloadResult(
+                destination_path=names.byid_path(volume.global_id),
+                virtual_size_bytes=info.virtual_size,
+                bytes_written=stats.bytes_written,
+                volume_size_bytes=needed,
+                checksum=direct_download.shown_checksum(checksum[0], stats.checksum or "")
+                if checksum
+                else "",
+            )
+
+        return self._start(
+            request, "DirectDownloadTemplate", volume.ref, run, destination=self._device(volume)
         )
 
     def _pick_image(self, store: Store, path: str, file_name: str) -> Path:

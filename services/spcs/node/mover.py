@@ -125,6 +125,72 @@ def copy(
         raise translate(error, what) from None
     except ValueError as error:
         raise errors.InvalidArgument(f"{what}: {error}") from None
+    return follow(ctx, job, what)
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """How a direct download reaches its server (the node's settings)."""
+
+    ca_file: Path | None = None
+    max_bytes: int | None = None
+    max_redirects: int = 5
+    stall_timeout: float = 30.0
+
+
+def url_info(url: str, what: str, fetch: Fetch) -> datamover.ImageInfo:
+    """The format and virtual size of an image at a URL (its header only)."""
+    try:
+        return datamover.url_info(
+            url,
+            ca_file=fetch.ca_file,
+            max_redirects=fetch.max_redirects,
+            max_bytes=fetch.max_bytes,
+            stall_timeout=fetch.stall_timeout,
+        )
+    except datamover.DataMoverError as error:
+        raise translate(error, what) from None
+    except ValueError as error:
+        raise errors.InvalidArgument(f"{what}: {error}") from None
+
+
+def download(
+    ctx: JobContext,
+    url: str,
+    dst: Path,
+    *,
+    what: str,
+    src_format: datamover.Format | None,
+    checksum: tuple[datamover.FileChecksum, str] | None,
+    fetch: Fetch,
+    target_is_zero: bool,
+) -> datamover.ConvertStats:
+    """Stream an image from a URL into `dst` (raw), checksummed, with progress and cancel."""
+    ctx.check_cancelled()
+    ctx.stage("downloading")
+    if src_format not in (None, "raw", "qcow2"):
+        raise errors.InvalidArgument(f"{what}: a download is RAW or QCOW2, not {src_format}")
+    try:
+        job = datamover.start_download(
+            url,
+            str(dst),
+            src_format=src_format,
+            checksum=checksum,
+            ca_file=fetch.ca_file,
+            max_redirects=fetch.max_redirects,
+            max_bytes=fetch.max_bytes,
+            stall_timeout=fetch.stall_timeout,
+            target_is_zero=target_is_zero,
+        )
+    except datamover.DataMoverError as error:
+        raise translate(error, what) from None
+    except ValueError as error:
+        raise errors.InvalidArgument(f"{what}: {error}") from None
+    return follow(ctx, job, what)
+
+
+def follow(ctx: JobContext, job: datamover.Job, what: str) -> datamover.ConvertStats:
+    """Report a running data-mover job's progress to `ctx` until it ends; cancel with it."""
     ctx.on_cancel(job.cancel)
     while True:
         try:

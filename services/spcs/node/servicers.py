@@ -122,6 +122,16 @@ class AgentCommandsServicer(node_pb2_grpc.AgentCommandsServicer):
         return self._commands.download_volume(request)
 
     @rpc(
+        key=_OP,
+        required=("source.url", "destination_path"),
+        holds="DirectDownloadTemplate",
+    )
+    def DirectDownloadTemplate(
+        self, request: node_pb2.DirectDownloadTemplateRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        return self._commands.direct_download_template(request)
+
+    @rpc(
         required=("volume_path", "encryption.format", "encryption.passphrase"),
         holds="FormatVolume",
     )

@@ -13,6 +13,7 @@ from spcs.common.settings import (
     Option,
     ServerSettings,
     existing_dir,
+    existing_file,
     parse_listen,
     path_value,
     positive_float,
@@ -21,6 +22,7 @@ from spcs.common.settings import (
     state_directory,
 )
 from spcs.common.validate import UUID_LIKE
+from spcs.node.direct_download import AllowedUrl
 from spcs.node.secondary import AllowedStore
 from spcs.node.targets import Target, check_targets, parse_management
 from spcs.storpool import conf as storpool_conf
@@ -139,6 +141,29 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "direct_download_url",
+        "a URL prefix direct-download templates may come from (https://images.example.com/"
+        "templates/): scheme, host and port as given, paths below it; without it direct "
+        "download is refused (PERMISSION_DENIED)",
+        parse=AllowedUrl.parse,
+        metavar="URL",
+        repeated=True,
+    ),
+    Option(
+        "direct_download_ca_file",
+        "PEM bundle of the CAs trusted for https direct downloads, instead of the host's "
+        "trust store",
+        parse=existing_file,
+        metavar="FILE",
+    ),
+    Option(
+        "direct_download_max_bytes",
+        "largest image file a direct download accepts",
+        default=str(1 << 40),
+        parse=positive_int,
+        metavar="BYTES",
+    ),
+    Option(
         "luks_iter_time_ms",
         "PBKDF2 time per LUKS key slot of the encrypted volumes this node writes, in ms "
         "(cryptsetup's --iter-time; at most 60000)",
@@ -167,6 +192,9 @@ class NodeSettings:
     detach_attempts: int
     max_copies: int
     luks_iter_time_ms: int
+    direct_download_urls: tuple[AllowedUrl, ...] = ()
+    direct_download_ca_file: Path | None = None
+    direct_download_max_bytes: int = 1 << 40
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NodeSettings:
@@ -201,6 +229,9 @@ class NodeSettings:
             detach_attempts=values["detach_attempts"],
             max_copies=values["max_copies"],
             luks_iter_time_ms=values["luks_iter_time_ms"],
+            direct_download_urls=tuple(values["direct_download_url"] or ()),
+            direct_download_ca_file=values["direct_download_ca_file"],
+            direct_download_max_bytes=values["direct_download_max_bytes"],
         )
 
     def advertised_address(self, port: int) -> str:

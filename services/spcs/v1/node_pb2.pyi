@@ -486,6 +486,7 @@ class DownloadResult(_message.Message):
     BYTES_WRITTEN_FIELD_NUMBER: _builtins.int
     VOLUME_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     ENCRYPTION_FORMAT_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
     destination_path: _builtins.str
     """The volume written: /dev/storpool-byid/<globalId>."""
     virtual_size_bytes: _builtins.int
@@ -496,6 +497,8 @@ class DownloadResult(_message.Message):
     """Volume size after the copy."""
     encryption_format: _types_pb2.EncryptionFormat.ValueType
     """LUKS when the volume was written encrypted."""
+    checksum: _builtins.str
+    """DirectDownloadTemplate with a checksum: the file's digest, as checked (`{SHA-256}hex`)."""
     def __init__(
         self,
         *,
@@ -504,10 +507,11 @@ class DownloadResult(_message.Message):
         bytes_written: _builtins.int = ...,
         volume_size_bytes: _builtins.int = ...,
         encryption_format: _types_pb2.EncryptionFormat.ValueType = ...,
+        checksum: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_written", b"bytes_written", "destination_path", b"destination_path", "encryption_format", b"encryption_format", "virtual_size_bytes", b"virtual_size_bytes", "volume_size_bytes", b"volume_size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_written", b"bytes_written", "checksum", b"checksum", "destination_path", b"destination_path", "encryption_format", b"encryption_format", "virtual_size_bytes", b"virtual_size_bytes", "volume_size_bytes", b"volume_size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -845,6 +849,44 @@ class DownloadVolumeRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadVolumeRequest: _TypeAlias = DownloadVolumeRequest  # noqa: Y015
+
+@_typing.final
+class DirectDownloadTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SOURCE_FORMAT_FIELD_NUMBER: _builtins.int
+    DESTINATION_PATH_FIELD_NUMBER: _builtins.int
+    TARGET_IS_ZERO_FIELD_NUMBER: _builtins.int
+    operation_id: _builtins.str
+    """REQUIRED."""
+    source_format: _types_pb2.ImageFormat.ValueType
+    """OPTIONAL. Unspecified = probed from the first bytes."""
+    destination_path: _builtins.str
+    """REQUIRED. The StorPool volume to write; it is set to exactly the image's virtual size."""
+    target_is_zero: _builtins.bool
+    """The volume was just created and reads as zeros: zero regions are skipped, not written."""
+    @_builtins.property
+    def source(self) -> _types_pb2.DirectDownloadSource:
+        """REQUIRED: url. OPTIONAL: checksum."""
+
+    def __init__(
+        self,
+        *,
+        operation_id: _builtins.str = ...,
+        source: _types_pb2.DirectDownloadSource | None = ...,
+        source_format: _types_pb2.ImageFormat.ValueType = ...,
+        destination_path: _builtins.str = ...,
+        target_is_zero: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination_path", b"destination_path", "operation_id", b"operation_id", "source", b"source", "source_format", b"source_format", "target_is_zero", b"target_is_zero"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirectDownloadTemplateRequest: _TypeAlias = DirectDownloadTemplateRequest  # noqa: Y015
 
 @_typing.final
 class FormatVolumeRequest(_message.Message):

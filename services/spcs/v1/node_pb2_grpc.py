@@ -364,6 +364,11 @@ class AgentCommandsStub:
                 request_serializer=spcs_dot_v1_dot_node__pb2.ResizeNotifyRequest.SerializeToString,
                 response_deserializer=spcs_dot_v1_dot_node__pb2.ResizeNotifyResponse.FromString,
                 _registered_method=True)
+        self.DirectDownloadTemplate = channel.unary_unary(
+                '/spcs.v1.AgentCommands/DirectDownloadTemplate',
+                request_serializer=spcs_dot_v1_dot_node__pb2.DirectDownloadTemplateRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
         self.FormatVolume = channel.unary_unary(
                 '/spcs.v1.AgentCommands/FormatVolume',
                 request_serializer=spcs_dot_v1_dot_node__pb2.FormatVolumeRequest.SerializeToString,
@@ -437,6 +442,17 @@ class AgentCommandsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DirectDownloadTemplate(self, request, context):
+        """Direct download (createTemplateFromDirectDownloadFile): an image at an HTTP(S) URL
+        streamed straight into a volume (no temporary file), its checksum verified in the same
+        pass, the volume set to the image's virtual size first. Long-running (response
+        DownloadResult). A URL outside the node's `direct_download_url` prefixes is
+        PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FormatVolume(self, request, context):
         """StorPoolSetVolumeEncryptionCommand for a DATA volume: write a LUKS header (cryptsetup
         luksFormat) on a volume, which is attached for it and detached after. Unary; it takes
@@ -504,6 +520,11 @@ def add_AgentCommandsServicer_to_server(servicer, server):
                     servicer.ResizeNotify,
                     request_deserializer=spcs_dot_v1_dot_node__pb2.ResizeNotifyRequest.FromString,
                     response_serializer=spcs_dot_v1_dot_node__pb2.ResizeNotifyResponse.SerializeToString,
+            ),
+            'DirectDownloadTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DirectDownloadTemplate,
+                    request_deserializer=spcs_dot_v1_dot_node__pb2.DirectDownloadTemplateRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'FormatVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.FormatVolume,
@@ -688,6 +709,33 @@ class AgentCommands:
             '/spcs.v1.AgentCommands/ResizeNotify',
             spcs_dot_v1_dot_node__pb2.ResizeNotifyRequest.SerializeToString,
             spcs_dot_v1_dot_node__pb2.ResizeNotifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DirectDownloadTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spcs.v1.AgentCommands/DirectDownloadTemplate',
+            spcs_dot_v1_dot_node__pb2.DirectDownloadTemplateRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

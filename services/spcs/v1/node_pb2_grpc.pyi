@@ -173,6 +173,13 @@ class AgentCommandsStub:
     """StorPoolResizeVolumeCommand: tell the running VM its disk changed size (libvirt
     blockResize). FAILED_PRECONDITION "libvirt not available" when the host has no libvirt.
     """
+    DirectDownloadTemplate: _grpc.UnaryUnaryMultiCallable[_node_pb2.DirectDownloadTemplateRequest, _operations_pb2.Operation]
+    """Direct download (createTemplateFromDirectDownloadFile): an image at an HTTP(S) URL
+    streamed straight into a volume (no temporary file), its checksum verified in the same
+    pass, the volume set to the image's virtual size first. Long-running (response
+    DownloadResult). A URL outside the node's `direct_download_url` prefixes is
+    PERMISSION_DENIED.
+    """
     FormatVolume: _grpc.UnaryUnaryMultiCallable[_node_pb2.FormatVolumeRequest, _node_pb2.FormatVolumeResponse]
     """StorPoolSetVolumeEncryptionCommand for a DATA volume: write a LUKS header (cryptsetup
     luksFormat) on a volume, which is attached for it and detached after. Unary; it takes
@@ -218,6 +225,13 @@ class AgentCommandsAsyncStub(AgentCommandsStub):
     ResizeNotify: _aio.UnaryUnaryMultiCallable[_node_pb2.ResizeNotifyRequest, _node_pb2.ResizeNotifyResponse]  # type: ignore[assignment]
     """StorPoolResizeVolumeCommand: tell the running VM its disk changed size (libvirt
     blockResize). FAILED_PRECONDITION "libvirt not available" when the host has no libvirt.
+    """
+    DirectDownloadTemplate: _aio.UnaryUnaryMultiCallable[_node_pb2.DirectDownloadTemplateRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Direct download (createTemplateFromDirectDownloadFile): an image at an HTTP(S) URL
+    streamed straight into a volume (no temporary file), its checksum verified in the same
+    pass, the volume set to the image's virtual size first. Long-running (response
+    DownloadResult). A URL outside the node's `direct_download_url` prefixes is
+    PERMISSION_DENIED.
     """
     FormatVolume: _aio.UnaryUnaryMultiCallable[_node_pb2.FormatVolumeRequest, _node_pb2.FormatVolumeResponse]  # type: ignore[assignment]
     """StorPoolSetVolumeEncryptionCommand for a DATA volume: write a LUKS header (cryptsetup
@@ -297,6 +311,19 @@ class AgentCommandsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_node_pb2.ResizeNotifyResponse, _abc.Awaitable[_node_pb2.ResizeNotifyResponse]]:
         """StorPoolResizeVolumeCommand: tell the running VM its disk changed size (libvirt
         blockResize). FAILED_PRECONDITION "libvirt not available" when the host has no libvirt.
+        """
+
+    @_abc_1.abstractmethod
+    def DirectDownloadTemplate(
+        self,
+        request: _node_pb2.DirectDownloadTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Direct download (createTemplateFromDirectDownloadFile): an image at an HTTP(S) URL
+        streamed straight into a volume (no temporary file), its checksum verified in the same
+        pass, the volume set to the image's virtual size first. Long-running (response
+        DownloadResult). A URL outside the node's `direct_download_url` prefixes is
+        PERMISSION_DENIED.
         """
 
     @_abc_1.abstractmethod

@@ -26,7 +26,7 @@ from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13spcs/v1/types.proto\x12\x07spcs.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"!\n\x0cPrimaryStore\x12\x11\n\tpool_uuid\x18\x01 \x01(\t\"\x1d\n\x0eSecondaryStore\x12\x0b\n\x03url\x18\x01 \x01(\t\"l\n\tDataStore\x12(\n\x07primary\x18\x01 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreH\x00\x12,\n\tsecondary\x18\x02 \x01(\x0b\x32\x17.spcs.v1.SecondaryStoreH\x00\x42\x07\n\x05store\"\xd5\x03\n\x06Volume\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12!\n\x04type\x18\x03 \x01(\x0e\x32\x13.spcs.v1.VolumeType\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0c\n\x04path\x18\x05 \x01(\t\x12!\n\x05store\x18\x06 \x01(\x0b\x32\x12.spcs.v1.DataStore\x12$\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x14.spcs.v1.ImageFormat\x12\x0f\n\x07vm_uuid\x18\x08 \x01(\t\x12\x16\n\tdevice_id\x18\t \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08max_iops\x18\n \x01(\x04\x12&\n\x1emax_bandwidth_bytes_per_second\x18\x0b \x01(\x04\x12\x13\n\x0bsp_template\x18\x0c \x01(\t\x12\x11\n\tqos_class\x18\r \x01(\t\x12\x11\n\tvc_policy\x18\x0e \x01(\t\x12\x11\n\tglobal_id\x18\x0f \x01(\t\x12\x12\n\nused_bytes\x18\x10 \x01(\x04\x12\x34\n\x11\x65ncryption_format\x18\x11 \x01(\x0e\x32\x19.spcs.v1.EncryptionFormat\x12\x18\n\npassphrase\x18\x12 \x01(\x0c\x42\x04\x88\xb5\x18\x01\x42\x0c\n\n_device_id\"\xcc\x02\n\x08Snapshot\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bvolume_uuid\x18\x03 \x01(\t\x12\x13\n\x0bvolume_path\x18\x04 \x01(\t\x12\x0f\n\x07vm_uuid\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12!\n\x05store\x18\x07 \x01(\x0b\x32\x12.spcs.v1.DataStore\x12$\n\x06\x66ormat\x18\x08 \x01(\x0e\x32\x14.spcs.v1.ImageFormat\x12\x12\n\nsize_bytes\x18\t \x01(\x04\x12\x1b\n\x13physical_size_bytes\x18\n \x01(\x04\x12\x11\n\tglobal_id\x18\x0b \x01(\t\x12\x34\n\x11\x65ncryption_format\x18\x0c \x01(\x0e\x32\x19.spcs.v1.EncryptionFormat\x12\x18\n\npassphrase\x18\r \x01(\x0c\x42\x04\x88\xb5\x18\x01\"\x87\x02\n\x08Template\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\x03\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x11\n\tfile_name\x18\x05 \x01(\t\x12!\n\x05store\x18\x06 \x01(\x0b\x32\x12.spcs.v1.DataStore\x12$\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x14.spcs.v1.ImageFormat\x12\x12\n\nsize_bytes\x18\x08 \x01(\x04\x12\x1b\n\x13physical_size_bytes\x18\t \x01(\x04\x12\x10\n\x08\x63hecksum\x18\n \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\x11\n\tglobal_id\x18\x0c \x01(\t\"\x87\x01\n\nDataObject\x12!\n\x06volume\x18\x01 \x01(\x0b\x32\x0f.spcs.v1.VolumeH\x00\x12%\n\x08snapshot\x18\x02 \x01(\x0b\x32\x11.spcs.v1.SnapshotH\x00\x12%\n\x08template\x18\x03 \x01(\x0b\x32\x11.spcs.v1.TemplateH\x00\x42\x08\n\x06object\"\x91\x03\n\x11OperationMetadata\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0e\x32\x11.spcs.v1.JobState\x12\x12\n\nbytes_done\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x04 \x01(\x04\x12\x1d\n\x15rate_bytes_per_second\x18\x05 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07host_id\x18\t \x01(\t\x12\r\n\x05stage\x18\n \x01(\t\x12\x0e\n\x06target\x18\x0b \x01(\t\x12\x15\n\rbytes_written\x18\x0c \x01(\x04\x12\x13\n\x0bwaiting_for\x18\r \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08*Y\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_RAW\x10\x01\x12\x16\n\x12IMAGE_FORMAT_QCOW2\x10\x02*O\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x14\n\x10\x43OMPRESSION_ZLIB\x10\x01\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x02*U\n\nVolumeType\x12\x1b\n\x17VOLUME_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10VOLUME_TYPE_ROOT\x10\x01\x12\x14\n\x10VOLUME_TYPE_DATA\x10\x02*Q\n\x10\x45ncryptionFormat\x12!\n\x1d\x45NCRYPTION_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45NCRYPTION_FORMAT_LUKS\x10\x01*`\n\nAccessMode\x12\x1b\n\x17\x41\x43\x43\x45SS_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x43\x43\x45SS_MODE_READ_WRITE\x10\x01\x12\x19\n\x15\x41\x43\x43\x45SS_MODE_READ_ONLY\x10\x02*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05:/\n\x06secret\x12\x1d.google.protobuf.FieldOptions\x18\xd1\x86\x03 \x01(\x08\x42)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13spcs/v1/types.proto\x12\x07spcs.v1\x1a google/protobuf/descriptor.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"!\n\x0cPrimaryStore\x12\x11\n\tpool_uuid\x18\x01 \x01(\t\"\x1d\n\x0eSecondaryStore\x12\x0b\n\x03url\x18\x01 \x01(\t\"5\n\x14\x44irectDownloadSource\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x10\n\x08\x63hecksum\x18\x02 \x01(\t\"\xa6\x01\n\tDataStore\x12(\n\x07primary\x18\x01 \x01(\x0b\x32\x15.spcs.v1.PrimaryStoreH\x00\x12,\n\tsecondary\x18\x02 \x01(\x0b\x32\x17.spcs.v1.SecondaryStoreH\x00\x12\x38\n\x0f\x64irect_download\x18\x03 \x01(\x0b\x32\x1d.spcs.v1.DirectDownloadSourceH\x00\x42\x07\n\x05store\"\xd5\x03\n\x06Volume\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12!\n\x04type\x18\x03 \x01(\x0e\x32\x13.spcs.v1.VolumeType\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0c\n\x04path\x18\x05 \x01(\t\x12!\n\x05store\x18\x06 \x01(\x0b\x32\x12.spcs.v1.DataStore\x12$\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x14.spcs.v1.ImageFormat\x12\x0f\n\x07vm_uuid\x18\x08 \x01(\t\x12\x16\n\tdevice_id\x18\t \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08max_iops\x18\n \x01(\x04\x12&\n\x1emax_bandwidth_bytes_per_second\x18\x0b \x01(\x04\x12\x13\n\x0bsp_template\x18\x0c \x01(\t\x12\x11\n\tqos_class\x18\r \x01(\t\x12\x11\n\tvc_policy\x18\x0e \x01(\t\x12\x11\n\tglobal_id\x18\x0f \x01(\t\x12\x12\n\nused_bytes\x18\x10 \x01(\x04\x12\x34\n\x11\x65ncryption_format\x18\x11 \x01(\x0e\x32\x19.spcs.v1.EncryptionFormat\x12\x18\n\npassphrase\x18\x12 \x01(\x0c\x42\x04\x88\xb5\x18\x01\x42\x0c\n\n_device_id\"\xcc\x02\n\x08Snapshot\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bvolume_uuid\x18\x03 \x01(\t\x12\x13\n\x0bvolume_path\x18\x04 \x01(\t\x12\x0f\n\x07vm_uuid\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12!\n\x05store\x18\x07 \x01(\x0b\x32\x12.spcs.v1.DataStore\x12$\n\x06\x66ormat\x18\x08 \x01(\x0e\x32\x14.spcs.v1.ImageFormat\x12\x12\n\nsize_bytes\x18\t \x01(\x04\x12\x1b\n\x13physical_size_bytes\x18\n \x01(\x04\x12\x11\n\tglobal_id\x18\x0b \x01(\t\x12\x34\n\x11\x65ncryption_format\x18\x0c \x01(\x0e\x32\x19.spcs.v1.EncryptionFormat\x12\x18\n\npassphrase\x18\r \x01(\x0c\x42\x04\x88\xb5\x18\x01\"\x87\x02\n\x08Template\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\x03\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x11\n\tfile_name\x18\x05 \x01(\t\x12!\n\x05store\x18\x06 \x01(\x0b\x32\x12.spcs.v1.DataStore\x12$\n\x06\x66ormat\x18\x07 \x01(\x0e\x32\x14.spcs.v1.ImageFormat\x12\x12\n\nsize_bytes\x18\x08 \x01(\x04\x12\x1b\n\x13physical_size_bytes\x18\t \x01(\x04\x12\x10\n\x08\x63hecksum\x18\n \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\x11\n\tglobal_id\x18\x0c \x01(\t\"\x87\x01\n\nDataObject\x12!\n\x06volume\x18\x01 \x01(\x0b\x32\x0f.spcs.v1.VolumeH\x00\x12%\n\x08snapshot\x18\x02 \x01(\x0b\x32\x11.spcs.v1.SnapshotH\x00\x12%\n\x08template\x18\x03 \x01(\x0b\x32\x11.spcs.v1.TemplateH\x00\x42\x08\n\x06object\"\x91\x03\n\x11OperationMetadata\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0e\x32\x11.spcs.v1.JobState\x12\x12\n\nbytes_done\x18\x03 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x04 \x01(\x04\x12\x1d\n\x15rate_bytes_per_second\x18\x05 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07host_id\x18\t \x01(\t\x12\r\n\x05stage\x18\n \x01(\t\x12\x0e\n\x06target\x18\x0b \x01(\t\x12\x15\n\rbytes_written\x18\x0c \x01(\x04\x12\x13\n\x0bwaiting_for\x18\r \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08*Y\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_RAW\x10\x01\x12\x16\n\x12IMAGE_FORMAT_QCOW2\x10\x02*O\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x14\n\x10\x43OMPRESSION_ZLIB\x10\x01\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x02*U\n\nVolumeType\x12\x1b\n\x17VOLUME_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10VOLUME_TYPE_ROOT\x10\x01\x12\x14\n\x10VOLUME_TYPE_DATA\x10\x02*Q\n\x10\x45ncryptionFormat\x12!\n\x1d\x45NCRYPTION_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45NCRYPTION_FORMAT_LUKS\x10\x01*`\n\nAccessMode\x12\x1b\n\x17\x41\x43\x43\x45SS_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x43\x43\x45SS_MODE_READ_WRITE\x10\x01\x12\x19\n\x15\x41\x43\x43\x45SS_MODE_READ_ONLY\x10\x02*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05:/\n\x06secret\x12\x1d.google.protobuf.FieldOptions\x18\xd1\x86\x03 \x01(\x08\x42)\n%org.apache.cloudstack.storage.spcs.v1P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,32 +38,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VOLUME'].fields_by_name['passphrase']._serialized_options = b'\210\265\030\001'
   _globals['_SNAPSHOT'].fields_by_name['passphrase']._loaded_options = None
   _globals['_SNAPSHOT'].fields_by_name['passphrase']._serialized_options = b'\210\265\030\001'
-  _globals['_IMAGEFORMAT']._serialized_start=1890
-  _globals['_IMAGEFORMAT']._serialized_end=1979
-  _globals['_COMPRESSION']._serialized_start=1981
-  _globals['_COMPRESSION']._serialized_end=2060
-  _globals['_VOLUMETYPE']._serialized_start=2062
-  _globals['_VOLUMETYPE']._serialized_end=2147
-  _globals['_ENCRYPTIONFORMAT']._serialized_start=2149
-  _globals['_ENCRYPTIONFORMAT']._serialized_end=2230
-  _globals['_ACCESSMODE']._serialized_start=2232
-  _globals['_ACCESSMODE']._serialized_end=2328
-  _globals['_JOBSTATE']._serialized_start=2331
-  _globals['_JOBSTATE']._serialized_end=2486
+  _globals['_IMAGEFORMAT']._serialized_start=2004
+  _globals['_IMAGEFORMAT']._serialized_end=2093
+  _globals['_COMPRESSION']._serialized_start=2095
+  _globals['_COMPRESSION']._serialized_end=2174
+  _globals['_VOLUMETYPE']._serialized_start=2176
+  _globals['_VOLUMETYPE']._serialized_end=2261
+  _globals['_ENCRYPTIONFORMAT']._serialized_start=2263
+  _globals['_ENCRYPTIONFORMAT']._serialized_end=2344
+  _globals['_ACCESSMODE']._serialized_start=2346
+  _globals['_ACCESSMODE']._serialized_end=2442
+  _globals['_JOBSTATE']._serialized_start=2445
+  _globals['_JOBSTATE']._serialized_end=2600
   _globals['_PRIMARYSTORE']._serialized_start=99
   _globals['_PRIMARYSTORE']._serialized_end=132
   _globals['_SECONDARYSTORE']._serialized_start=134
   _globals['_SECONDARYSTORE']._serialized_end=163
-  _globals['_DATASTORE']._serialized_start=165
-  _globals['_DATASTORE']._serialized_end=273
-  _globals['_VOLUME']._serialized_start=276
-  _globals['_VOLUME']._serialized_end=745
-  _globals['_SNAPSHOT']._serialized_start=748
-  _globals['_SNAPSHOT']._serialized_end=1080
-  _globals['_TEMPLATE']._serialized_start=1083
-  _globals['_TEMPLATE']._serialized_end=1346
-  _globals['_DATAOBJECT']._serialized_start=1349
-  _globals['_DATAOBJECT']._serialized_end=1484
-  _globals['_OPERATIONMETADATA']._serialized_start=1487
-  _globals['_OPERATIONMETADATA']._serialized_end=1888
+  _globals['_DIRECTDOWNLOADSOURCE']._serialized_start=165
+  _globals['_DIRECTDOWNLOADSOURCE']._serialized_end=218
+  _globals['_DATASTORE']._serialized_start=221
+  _globals['_DATASTORE']._serialized_end=387
+  _globals['_VOLUME']._serialized_start=390
+  _globals['_VOLUME']._serialized_end=859
+  _globals['_SNAPSHOT']._serialized_start=862
+  _globals['_SNAPSHOT']._serialized_end=1194
+  _globals['_TEMPLATE']._serialized_start=1197
+  _globals['_TEMPLATE']._serialized_end=1460
+  _globals['_DATAOBJECT']._serialized_start=1463
+  _globals['_DATAOBJECT']._serialized_end=1598
+  _globals['_OPERATIONMETADATA']._serialized_start=1601
+  _globals['_OPERATIONMETADATA']._serialized_end=2002
 # @@protoc_insertion_point(module_scope)

@@ -212,6 +212,38 @@ class SecondaryStore(_message.Message):
 Global___SecondaryStore: _TypeAlias = SecondaryStore  # noqa: Y015
 
 @_typing.final
+class DirectDownloadSource(_message.Message):
+    """A template CloudStack's "direct download" fetches from its URL onto primary storage,
+    without secondary storage (the source of a template copy only).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """REQUIRED. The image's http:// or https:// URL (QCOW2 or RAW); it must lie under one of the
+    node's `direct_download_url` prefixes. Credentials in it (user:pass@) are never shown.
+    """
+    checksum: _builtins.str
+    """OPTIONAL. The file's checksum as CloudStack keeps it: `{MD5}hex`, `{SHA-1}hex`,
+    `{SHA-256}hex`, `{SHA-512}hex`, or plain hex (MD5). Checked in the same pass as the copy.
+    """
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        checksum: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirectDownloadSource: _TypeAlias = DirectDownloadSource  # noqa: Y015
+
+@_typing.final
 class DataStore(_message.Message):
     """Where a data object lives."""
 
@@ -219,6 +251,7 @@ class DataStore(_message.Message):
 
     PRIMARY_FIELD_NUMBER: _builtins.int
     SECONDARY_FIELD_NUMBER: _builtins.int
+    DIRECT_DOWNLOAD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def primary(self) -> Global___PrimaryStore:
         """A StorPool pool of this service."""
@@ -227,17 +260,22 @@ class DataStore(_message.Message):
     def secondary(self) -> Global___SecondaryStore:
         """A CloudStack secondary (image) store."""
 
+    @_builtins.property
+    def direct_download(self) -> Global___DirectDownloadSource:
+        """A template's URL (direct download): the source of a template copy to primary."""
+
     def __init__(
         self,
         *,
         primary: Global___PrimaryStore | None = ...,
         secondary: Global___SecondaryStore | None = ...,
+        direct_download: Global___DirectDownloadSource | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["primary", b"primary", "secondary", b"secondary", "store", b"store"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["direct_download", b"direct_download", "primary", b"primary", "secondary", b"secondary", "store", b"store"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["primary", b"primary", "secondary", b"secondary", "store", b"store"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direct_download", b"direct_download", "primary", b"primary", "secondary", b"secondary", "store", b"store"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_store: _TypeAlias = _typing.Literal["primary", "secondary"]  # noqa: Y015
+    _WhichOneofReturnType_store: _TypeAlias = _typing.Literal["primary", "secondary", "direct_download"]  # noqa: Y015
     _WhichOneofArgType_store: _TypeAlias = _typing.Literal["store", b"store"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_store) -> _WhichOneofReturnType_store | None: ...
 
