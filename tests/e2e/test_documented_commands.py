@@ -403,7 +403,7 @@ def _build(ran: Ran, m: re.Match[str]) -> None:
 @checks(r"just demo.*")
 def _demo(ran: Ran, m: re.Match[str]) -> None:
     assert "all steps passed" in ran.stdout, ran.context
-    assert len(re.findall(r"(?m)^\s*\d+\. ", ran.stdout)) == 20, ran.context
+    assert len(re.findall(r"(?m)^\s*\d+\. ", ran.stdout)) == 22, ran.context
 
 
 @checks(r"python3 -m venv (?P<system>--system-site-packages )?(?P<dir>\S+)")

@@ -39,6 +39,7 @@ from spcs.management.state import PoolRecord
 from spcs.management.templates import TemplateCache
 from spcs.management.volumes import Volumes, volume_key
 from spcs.storpool import names
+from spcs.storpool.client import StorPoolClient
 from spcs.storpool.records import StorPoolSnapshot, StorPoolVolume
 from spcs.v1 import driver_pb2, node_pb2, strategies_pb2, types_pb2
 
@@ -192,6 +193,14 @@ def classify(source: types_pb2.DataObject, destination: types_pb2.DataObject) ->
     if rule is not None and rule.kind == "volume-to-pool" and s_where == d_where:
         return None  # a copy within one pool is not a CloudStack operation
     return rule
+
+
+def _filled(
+    api: StorPoolClient, pool: PoolRecord, ref: str, uuid: str, written: int, host: str
+) -> Copied:
+    """A volume a node has filled, as StorPool now describes it."""
+    volume = objects.volume_message(api.volume(ref), pool.uuid, uuid)
+    return Copied(types_pb2.DataObject(volume=volume), written, host)
 
 
 def _copy_result(copy: str, done: Copied) -> driver_pb2.CopyDataResult:
@@ -457,13 +466,7 @@ class Copies:
             )
         if filling:
             api.volume_update(target.ref, tags={names.FILLING_TAG: ""})
-        return Copied(
-            types_pb2.DataObject(
-                volume=objects.volume_message(api.volume(target.ref), pool.uuid, volume.uuid)
-            ),
-            result.bytes_written,
-            host,
-        )
+        return _filled(api, pool, target.ref, volume.uuid, result.bytes_written, host)
 
     def _file_into_new_volume(
         self, ctx: JobContext, request: driver_pb2.CopyDataRequest, keys: CopyKeys
@@ -516,13 +519,7 @@ class Copies:
             tags.update(encryption.TAGS)
         if tags:
             api.volume_update(target.ref, tags=tags)
-        return Copied(
-            types_pb2.DataObject(
-                volume=objects.volume_message(api.volume(target.ref), pool.uuid, volume.uuid)
-            ),
-            result.bytes_written,
-            host,
-        )
+        return _filled(api, pool, target.ref, volume.uuid, result.bytes_written, host)
 
     # ---- within StorPool ------------------------------------------------------------------
 
