@@ -56,7 +56,7 @@ test-fast *ARGS: setup
     "{{py}}" -m pytest -m fast {{ARGS}}
 
 # Benchmarks: data mover vs qemu-img (files and block devices), control plane vs direct StorPool calls, replicas, end-to-end copies and concurrent copies (root), emulator copy-on-write
-bench: bench-datamover bench-devices bench-controlplane bench-replicas bench-endtoend bench-concurrency bench-emulator
+bench: bench-datamover bench-devices bench-controlplane bench-replicas bench-endtoend bench-concurrency bench-encryption bench-emulator
 
 # Data mover vs qemu-img convert, same inputs, alternating runs (`--quick` for a short run)
 bench-datamover *ARGS: setup
@@ -81,6 +81,10 @@ bench-devices *ARGS: setup
 # 1, 2 and 4 copies at once on one host: aggregate throughput vs one copy (root; `--quick`)
 bench-concurrency *ARGS: setup
     "{{py}}" bench/concurrency.py {{ARGS}}
+
+# An encrypted ROOT from a cached template through management + node vs qemu-img convert -O luks (root; `--quick`)
+bench-encryption *ARGS: setup
+    "{{py}}" bench/encryption.py {{ARGS}}
 
 # The emulator's snapshots, clones and template caching with copy-on-write and without (root for the XFS image)
 bench-emulator *ARGS: setup
